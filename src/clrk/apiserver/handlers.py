@@ -1,0 +1,851 @@
+"""Kubernetes REST semantics over the store: CRUD, patch, apply, watch, delete, GC."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from clrk.api.base import KindInfo, Resource
+from clrk.api.registry import all_kinds
+from clrk.api.validation import AdmissionError, admit
+from clrk.apiserver import managedfields, patching
+from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, not_found
+from clrk.apiserver.selectors import Selector, SelectorError
+from clrk.apiserver.storage import Event, Key, Obj, Store
+from clrk.apiserver.tables import row, table
+from clrk.apiserver.watch import WatchHub
+
+log = logging.getLogger("clrk.apiserver")
+
+MAX_BODY = 3 * 1024 * 1024
+MAX_DEPTH = 100
+SERVER_METADATA = ("uid", "creationTimestamp", "generation", "resourceVersion",
+                   "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Served:
+    """A kind as the API serves it."""
+
+    cls: type[Resource]
+
+    @property
+    def info(self) -> KindInfo:
+        return self.cls.kind_info
+
+    @property
+    def resource(self) -> str:
+        return self.info.plural
+
+    def key(self, namespace: str, name: str) -> Key:
+        return Key(self.info.group, self.info.plural,
+                   namespace if self.info.namespaced else "", name)
+
+
+@dataclass
+class Request:
+    """A parsed API request, independent of the HTTP framework."""
+
+    method: str
+    served: Served
+    namespace: str | None
+    name: str | None
+    subresource: str
+    query: dict[str, str]
+    content_type: str
+    accept: str
+    user_agent: str
+    body: bytes = b""
+    watch: bool = False
+
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+@dataclass
+class Reply:
+    """What a handler returns: a JSON body, or a stream of JSON lines."""
+
+    status: int = 200
+    body: Any = None
+    stream: AsyncIterator[bytes] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _depth_ok(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if d > MAX_DEPTH:
+            return False
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return True
+
+
+def decode(body: bytes, content_type: str) -> Any:
+    """JSON or YAML request body -> value; 400 with the parser's message otherwise."""
+    if not body.strip():
+        raise APIError(400, "the request body is empty")
+    try:
+        if "yaml" in content_type:
+            value = yaml.safe_load(body)
+        else:
+            value = json.loads(body)
+    except RecursionError:
+        raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")\
+            from None
+    except (ValueError, yaml.YAMLError) as err:
+        kind = "YAML" if "yaml" in content_type else "JSON"
+        raise APIError(400, f"the request body is not valid {kind}: {err}") from None
+    if not _depth_ok(value):
+        raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+def _kind_label(info: KindInfo) -> str:
+    return f"{info.plural}.{info.group}" if info.group else info.plural
+
+
+class API:
+    """The served kinds and the verbs on them."""
+
+    def __init__(self, store: Store, hub: WatchHub, bookmark_interval: float = 30.0) -> None:
+        self.store = store
+        self.hub = hub
+        self.bookmark_interval = bookmark_interval
+        self.served: dict[tuple[str, str, str], Served] = {}
+        for cls in all_kinds():
+            i = cls.kind_info
+            self.served[(i.group, i.version, i.plural)] = Served(cls)
+        self.subresources: dict[tuple[str, str, str], Handler] = {}
+        self._lock = asyncio.Lock()
+
+    def lookup(self, group: str, version: str, plural: str) -> Served | None:
+        return self.served.get((group, version, plural))
+
+    def served_kind(self, group: str, kind: str) -> Served | None:
+        return next((s for s in self.served.values()
+                     if s.info.group == group and s.info.kind == kind), None)
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _get(self, served: Served, namespace: str, name: str) -> Obj:
+        obj = self.store.get(served.key(namespace, name))
+        if obj is None:
+            raise not_found(served.resource, name, served.info.group)
+        return obj
+
+    def _check_namespace(self, served: Served, namespace: str | None) -> None:
+        if served.info.namespaced and namespace:
+            ns = self.store.get(Key("", "namespaces", "", namespace))
+            if ns is None:
+                raise not_found("namespaces", namespace)
+
+    async def handle(self, req: Request) -> Reply:
+        if req.subresource and req.subresource != "status":
+            handler = self.subresources.get(
+                (req.served.info.group, req.served.resource, req.subresource))
+            if handler is None:
+                raise APIError(404, f"the server could not find the requested resource "
+                               f"({req.served.resource}/{req.subresource})")
+            result = await handler(req)
+            return result if isinstance(result, Reply) else Reply(body=result)
+        if req.subresource == "status" and not req.served.info.has_status:
+            raise APIError(404, f"{req.served.resource} has no status subresource")
+        if req.method == "GET":
+            if req.name:
+                obj = self._get(req.served, req.namespace or "", req.name)
+                return Reply(body=self._render_one(req, obj))
+            if req.watch or req.query.get("watch") in ("true", "1"):
+                return Reply(stream=self.watch(req))
+            return Reply(body=self.list(req))
+        async with self._lock:  # writes are serialized: one resourceVersion order
+            if req.method == "POST" and not req.name:
+                return self.create(req)
+            if req.method == "PUT" and req.name:
+                return self.update(req)
+            if req.method == "PATCH" and req.name:
+                return self.patch(req)
+            if req.method == "DELETE":
+                if req.name:
+                    return self.delete(req)
+                return self.delete_collection(req)
+        raise APIError(405, f"{req.method} is not supported on this path")
+
+    def _render_one(self, req: Request, obj: Obj) -> Any:
+        if "as=Table" in req.accept:
+            include = req.query.get("includeObject", "Metadata")
+            return table(req.served.info, [obj], include,
+                         {"resourceVersion": obj["metadata"]["resourceVersion"]})
+        return obj
+
+    def _selector(self, req: Request) -> Selector:
+        try:
+            return Selector.parse(req.query.get("labelSelector"), req.query.get("fieldSelector"))
+        except SelectorError as err:
+            raise APIError(400, str(err)) from None
+
+    def list(self, req: Request) -> Any:
+        served = req.served
+        sel = self._selector(req)
+        if req.namespace:
+            self._check_namespace(served, req.namespace)
+        ns = req.namespace if served.info.namespaced else None
+        rv = self.store.resource_version
+        items = [o for o in self.store.list(served.info.group, served.resource, ns)
+                 if sel.matches(o)]
+        start = 0
+        if cont := req.query.get("continue"):
+            try:
+                start = int(cont)
+            except ValueError:
+                raise APIError(400, f"invalid continue token {cont!r}") from None
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        limit = int(req.query.get("limit") or 0)
+        if limit > 0 and start + limit < len(items):
+            meta["continue"] = str(start + limit)
+            meta["remainingItemCount"] = len(items) - start - limit
+            items = items[start:start + limit]
+        else:
+            items = items[start:]
+        if "as=Table" in req.accept:
+            return table(served.info, items, req.query.get("includeObject", "Metadata"), meta)
+        return {"apiVersion": served.info.api_version, "kind": served.info.list_kind,
+                "metadata": meta, "items": items}
+
+    async def watch(self, req: Request) -> AsyncIterator[bytes]:
+        served = req.served
+        sel = self._selector(req)
+        ns = req.namespace if served.info.namespaced else None
+        name = req.name
+        as_table = "as=Table" in req.accept
+        include = req.query.get("includeObject", "Metadata")
+        bookmarks = req.query.get("allowWatchBookmarks") in ("true", "1")
+        timeout = float(req.query.get("timeoutSeconds") or 0) or None
+        rv_param = req.query.get("resourceVersion") or ""
+        initial = req.query.get("sendInitialEvents") in ("true", "1")
+        queue = self.hub.subscribe(served.info.group, served.resource)
+        sent: set[tuple[str, str]] = set()
+
+        def relevant(obj: Obj) -> bool:
+            md = obj.get("metadata", {})
+            if ns is not None and md.get("namespace", "") != ns:
+                return False
+            return not (name and md.get("name") != name)
+
+        def line(kind: str, obj: Obj) -> bytes:
+            if as_table and kind != "BOOKMARK":
+                obj = table(served.info, [], include, {}) | {"rows": [row(served.info, obj,
+                                                                           include)]}
+            return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() \
+                + b"\n"
+
+        def bookmark(rv: int, end: bool = False) -> bytes:
+            md: dict[str, Any] = {"resourceVersion": str(rv)}
+            if end:
+                md["annotations"] = {"k8s.io/initial-events-end": "true"}
+            return line("BOOKMARK", {"kind": served.info.kind,
+                                     "apiVersion": served.info.api_version, "metadata": md})
+
+        def translate(ev: Event) -> bytes | None:
+            obj = ev.object
+            if not relevant(obj):
+                return None
+            md = obj.get("metadata", {})
+            k = (md.get("namespace", ""), md.get("name", ""))
+            if ev.type == "DELETED":
+                if k in sent or sel.matches(obj):
+                    sent.discard(k)
+                    return line("DELETED", obj)
+                return None
+            if sel.matches(obj):
+                kind = "MODIFIED" if k in sent or ev.type == "MODIFIED" else "ADDED"
+                if ev.type == "ADDED":
+                    kind = "ADDED"
+                sent.add(k)
+                return line(kind, obj)
+            if k in sent:
+                sent.discard(k)
+                return line("DELETED", obj)
+            return None
+
+        try:
+            last = self.store.resource_version
+            if rv_param in ("", "0") or initial:
+                for obj in self.store.list(served.info.group, served.resource, ns):
+                    if relevant(obj) and sel.matches(obj):
+                        md = obj["metadata"]
+                        sent.add((md.get("namespace", ""), md["name"]))
+                        yield line("ADDED", obj)
+                if initial and bookmarks:
+                    yield bookmark(last, end=True)
+            else:
+                try:
+                    since = int(rv_param)
+                except ValueError:
+                    raise APIError(400, f"invalid resourceVersion {rv_param!r}") from None
+                if since < self.store.oldest_retained():
+                    err = APIError(410, f"too old resource version: {since} "
+                                   f"({self.store.oldest_retained() + 1})", "Expired")
+                    yield line("ERROR", err.status())
+                    return
+                for ev in self.store.events_since(since, served.info.group, served.resource):
+                    if ev.type != "DELETED":
+                        md = ev.object["metadata"]
+                        sent.add((md.get("namespace", ""), md["name"])) if ev.type == \
+                            "MODIFIED" else None
+                    out = translate(ev)
+                    last = ev.rv
+                    if out:
+                        yield out
+                last = max(last, since)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout else None
+            interval = self.bookmark_interval
+            while True:
+                wait = interval if bookmarks else None
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        return
+                    wait = min(wait, remaining) if wait else remaining
+                try:
+                    ev = await asyncio.wait_for(queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks:
+                        yield bookmark(max(last, self.store.resource_version))
+                    continue
+                if ev is None:
+                    return
+                if ev.rv <= last:
+                    continue
+                last = ev.rv
+                out = translate(ev)
+                if out:
+                    yield out
+        finally:
+            self.hub.unsubscribe(served.info.group, served.resource, queue)
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def _publish(self, ev: Event) -> None:
+        self.hub.publish(ev)
+
+    def _body_object(self, req: Request) -> Obj:
+        value = decode(req.body, req.content_type)
+        if not isinstance(value, dict):
+            raise APIError(400, "the request body must be a JSON or YAML object")
+        return value
+
+    def _field_validation(self, req: Request) -> str:
+        fv = req.query.get("fieldValidation") or "Warn"
+        if fv not in ("Strict", "Warn", "Ignore"):
+            raise APIError(400, f"invalid fieldValidation {fv!r}: use Strict, Warn or Ignore")
+        return fv
+
+    def _manager(self, req: Request, default_op: str = "Update") -> str:
+        m = req.query.get("fieldManager")
+        if m:
+            if len(m) > 128:
+                raise APIError(422, "fieldManager must be at most 128 characters")
+            return m
+        agent = req.user_agent.split("/")[0].split(" ")[0] or "unknown"
+        return agent
+
+    def _validate_metadata(self, served: Served, obj: Obj) -> list[dict[str, str]]:
+        md = obj.get("metadata")
+        causes: list[dict[str, str]] = []
+        if not isinstance(md, dict):
+            return [{"field": "metadata", "message": "Required value",
+                     "reason": "FieldValueRequired"}]
+        name = md.get("name")
+        limit = served.info.name_max_length
+        rx = _DNS_LABEL if limit <= 63 else _DNS_SUBDOMAIN
+        if not isinstance(name, str) or not name:
+            causes.append({"field": "metadata.name", "reason": "FieldValueRequired",
+                           "message": "Required value: name or generateName is required"})
+        elif len(name) > limit or not rx.match(name):
+            kind = "RFC 1123 label" if limit <= 63 else "RFC 1123 subdomain"
+            causes.append({"field": "metadata.name", "reason": "FieldValueInvalid",
+                           "message": f'Invalid value: "{name}": a lowercase {kind} must '
+                           "consist of lower case alphanumeric characters or '-', start and "
+                           f"end with an alphanumeric character, at most {limit} characters"})
+        for which in ("labels", "annotations"):
+            values = md.get(which)
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                causes.append({"field": f"metadata.{which}", "reason": "FieldValueInvalid",
+                               "message": "must be a map of strings"})
+                continue
+            for k, v in values.items():
+                keyname = k.split("/", 1)[-1]
+                prefix = k.split("/", 1)[0] if "/" in k else ""
+                if (not _QUALIFIED.match(keyname) or len(keyname) > 63
+                        or (prefix and not _DNS_SUBDOMAIN.match(prefix))):
+                    causes.append({"field": f"metadata.{which}", "reason": "FieldValueInvalid",
+                                   "message": f'Invalid value: "{k}": not a valid key'})
+                if not isinstance(v, str):
+                    causes.append({"field": f"metadata.{which}.{k}",
+                                   "reason": "FieldValueInvalid",
+                                   "message": "Invalid value: must be a string"})
+                elif which == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+                    causes.append({"field": f"metadata.labels.{k}",
+                                   "reason": "FieldValueInvalid",
+                                   "message": f'Invalid value: "{v}": not a valid label value'})
+        fins = md.get("finalizers")
+        if fins is not None and (not isinstance(fins, list)
+                                 or not all(isinstance(f, str) and f for f in fins)):
+            causes.append({"field": "metadata.finalizers", "reason": "FieldValueInvalid",
+                           "message": "must be a list of non-empty strings"})
+        return causes
+
+    def _admit(self, req: Request, obj: Obj, name: str) -> tuple[Obj, list[str]]:
+        served = req.served
+        info = served.info
+        causes = self._validate_metadata(served, obj)
+        api_version = obj.get("apiVersion")
+        if api_version and api_version != info.api_version:
+            raise APIError(400, f"the API version in the data ({api_version}) does not match "
+                           f"the expected API version ({info.api_version})")
+        if obj.get("kind") and obj.get("kind") != info.kind:
+            raise APIError(400, f"the kind in the data ({obj.get('kind')}) does not match the "
+                           f"expected kind ({info.kind})")
+        if info.kind == "Secret":
+            obj = _fold_string_data(obj)
+        try:
+            admitted, warnings = admit(served.cls, obj, self._field_validation(req))  # type: ignore[arg-type]
+        except AdmissionError as err:
+            causes += [{"field": c.field, "message": c.message, "reason": c.reason}
+                       for c in err.causes]
+            admitted, warnings = obj, []
+        if causes:
+            raise invalid(info.kind, info.group, name, causes)
+        admitted["apiVersion"] = info.api_version
+        admitted["kind"] = info.kind
+        return admitted, warnings
+
+    def create(self, req: Request, obj: Obj | None = None) -> Reply:
+        served = req.served
+        info = served.info
+        if not info.user_creatable:
+            raise APIError(405, f"{_kind_label(info)} are written by the system only; "
+                           "they cannot be created through the API", "MethodNotAllowed")
+        if obj is None:
+            obj = self._body_object(req)
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
+            raise APIError(400, "metadata must be an object")
+        if not md.get("name") and md.get("generateName"):
+            md["name"] = f"{md['generateName']}{uuid.uuid4().hex[:5]}"
+        namespace = ""
+        if info.namespaced:
+            namespace = req.namespace or md.get("namespace") or "default"
+            if md.get("namespace") and md["namespace"] != namespace:
+                raise APIError(400, "the namespace of the provided object does not match the "
+                               "namespace sent on the request")
+            md["namespace"] = namespace
+            self._check_namespace(served, namespace)
+            ns_obj = self.store.get(Key("", "namespaces", "", namespace))
+            if ns_obj and ns_obj["metadata"].get("deletionTimestamp"):
+                raise APIError(403, f'unable to create new content in namespace {namespace} '
+                               "because it is being terminated", "Forbidden")
+        else:
+            md.pop("namespace", None)
+        for f in SERVER_METADATA:
+            md.pop(f, None)
+        md.pop("managedFields", None)
+        if info.has_status:
+            obj.pop("status", None)
+        name = md.get("name") or ""
+        admitted, warnings = self._admit(req, obj, name)
+        key = served.key(namespace, name)
+        if self.store.get(key) is not None:
+            raise already_exists(served.resource, name, info.group)
+        amd = admitted["metadata"]
+        amd["uid"] = str(uuid.uuid4())
+        amd["creationTimestamp"] = now()
+        amd["generation"] = 1
+        if info.kind == "Namespace":
+            admitted.setdefault("spec", {"finalizers": ["kubernetes"]}) if False else None
+            admitted["status"] = {"phase": "Active"}
+        admitted = managedfields.record_update(None, admitted, self._manager(req))
+        if req.query.get("dryRun") == "All":
+            return Reply(201, admitted, warnings=warnings)
+        ev = self.store.put(key, admitted, "ADDED")
+        self._publish(ev)
+        return Reply(201, ev.object, warnings=warnings)
+
+    def _finish_write(self, req: Request, old: Obj, new: Obj, warnings: list[str],
+                      precondition_rv: str | None) -> Reply:
+        """Common tail of PUT and PATCH: split status/spec, bump generation, store."""
+        served = req.served
+        info = served.info
+        name = old["metadata"]["name"]
+        if precondition_rv and precondition_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(served.resource, name, info.group)
+        new = copy.deepcopy(new)
+        new.setdefault("metadata", {})
+        if not isinstance(new["metadata"], dict):
+            raise APIError(400, "metadata must be an object")
+        nmd = new["metadata"]
+        omd = old["metadata"]
+        if nmd.get("name", name) != name:
+            raise APIError(400, f'the name of the object ({nmd.get("name")}) does not match '
+                           f"the name on the URL ({name})")
+        if info.namespaced and nmd.get("namespace", omd.get("namespace")) != omd.get(
+                "namespace"):
+            raise APIError(400, "the namespace of the object does not match the request")
+        if req.subresource == "status":
+            # Only status may change through /status.
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+            new["metadata"]["managedFields"] = nmd.get("managedFields",
+                                                       omd.get("managedFields"))
+        else:
+            if info.has_status:
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+                else:
+                    new.pop("status", None)
+            for f in SERVER_METADATA:
+                if f in omd:
+                    nmd[f] = omd[f]
+                else:
+                    nmd.pop(f, None)
+            nmd["name"] = name
+            if info.namespaced:
+                nmd["namespace"] = omd["namespace"]
+            if omd.get("deletionTimestamp"):
+                added = set(nmd.get("finalizers") or []) - set(omd.get("finalizers") or [])
+                if added:
+                    raise invalid(info.kind, info.group, name, [{
+                        "field": "metadata.finalizers", "reason": "FieldValueForbidden",
+                        "message": "Forbidden: no new finalizers can be added if the object "
+                                   "is being deleted"}])
+        admitted, more = self._admit(req, new, name)
+        warnings = warnings + more
+        amd = admitted["metadata"]
+        for f in SERVER_METADATA:
+            if f in omd:
+                amd[f] = omd[f]
+        if _spec_of(admitted) != _spec_of(old):
+            amd["generation"] = int(omd.get("generation", 1)) + 1
+        admitted = managedfields.record_update(old, admitted, self._manager(req),
+                                               subresource=req.subresource) \
+            if not getattr(req, "_applied", False) else admitted
+        if _same(admitted, old):
+            return Reply(200, old, warnings=warnings)
+        if req.query.get("dryRun") == "All":
+            return Reply(200, admitted, warnings=warnings)
+        key = served.key(omd.get("namespace", ""), name)
+        if amd.get("deletionTimestamp") and not amd.get("finalizers"):
+            ev = self.store.delete(key, admitted)
+            self._publish(ev)
+            self._collect_garbage(ev.object)
+            return Reply(200, ev.object, warnings=warnings)
+        ev = self.store.put(key, admitted, "MODIFIED")
+        self._publish(ev)
+        return Reply(200, ev.object, warnings=warnings)
+
+    def update(self, req: Request) -> Reply:
+        obj = self._body_object(req)
+        old = self._get(req.served, req.namespace or "", req.name or "")
+        md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        return self._finish_write(req, old, obj, [], (md or {}).get("resourceVersion"))
+
+    def patch(self, req: Request) -> Reply:
+        served = req.served
+        ctype = req.content_type.split(";")[0].strip()
+        namespace = req.namespace or ""
+        if ctype == "application/apply-patch+yaml":
+            return self._apply(req)
+        old = self._get(served, namespace, req.name or "")
+        patch_doc = decode(req.body, "application/json")
+        try:
+            if ctype == "application/merge-patch+json":
+                new = patching.merge_patch(old, patch_doc)
+            elif ctype == "application/json-patch+json":
+                new = patching.json_patch(old, patch_doc)
+            elif ctype == "application/strategic-merge-patch+json":
+                if served.info.group:
+                    raise APIError(415, "strategic merge patch is not supported for "
+                                   f"{_kind_label(served.info)}: use --type=merge or "
+                                   "--type=json", "UnsupportedMediaType")
+                new = patching.strategic_merge_patch(old, patch_doc)
+            else:
+                raise APIError(415, f"the media type {ctype!r} is not supported for PATCH; "
+                               "use application/merge-patch+json, application/json-patch+json "
+                               "or application/apply-patch+yaml", "UnsupportedMediaType")
+        except patching.PatchError as err:
+            raise APIError(err.code, err.message, err.reason) from None
+        if not isinstance(new, dict):
+            raise APIError(422, "the patch must leave an object")
+        pmd = patch_doc.get("metadata") if isinstance(patch_doc, dict) else None
+        precondition = pmd.get("resourceVersion") if isinstance(pmd, dict) else None
+        if precondition is None:
+            new.setdefault("metadata", {})
+            if isinstance(new["metadata"], dict):
+                new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+        return self._finish_write(req, old, new, [], precondition)
+
+    def _apply(self, req: Request) -> Reply:
+        served = req.served
+        info = served.info
+        applied = decode(req.body, "application/yaml")
+        if not isinstance(applied, dict):
+            raise APIError(400, "the apply patch must be an object")
+        manager = req.query.get("fieldManager")
+        if not manager:
+            raise APIError(400, "fieldManager is required for apply requests (PATCH with "
+                           "application/apply-patch+yaml)")
+        force = req.query.get("force") in ("true", "1")
+        md = applied.get("metadata") or {}
+        if md.get("name") and md["name"] != req.name:
+            raise APIError(400, f"the name of the object ({md['name']}) does not match the "
+                           f"name on the URL ({req.name})")
+        namespace = req.namespace or ""
+        old = self.store.get(served.key(namespace, req.name or ""))
+        if old is not None and info.has_status:
+            if req.subresource == "status":
+                applied = {k: v for k, v in applied.items()
+                           if k in ("apiVersion", "kind", "metadata", "status")}
+            else:
+                applied.pop("status", None)
+        try:
+            merged = managedfields.apply(old, applied, manager, force,
+                                         subresource=req.subresource)
+        except managedfields.ApplyConflict as err:
+            causes = [{"reason": "FieldManagerConflict",
+                       "message": f'conflict with "{m}"', "field": p} for p, m in err.conflicts]
+            listing = "; ".join(f'conflict with "{m}": {p}' for p, m in err.conflicts)
+            raise APIError(409, f"Apply failed with {len(err.conflicts)} conflict"
+                           f"{'s' if len(err.conflicts) != 1 else ''}: {listing}", "Conflict",
+                           name=req.name or "", group=info.group, kind=served.resource,
+                           causes=causes) from None
+        if old is None:
+            if req.subresource:
+                raise not_found(served.resource, req.name or "", info.group)
+            merged.setdefault("metadata", {})["name"] = req.name
+            if info.namespaced:
+                merged["metadata"]["namespace"] = namespace
+            reply = self._create_applied(req, merged)
+            return reply
+        pmd = applied.get("metadata") or {}
+        req_applied = copy.copy(req)
+        object.__setattr__(req_applied, "_applied", True) if False else None
+        setattr(req_applied, "_applied", True)  # noqa: B010
+        return self._finish_write(req_applied, old, merged, [],
+                                  pmd.get("resourceVersion") if isinstance(pmd, dict) else None)
+
+    def _create_applied(self, req: Request, obj: Obj) -> Reply:
+        mf = obj.get("metadata", {}).get("managedFields")
+        served = req.served
+        info = served.info
+        if not info.user_creatable:
+            raise APIError(405, f"{_kind_label(info)} are written by the system only",
+                           "MethodNotAllowed")
+        namespace = obj["metadata"].get("namespace", "")
+        self._check_namespace(served, namespace)
+        if info.has_status:
+            obj.pop("status", None)
+        for f in SERVER_METADATA:
+            obj["metadata"].pop(f, None)
+        admitted, warnings = self._admit(req, obj, obj["metadata"]["name"])
+        amd = admitted["metadata"]
+        amd["uid"] = str(uuid.uuid4())
+        amd["creationTimestamp"] = now()
+        amd["generation"] = 1
+        amd["managedFields"] = mf
+        if info.kind == "Namespace":
+            admitted["status"] = {"phase": "Active"}
+        if req.query.get("dryRun") == "All":
+            return Reply(201, admitted, warnings=warnings)
+        ev = self.store.put(served.key(namespace, amd["name"]), admitted, "ADDED")
+        self._publish(ev)
+        return Reply(201, ev.object, warnings=warnings)
+
+    def _delete_options(self, req: Request) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if req.body.strip():
+            value = decode(req.body, req.content_type or "application/json")
+            if isinstance(value, dict):
+                opts = value
+        for k in ("propagationPolicy", "dryRun", "gracePeriodSeconds"):
+            if k in req.query:
+                opts[k] = req.query[k]
+        return opts
+
+    def delete(self, req: Request) -> Reply:
+        served = req.served
+        namespace = req.namespace or ""
+        obj = self._get(served, namespace, req.name or "")
+        opts = self._delete_options(req)
+        pre = opts.get("preconditions") or {}
+        md = obj["metadata"]
+        if pre.get("uid") and pre["uid"] != md.get("uid"):
+            raise APIError(409, f"Precondition failed: UID in precondition: {pre['uid']}, "
+                           f"UID in object meta: {md.get('uid')}", "Conflict")
+        if pre.get("resourceVersion") and pre["resourceVersion"] != md.get("resourceVersion"):
+            raise APIError(409, "Precondition failed: resourceVersion in precondition: "
+                           f"{pre['resourceVersion']}, resourceVersion in object meta: "
+                           f"{md.get('resourceVersion')}", "Conflict")
+        dry = opts.get("dryRun") in ("All", ["All"])
+        return self._delete_object(served, obj, opts.get("propagationPolicy") or "Background",
+                                   dry)
+
+    def _delete_object(self, served: Served, obj: Obj, policy: str, dry: bool) -> Reply:
+        md = obj["metadata"]
+        key = served.key(md.get("namespace", ""), md["name"])
+        if served.info.kind == "Namespace":
+            return self._delete_namespace(obj, dry)
+        if md.get("finalizers"):
+            if md.get("deletionTimestamp"):
+                return Reply(200, obj)
+            new = copy.deepcopy(obj)
+            new["metadata"]["deletionTimestamp"] = now()
+            new["metadata"]["deletionGracePeriodSeconds"] = 0
+            if dry:
+                return Reply(200, new)
+            ev = self.store.put(key, new, "MODIFIED")
+            self._publish(ev)
+            return Reply(200, ev.object)
+        if dry:
+            return Reply(200, obj)
+        ev = self.store.delete(key, copy.deepcopy(obj))
+        self._publish(ev)
+        if policy != "Orphan":
+            self._collect_garbage(ev.object)
+        return Reply(200, ev.object)
+
+    def _collect_garbage(self, owner: Obj) -> None:
+        uid = owner["metadata"].get("uid")
+        if not uid:
+            return
+        for key, dependent in self.store.owned_by(uid):
+            served = next((s for s in self.served.values()
+                           if s.info.group == key.group and s.resource == key.plural), None)
+            if served is None:
+                continue
+            refs = [r for r in dependent["metadata"].get("ownerReferences", [])
+                    if r.get("uid") != uid]
+            if refs:  # other owners keep it alive
+                new = copy.deepcopy(dependent)
+                new["metadata"]["ownerReferences"] = refs
+                self._publish(self.store.put(key, new, "MODIFIED"))
+                continue
+            self._delete_object(served, dependent, "Background", False)
+
+    def _delete_namespace(self, ns: Obj, dry: bool) -> Reply:
+        name = ns["metadata"]["name"]
+        if name in ("default", "clrk", "kube-system"):
+            raise APIError(403, f'namespace "{name}" is reserved and cannot be deleted',
+                           "Forbidden")
+        if dry:
+            return Reply(200, ns)
+        key = Key("", "namespaces", "", name)
+        new = copy.deepcopy(ns)
+        new["metadata"]["deletionTimestamp"] = now()
+        new["status"] = {"phase": "Terminating"}
+        self._publish(self.store.put(key, new, "MODIFIED"))
+        for k in self.store.keys_in_namespace(name):
+            served = next((s for s in self.served.values()
+                           if s.info.group == k.group and s.resource == k.plural), None)
+            obj = self.store.get(k)
+            if served is None or obj is None:
+                continue
+            if obj["metadata"].get("finalizers"):
+                o = copy.deepcopy(obj)
+                o["metadata"]["finalizers"] = []
+                obj = o
+            self._publish(self.store.delete(k, obj))
+        final = self.store.get(key) or new
+        ev = self.store.delete(key, final)
+        self._publish(ev)
+        return Reply(200, ev.object)
+
+    def delete_collection(self, req: Request) -> Reply:
+        served = req.served
+        sel = self._selector(req)
+        ns = req.namespace if served.info.namespaced else None
+        opts = self._delete_options(req)
+        dry = opts.get("dryRun") in ("All", ["All"])
+        deleted = []
+        for obj in self.store.list(served.info.group, served.resource, ns):
+            if sel.matches(obj):
+                deleted.append(self._delete_object(
+                    served, obj, opts.get("propagationPolicy") or "Background", dry).body)
+        return Reply(200, {"apiVersion": served.info.api_version,
+                           "kind": served.info.list_kind,
+                           "metadata": {"resourceVersion": str(self.store.resource_version)},
+                           "items": deleted})
+
+    def ensure_namespace(self, name: str) -> None:
+        key = Key("", "namespaces", "", name)
+        if self.store.get(key) is not None:
+            return
+        obj: Obj = {"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "uid": str(uuid.uuid4()),
+                                 "creationTimestamp": now(), "generation": 1,
+                                 "labels": {"kubernetes.io/metadata.name": name}},
+                    "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
+        self._publish(self.store.put(key, obj, "ADDED"))
+
+
+def _spec_of(obj: Obj) -> Any:
+    if "spec" in obj:
+        return obj["spec"]
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion",
+                                                       "kind")}
+
+
+def _same(a: Obj, b: Obj) -> bool:
+    def strip(o: Obj) -> Obj:
+        o = copy.deepcopy(o)
+        o["metadata"].pop("managedFields", None)
+        o["metadata"].pop("resourceVersion", None)
+        return o
+
+    return strip(a) == strip(b)
+
+
+def _fold_string_data(obj: Obj) -> Obj:
+    import base64
+
+    sd = obj.get("stringData")
+    if not sd:
+        obj.pop("stringData", None)
+        return obj
+    obj = dict(obj)
+    data = dict(obj.get("data") or {})
+    if isinstance(sd, dict):
+        for k, v in sd.items():
+            data[k] = base64.b64encode(str(v).encode()).decode()
+    obj["data"] = data
+    obj.pop("stringData", None)
+    return obj

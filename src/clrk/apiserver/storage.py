@@ -1,0 +1,178 @@
+"""SQLite storage for API objects and the watch event log.
+
+WAL with synchronous=FULL: a write is on disk before the API answers. One global,
+monotonic resourceVersion; every write appends to the event log in the same
+transaction, so a watch can resume from any retained version, across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    grp TEXT NOT NULL, plural TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    uid TEXT NOT NULL, rv INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (grp, plural, namespace, name)
+);
+CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
+CREATE TABLE IF NOT EXISTS events (
+    rv INTEGER PRIMARY KEY, grp TEXT NOT NULL, plural TEXT NOT NULL,
+    namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Key:
+    group: str
+    plural: str
+    namespace: str  # "" for cluster-scoped kinds
+    name: str
+
+
+@dataclass(frozen=True)
+class Event:
+    rv: int
+    type: str  # ADDED | MODIFIED | DELETED
+    group: str
+    plural: str
+    namespace: str
+    name: str
+    object: Obj
+
+
+class Store:
+    """Objects by (group, plural, namespace, name) plus an event log for watches."""
+
+    def __init__(self, path: Path, history: int = 10_000) -> None:
+        self.history = history
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='rv'").fetchone()
+        self._rv = int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def oldest_retained(self) -> int:
+        """The newest version a watch cannot resume after (everything later is retained)."""
+        row = self._db.execute("SELECT MIN(rv) FROM events").fetchone()
+        return (int(row[0]) - 1) if row and row[0] is not None else self._rv
+
+    def get(self, key: Key) -> Obj | None:
+        row = self._db.execute(
+            "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
+            (key.group, key.plural, key.namespace, key.name),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def list(self, group: str, plural: str, namespace: str | None = None) -> list[Obj]:
+        sql = "SELECT body FROM objects WHERE grp=? AND plural=?"
+        args: tuple[str, ...] = (group, plural)
+        if namespace is not None:
+            sql += " AND namespace=?"
+            args += (namespace,)
+        sql += " ORDER BY namespace, name"
+        return [json.loads(r[0]) for r in self._db.execute(sql, args)]
+
+    def count_in_namespace(self, namespace: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM objects WHERE namespace=?",
+                               (namespace,)).fetchone()
+        return int(row[0])
+
+    def keys_in_namespace(self, namespace: str) -> list[Key]:
+        return [Key(*r) for r in self._db.execute(
+            "SELECT grp, plural, namespace, name FROM objects WHERE namespace=?", (namespace,))]
+
+    def owned_by(self, uid: str) -> list[tuple[Key, Obj]]:
+        """Objects whose ownerReferences name ``uid``."""
+        out = []
+        for g, p, ns, n, body in self._db.execute(
+            "SELECT grp, plural, namespace, name, body FROM objects WHERE body LIKE ?",
+            (f'%"{uid}"%',),
+        ):
+            obj = json.loads(body)
+            refs = obj.get("metadata", {}).get("ownerReferences") or []
+            if any(r.get("uid") == uid for r in refs):
+                out.append((Key(g, p, ns, n), obj))
+        return out
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def next_rv(self) -> int:
+        return self._rv + 1
+
+
+    def put(self, key: Key, obj: Obj, event_type: str) -> Event:
+        rv = self._rv + 1
+        obj["metadata"]["resourceVersion"] = str(rv)
+        body = json.dumps(obj, separators=(",", ":"))
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO objects (grp, plural, namespace, name, uid, rv, body) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (grp, plural, namespace, name) "
+                "DO UPDATE SET uid=excluded.uid, rv=excluded.rv, body=excluded.body",
+                (key.group, key.plural, key.namespace, key.name,
+                 obj["metadata"].get("uid", ""), rv, body),
+            )
+            self._log(db, rv, key, event_type, body)
+        self._rv = rv
+        return Event(rv, event_type, key.group, key.plural, key.namespace, key.name, obj)
+
+    def delete(self, key: Key, obj: Obj) -> Event:
+        rv = self._rv + 1
+        obj["metadata"]["resourceVersion"] = str(rv)
+        body = json.dumps(obj, separators=(",", ":"))
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
+                (key.group, key.plural, key.namespace, key.name),
+            )
+            self._log(db, rv, key, "DELETED", body)
+        self._rv = rv
+        return Event(rv, "DELETED", key.group, key.plural, key.namespace, key.name, obj)
+
+    def _log(self, db: sqlite3.Connection, rv: int, key: Key, event_type: str,
+             body: str) -> None:
+        db.execute(
+            "INSERT INTO events (rv, grp, plural, namespace, name, type, body) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (rv, key.group, key.plural, key.namespace, key.name, event_type, body),
+        )
+        db.execute("INSERT INTO meta (key, value) VALUES ('rv', ?) "
+                   "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (str(rv),))
+        if rv % 256 == 0:
+            db.execute("DELETE FROM events WHERE rv <= ?", (rv - self.history,))
+
+    def events_since(self, rv: int, group: str, plural: str) -> list[Event]:
+        return [
+            Event(r, t, g, p, ns, n, json.loads(body))
+            for r, g, p, ns, n, t, body in self._db.execute(
+                "SELECT rv, grp, plural, namespace, name, type, body FROM events "
+                "WHERE rv > ? AND grp=? AND plural=? ORDER BY rv", (rv, group, plural))
+        ]

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real `clrk dev` process and real kubectl against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLRK = str(Path(sys.executable).parent / "clrk")
+KUBECTL = "kubectl"
+
+
+@dataclass
+class DevServer:
+    """A running `clrk dev` and the kubeconfig it wrote."""
+
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig.host"
+
+    @property
+    def url(self) -> str:
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        return str(doc["clusters"][0]["cluster"]["server"])
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "token").read_text().strip()
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "pki" / "ca.crt"
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def clrk(self, *args: str, input: str | None = None, check: bool = True,
+             timeout: float = 60, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            [CLRK, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input, capture_output=True, text=True, timeout=timeout, check=False,
+            env={**os.environ, **(env or {})},
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"clrk {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def ready(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> DevServer:
+    """Start `clrk dev` and wait until it serves; raise with its log if it dies."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"{data_dir.name}-dev.log"
+    kubeconfig = data_dir / "kubeconfig.host"
+    kubeconfig.unlink(missing_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [CLRK, "dev", "--data-dir", str(data_dir), "--port", "0", "--no-tui", *extra],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=ROOT,
+        )
+    server = DevServer(proc, data_dir, log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"clrk dev exited {proc.returncode}:\n{log.read_text()}")
+        if server.ready():
+            return server
+        time.sleep(0.1)
+    server.stop()
+    raise RuntimeError(f"clrk dev did not become ready:\n{log.read_text()}")
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path) -> Iterator[DevServer]:
+    server = start_dev(tmp_path / "clrk")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """One server for a module whose tests use distinct object names."""
+    server = start_dev(tmp_path_factory.mktemp("dev") / "clrk")
+    try:
+        yield server
+    finally:
+        server.stop()
