@@ -55,7 +55,8 @@ async def test_lightkube(shared_dev_server: DevServer) -> None:
             async for kind, obj in client.watch(TaskAgent, namespace="default",
                                                  resource_version=rv):
                 events.append((kind, obj))
-                if kind == "MODIFIED" and obj.metadata.name == "lk":
+                if kind == "MODIFIED" and obj.metadata.name == "lk" and \
+                        obj.spec["timeout"] == "30s":
                     return
 
         task = asyncio.create_task(watch())
@@ -121,15 +122,16 @@ async def test_kubernetes_asyncio(shared_dev_server: DevServer) -> None:
                                 timeout_seconds=30) as stream:
                 async for event in stream:
                     seen.append(event["type"])
-                    if event["type"] == "MODIFIED" and \
-                            event["object"]["metadata"]["name"] == "ka":
+                    obj = event["object"]
+                    if event["type"] == "MODIFIED" and obj["metadata"]["name"] == "ka" \
+                            and obj["spec"]["timeout"] == "5s":
                         return
 
         task = asyncio.create_task(watch())
         await asyncio.sleep(0.2)
         patched = await custom.patch_namespaced_custom_object(
             "clrk.apoxy.dev", "v1alpha1", "default", "taskagents", "ka",
-            {"spec": {"timeout": "5s"}})
+            {"spec": {"timeout": "5s"}}, _content_type="application/merge-patch+json")
         assert patched["spec"]["timeout"] == "5s"
         await asyncio.wait_for(task, 30)
         assert "MODIFIED" in seen

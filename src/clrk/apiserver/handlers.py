@@ -37,6 +37,11 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 
+def flag(value: str | None) -> bool:
+    """Query booleans as clients send them: true, True, 1."""
+    return (value or "").lower() in ("true", "1")
+
+
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -177,7 +182,7 @@ class API:
             if req.name:
                 obj = self._get(req.served, req.namespace or "", req.name)
                 return Reply(body=self._render_one(req, obj))
-            if req.watch or req.query.get("watch") in ("true", "1"):
+            if req.watch or flag(req.query.get("watch")):
                 return Reply(stream=self.watch(req))
             return Reply(body=self.list(req))
         async with self._lock:  # writes are serialized: one resourceVersion order
@@ -241,10 +246,10 @@ class API:
         name = req.name
         as_table = "as=Table" in req.accept
         include = req.query.get("includeObject", "Metadata")
-        bookmarks = req.query.get("allowWatchBookmarks") in ("true", "1")
+        bookmarks = flag(req.query.get("allowWatchBookmarks"))
         timeout = float(req.query.get("timeoutSeconds") or 0) or None
         rv_param = req.query.get("resourceVersion") or ""
-        initial = req.query.get("sendInitialEvents") in ("true", "1")
+        initial = flag(req.query.get("sendInitialEvents"))
         queue = self.hub.subscribe(served.info.group, served.resource)
         sent: set[tuple[str, str]] = set()
 
@@ -624,7 +629,7 @@ class API:
         if not manager:
             raise APIError(400, "fieldManager is required for apply requests (PATCH with "
                            "application/apply-patch+yaml)")
-        force = req.query.get("force") in ("true", "1")
+        force = flag(req.query.get("force"))
         md = applied.get("metadata") or {}
         if md.get("name") and md["name"] != req.name:
             raise APIError(400, f"the name of the object ({md['name']}) does not match the "

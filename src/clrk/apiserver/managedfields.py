@@ -118,6 +118,15 @@ def _remove(obj: Obj, path: Path) -> None:
             break
 
 
+def _covers(applied: Any, live: Any) -> bool:
+    """Does ``live`` hold what ``applied`` asks for? Server defaults may add keys."""
+    if isinstance(applied, dict) and isinstance(live, dict):
+        return all(k in live and _covers(v, live[k]) for k, v in applied.items())
+    if isinstance(applied, list) and isinstance(live, list):
+        return len(applied) == len(live) and all(map(_covers, applied, live))
+    return bool(applied == live)
+
+
 def _overlaps(a: Path, b: Path) -> bool:
     n = min(len(a), len(b))
     return a[:n] == b[:n]
@@ -231,7 +240,7 @@ def apply(live: Obj | None, applied: Obj, manager: str, force: bool,
                 for p in mine:
                     if _overlaps(p, q):
                         short = p if len(p) <= len(q) else q
-                        if _value(live, short) != _value(applied, short):
+                        if not _covers(_value(applied, short), _value(live, short)):
                             conflicts.append((q, e.manager))
                             break
     if conflicts and not force:

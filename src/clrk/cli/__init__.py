@@ -1,0 +1,1 @@
+"""The clrk command line."""

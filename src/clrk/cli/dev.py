@@ -1,0 +1,166 @@
+"""`clrk dev`: the API server and controllers on this host, in the foreground."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Secret
+
+from clrk.api.workerpool import WorkerPool
+from clrk.apiserver.server import APIServer
+from clrk.cli.errors import CLIError, describe, run_guarded
+from clrk.cli.manifests import Manifest, load
+from clrk.cli.secret import parse_secret_flag
+from clrk.client import FIELD_MANAGER, resource_class
+from clrk.controllers.manager import ControllerManager
+from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
+
+log = logging.getLogger("clrk.dev")
+app = typer.Typer(help="Run clrk on this host.")
+
+
+async def _apply(client: AsyncClient, m: Manifest) -> None:
+    body = dict(m.body)
+    body["metadata"] = dict(body.get("metadata") or {})
+    if m.cls.kind_info.namespaced:
+        body["metadata"].setdefault("namespace", "default")
+    obj = resource_class(m.cls).from_dict(body)
+    await client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+
+
+async def _bootstrap(client: AsyncClient, secrets: dict[str, dict[str, bytes]],
+                     manifests: list[Manifest]) -> None:
+    for name, data in secrets.items():
+        body = Secret(metadata=ObjectMeta(name=name, namespace="default"), type="Opaque",
+                      data={k: base64.b64encode(v).decode() for k, v in data.items()})
+        await client.apply(body, field_manager=FIELD_MANAGER, force=True)
+        print(f"secret/{name} configured", flush=True)
+    pools = resource_class(WorkerPool)
+    try:
+        await client.get(pools, "default", namespace="default")
+    except ApiError as err:
+        if err.status.code != 404:
+            raise
+        pool = pools(metadata=ObjectMeta(name="default", namespace="default"),
+                     spec={"replicas": 1})
+        await client.apply(pool, field_manager=FIELD_MANAGER)
+        print("workerpool.clrk.apoxy.dev/default created", flush=True)
+    for m in manifests:
+        try:
+            await _apply(client, m)
+            print(f"{m.label} serverside-applied", flush=True)
+        except Exception as err:
+            print(f"error: {m.source}: {m.label}: {describe(err)}", file=sys.stderr, flush=True)
+
+
+async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
+                 manifests: list[Manifest], concurrency: int) -> None:
+    server = APIServer(data_dir, host, port)
+    await server.start()
+    kubeconfig = data_dir / HOST_KUBECONFIG
+    server.write_kubeconfig(kubeconfig)
+    client = AsyncClient(config=KubeConfig.from_file(str(kubeconfig)),
+                         field_manager=FIELD_MANAGER)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    manager = ControllerManager(client, concurrency=concurrency)
+    controllers = asyncio.create_task(manager.run(stop))
+    try:
+        await _bootstrap(client, secrets, manifests)
+        print(f"clrk dev is running\n  API:        {server.url}\n  kubeconfig: {kubeconfig}\n"
+              f"  export KUBECONFIG={kubeconfig}\nPress Ctrl-C to stop.", flush=True)
+        await stop.wait()
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await controllers
+        await client.close()
+        await server.stop()
+        print("clrk dev stopped", flush=True)
+
+
+def _secrets(specs: list[str]) -> dict[str, dict[str, bytes]]:
+    out: dict[str, dict[str, bytes]] = {}
+    for spec in specs:
+        name, var, key = parse_secret_flag(spec)
+        if var not in os.environ:
+            raise CLIError(f"--secret {spec}: environment variable {var} is not set")
+        out.setdefault(name, {})[key] = os.environ[var].encode()
+    return out
+
+
+
+@app.callback(invoke_without_command=True)
+def dev(
+    ctx: typer.Context,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="State directory.")] = DEFAULT_HOME,
+    port: Annotated[int, typer.Option("--port", help="API port (0 = any free port).")] = 0,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    apply: Annotated[list[str] | None, typer.Option("--apply", help="Manifests to apply.")
+                     ] = None,
+    recursive: Annotated[bool, typer.Option("-R", "--recursive")] = False,
+    secret: Annotated[list[str] | None, typer.Option(
+        "--secret", help="NAME=ENVVAR[:KEY]: a Secret from an environment variable.")] = None,
+    controller_concurrency: Annotated[int, typer.Option("--controller-concurrency",
+                                                        min=1)] = 2,
+    no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log output.")] = False,
+) -> None:
+    """Run the API server and the controllers until Ctrl-C; state survives restarts."""
+    if ctx.invoked_subcommand:
+        return
+    secrets = _secrets(secret or [])
+    manifests = load(apply, recursive) if apply else []
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_guarded(lambda: asyncio.run(_serve(data_dir, host, port, secrets, manifests,
+                                           controller_concurrency)))
+
+
+@app.command("status")
+def status(
+    data_dir: Annotated[Path, typer.Option("--data-dir")] = DEFAULT_HOME,
+) -> None:
+    """Is `clrk dev` running? Where, and what does it hold?"""
+    kubeconfig = data_dir / HOST_KUBECONFIG
+    if not kubeconfig.exists():
+        raise CLIError(f"clrk dev has not run with data dir {data_dir} ({kubeconfig} missing)")
+    doc: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    server = cluster["server"]
+    ctx = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    try:
+        with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=3) as r:
+            ready = r.status == 200
+    except OSError:
+        ready = False
+    if not ready:
+        raise CLIError(f"clrk dev is not running (nothing answers at {server})")
+    from clrk.cli.context import Options
+
+    client = Options(kubeconfig=kubeconfig).client()
+    from clrk.api.agents import DaemonAgent, TaskAgent
+    from clrk.api.gateway import EgressGateway
+
+    counts = {cls.kind_info.plural: len(list(client.list(resource_class(cls), namespace="*")))
+              for cls in (TaskAgent, DaemonAgent, WorkerPool, EgressGateway)}
+    print(f"clrk dev is running\n  API:        {server}\n  kubeconfig: {kubeconfig}")
+    for plural, n in counts.items():
+        print(f"  {plural + ':':<16}{n}")

@@ -1,0 +1,93 @@
+"""Kubernetes clients (lightkube) and the bridge between lightkube objects and our models.
+
+Controllers and the CLI use only this, so they work against the embedded API
+server and against a real kube-apiserver with our CRDs alike.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.core.resource import Resource as LKResource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources import core_v1
+
+from clrk.api.base import Resource
+from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
+
+M = TypeVar("M", bound=Resource)
+FIELD_MANAGER = "clrk"
+
+_CORE: dict[str, Any] = {
+    "Namespace": core_v1.Namespace,
+    "Secret": core_v1.Secret,
+    "Event": core_v1.Event,
+}
+
+
+@cache
+def resource_class(cls: type[Resource]) -> Any:
+    """The lightkube resource class serving ``cls``."""
+    info = cls.kind_info
+    if not info.group:
+        return _CORE[info.kind]
+    make = create_namespaced_resource if info.namespaced else create_global_resource
+    return make(info.group, info.version, info.kind, info.plural)
+
+
+def local_kubeconfig(data_dir: Path | None = None) -> Path:
+    return (data_dir or DEFAULT_HOME) / HOST_KUBECONFIG
+
+
+def load_config(kubeconfig: Path | None = None, context: str | None = None) -> KubeConfig:
+    if kubeconfig is not None:
+        return KubeConfig.from_file(str(kubeconfig))
+    try:
+        return KubeConfig.from_env()
+    except Exception:
+        local = local_kubeconfig()
+        if local.exists():
+            return KubeConfig.from_file(str(local))
+        raise
+
+
+def async_client(kubeconfig: Path | None = None, context: str | None = None,
+                 namespace: str | None = None) -> AsyncClient:
+    config = load_config(kubeconfig, context)
+    return AsyncClient(config=config.get(context_name=context), namespace=namespace,
+                       field_manager=FIELD_MANAGER)
+
+
+def sync_client(kubeconfig: Path | None = None, context: str | None = None,
+                namespace: str | None = None) -> Client:
+    config = load_config(kubeconfig, context)
+    return Client(config=config.get(context_name=context), namespace=namespace,
+                  field_manager=FIELD_MANAGER)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object (generic or typed) as plain JSON."""
+    if isinstance(obj, dict) and not hasattr(obj, "to_dict"):
+        return obj
+    d: dict[str, Any] = obj.to_dict()
+    info = getattr(type(obj), "_api_info", None)
+    if info is not None:
+        r = info.resource
+        d.setdefault("apiVersion", f"{r.group}/{r.version}" if r.group else r.version)
+        d.setdefault("kind", r.kind)
+    return d
+
+
+def to_model(cls: type[M], obj: Any) -> M:
+    """A lightkube object as our typed model (metadata stays a plain mapping)."""
+    return cls.model_validate(to_dict(obj))
+
+
+def to_lightkube(model: Resource) -> LKResource:
+    data = model.to_wire()
+    data["apiVersion"] = model.kind_info.api_version
+    data["kind"] = model.kind_info.kind
+    return resource_class(type(model)).from_dict(data)

@@ -1,0 +1,1 @@
+"""Reconcile loops over watches: the controller runtime and one module per reconciler."""

@@ -1,0 +1,62 @@
+"""The TaskAgent and DaemonAgent controllers: revisions and status conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
+
+from clrk.api.agents import DaemonAgent, TaskAgent
+from clrk.api.gateway import EgressGateway
+from clrk.api.revision import AgentSandboxRevision
+from clrk.api.workerpool import WorkerPool
+from clrk.client import resource_class, to_dict, to_model
+from clrk.controllers import agent_status, revisions
+from clrk.controllers.runtime import Controller, Key, Watch
+
+
+def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgent],
+                     concurrency: int) -> Controller:
+    res = resource_class(cls)
+    kind = cls.kind_info.kind
+
+    async def by_revision(obj: Any) -> Iterable[Key]:
+        md = obj.metadata
+        if (md.labels or {}).get(revisions.LABEL_KIND) != kind:
+            return []
+        return [(md.namespace or "", (md.labels or {}).get(revisions.LABEL_AGENT, ""))]
+
+    async def referencing(obj: Any) -> Iterable[Key]:
+        """Agents in the namespace of a pool or gateway that changed."""
+        ns = obj.metadata.namespace or ""
+        return [(ns, a.metadata.name) async for a in client.list(res, namespace=ns)]
+
+    async def reconcile(key: Key) -> float | None:
+        ns, name = key
+        try:
+            raw = to_dict(await client.get(res, name, namespace=ns))
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        if raw["metadata"].get("deletionTimestamp"):
+            return None
+        agent = to_model(cls, raw)
+        status = dict(raw.get("status") or {})
+        current = await revisions.ensure(client, raw, agent.spec.template,
+                                         status.get("latestReadyRevisionName"))
+        conds = await agent_status.conditions(client, agent, status.get("conditions") or [])
+        new = {**status, "observedGeneration": raw["metadata"]["generation"],
+               "latestCreatedRevisionName": current, "conditions": conds}
+        if new != status:
+            await client.patch(res.Status, name, {"status": new}, namespace=ns,
+                               patch_type=PatchType.MERGE)
+        return None
+
+    return Controller(
+        name=kind.lower(), primary=cls, reconcile=reconcile, concurrency=concurrency,
+        secondary=[Watch(AgentSandboxRevision, by_revision), Watch(WorkerPool, referencing),
+                   Watch(EgressGateway, referencing)],
+    )

@@ -1,0 +1,28 @@
+"""Runs every controller against one API server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lightkube import AsyncClient
+
+from clrk.api.agents import DaemonAgent, TaskAgent
+from clrk.controllers.agents import agent_controller
+from clrk.controllers.gateway_ca import gateway_controller
+from clrk.controllers.runtime import Runner
+from clrk.controllers.workerpool import NoWorkers, WorkerRegistry, workerpool_controller
+
+
+class ControllerManager:
+    def __init__(self, client: AsyncClient, concurrency: int = 2,
+                 registry: WorkerRegistry | None = None) -> None:
+        self.client = client
+        self.controllers = [
+            agent_controller(client, TaskAgent, concurrency),
+            agent_controller(client, DaemonAgent, concurrency),
+            gateway_controller(client, concurrency),
+            workerpool_controller(client, registry or NoWorkers(), concurrency),
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.gather(*(Runner(self.client, c).run(stop) for c in self.controllers))

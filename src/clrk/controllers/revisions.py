@@ -1,0 +1,89 @@
+"""AgentSandboxRevisions: an immutable snapshot per change of an agent's template."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+
+from clrk.api.agents import AgentTemplate
+from clrk.api.revision import AgentSandboxRevision
+from clrk.client import resource_class, to_dict
+from clrk.controllers import events
+
+log = logging.getLogger("clrk.controllers")
+
+KEEP = 10
+LABEL_AGENT = "clrk.apoxy.dev/agent"
+LABEL_KIND = "clrk.apoxy.dev/agent-kind"
+LABEL_GENERATION = "clrk.apoxy.dev/generation"
+ANNOTATION_HASH = "clrk.apoxy.dev/template-hash"
+
+
+def revision_name(agent: str, generation: int) -> str:
+    return f"{agent}-{generation:05d}"
+
+
+def template_hash(template: AgentTemplate) -> str:
+    canonical = json.dumps(template.to_wire(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def to_prune(revisions: list[dict[str, Any]], keep: int, pinned: set[str]) -> list[str]:
+    """Names to delete: all but the newest ``keep`` by generation, never a pinned one."""
+    ordered = sorted(revisions, key=lambda r: int(r["spec"]["generation"]), reverse=True)
+    return [r["metadata"]["name"] for r in ordered[keep:]
+            if r["metadata"]["name"] not in pinned]
+
+
+async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemplate,
+                 latest_ready: str | None) -> str:
+    """Make sure a revision holds the current template; returns the latest revision name."""
+    res = resource_class(AgentSandboxRevision)
+    md = agent["metadata"]
+    name, ns, kind = md["name"], md["namespace"], agent["kind"]
+    want = template_hash(template)
+    revs = [to_dict(r) async for r in client.list(
+        res, namespace=ns, labels={LABEL_AGENT: name, LABEL_KIND: kind})]
+    owned = [r for r in revs if any(o.get("uid") == md["uid"] for o in
+                                    r["metadata"].get("ownerReferences") or [])]
+    latest = max(owned, key=lambda r: int(r["spec"]["generation"]), default=None)
+    if latest is not None and \
+            (latest["metadata"].get("annotations") or {}).get(ANNOTATION_HASH) == want:
+        current = str(latest["metadata"]["name"])
+    else:
+        generation = int(md["generation"])
+        current = revision_name(name, generation)
+        body = res(
+            metadata=ObjectMeta(
+                name=current, namespace=ns,
+                labels={LABEL_AGENT: name, LABEL_KIND: kind, LABEL_GENERATION: str(generation)},
+                annotations={ANNOTATION_HASH: want},
+                ownerReferences=[OwnerReference(apiVersion=agent["apiVersion"], kind=kind,
+                                                name=name, uid=md["uid"], controller=True,
+                                                blockOwnerDeletion=True)],
+            ),
+            spec={"agentKind": kind, "agentName": name, "generation": generation,
+                  "template": template.to_wire()},
+        )
+        try:
+            created = to_dict(await client.create(body, namespace=ns))
+            owned.append(created)
+            log.info("created revision %s/%s", ns, current)
+            await events.emit(client, agent, "RevisionCreated",
+                              f"created AgentSandboxRevision {current}")
+        except ApiError as err:
+            if err.status.code != 409:
+                raise
+    pinned = {current} | ({latest_ready} if latest_ready else set())
+    for stale in to_prune(owned, KEEP, pinned):
+        try:
+            await client.delete(res, stale, namespace=ns)
+        except ApiError as err:
+            if err.status.code != 404:
+                raise
+    return current

@@ -1,0 +1,61 @@
+"""WorkerPool controller: status from the workers that report to the pool."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from lightkube import ApiError, AsyncClient
+from lightkube.types import PatchType
+
+from clrk.api.workerpool import WorkerPool
+from clrk.client import resource_class, to_dict
+from clrk.controllers.conditions import set_condition
+from clrk.controllers.runtime import Controller, Key
+
+
+class WorkerRegistry(Protocol):
+    """Where the pool learns how many of its workers are ready (workers heartbeat here)."""
+
+    def ready_workers(self, namespace: str, pool: str) -> int: ...
+
+
+class NoWorkers:
+    """The registry before any worker exists: every pool has zero ready workers."""
+
+    def ready_workers(self, namespace: str, pool: str) -> int:
+        return 0
+
+
+def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
+                          concurrency: int) -> Controller:
+    res = resource_class(WorkerPool)
+
+    async def reconcile(key: Key) -> float | None:
+        ns, name = key
+        try:
+            pool = to_dict(await client.get(res, name, namespace=ns))
+        except ApiError as err:
+            if err.status.code == 404:
+                return None
+            raise
+        status = dict(pool.get("status") or {})
+        gen = pool["metadata"]["generation"]
+        ready = registry.ready_workers(ns, name)
+        conds = set_condition(status.get("conditions") or [], "Accepted", True, "Valid",
+                              "the spec is valid", gen)
+        if ready > 0:
+            conds = set_condition(conds, "Ready", True, "WorkersReady",
+                                  f"{ready} worker(s) ready", gen)
+        else:
+            conds = set_condition(conds, "Ready", False, "NoWorkers",
+                                  "no worker has registered with this pool", gen)
+        new = {**status, "observedGeneration": gen, "replicas": pool["spec"]["replicas"],
+               "readyReplicas": ready, "conditions": conds}
+        if new != status:
+            await client.patch(res.Status, name, {"status": new}, namespace=ns,
+                               patch_type=PatchType.MERGE)
+        # Worker readiness is not a watch event: look again periodically.
+        return 10.0
+
+    return Controller(name="workerpool", primary=WorkerPool, reconcile=reconcile,
+                      concurrency=concurrency)
