@@ -90,4 +90,5 @@ def to_lightkube(model: Resource) -> LKResource:
     data = model.to_wire()
     data["apiVersion"] = model.kind_info.api_version
     data["kind"] = model.kind_info.kind
-    return resource_class(type(model)).from_dict(data)
+    obj: LKResource = resource_class(type(model)).from_dict(data)
+    return obj

@@ -67,7 +67,8 @@ def generate_ca(common_name: str, valid_days: int = 3650) -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue_leaf(ca: KeyPair, hosts: list[str], valid_days: int = 365, server: bool = True) -> KeyPair:
+def issue_leaf(ca: KeyPair, hosts: list[str], valid_days: int = 365,
+               server: bool = True) -> KeyPair:
     """A leaf certificate for ``hosts`` (DNS names or IP addresses) signed by ``ca``."""
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)

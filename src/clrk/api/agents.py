@@ -31,7 +31,8 @@ _DESCRIPTORS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midni
 def _check_image(ref: str) -> str:
     if not _IMAGE.match(ref):
         raise ValueError(
-            f"invalid image reference {ref!r}: expected [registry[:port]/]path[:tag][@sha256:digest]"
+            f"invalid image reference {ref!r}: "
+            "expected [registry[:port]/]path[:tag][@sha256:digest]"
         )
     return ref
 

@@ -22,7 +22,7 @@ from clrk.apiserver import managedfields, patching
 from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, not_found
 from clrk.apiserver.selectors import Selector, SelectorError
 from clrk.apiserver.storage import Event, Key, Obj, Store
-from clrk.apiserver.tables import row, table
+from clrk.apiserver.tables import table
 from clrk.apiserver.watch import WatchHub
 
 log = logging.getLogger("clrk.apiserver")
@@ -113,10 +113,7 @@ def decode(body: bytes, content_type: str) -> Any:
     if not body.strip():
         raise APIError(400, "the request body is empty")
     try:
-        if "yaml" in content_type:
-            value = yaml.safe_load(body)
-        else:
-            value = json.loads(body)
+        value = yaml.safe_load(body) if "yaml" in content_type else json.loads(body)
     except RecursionError:
         raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")\
             from None
@@ -184,7 +181,7 @@ class API:
                 return Reply(body=self._render_one(req, obj))
             if req.watch or flag(req.query.get("watch")):
                 return Reply(stream=self.watch(req))
-            return Reply(body=self.list(req))
+            return Reply(body=self.list_objects(req))
         async with self._lock:  # writes are serialized: one resourceVersion order
             if req.method == "POST" and not req.name:
                 return self.create(req)
@@ -211,14 +208,14 @@ class API:
         except SelectorError as err:
             raise APIError(400, str(err)) from None
 
-    def list(self, req: Request) -> Any:
+    def list_objects(self, req: Request) -> Any:
         served = req.served
         sel = self._selector(req)
         if req.namespace:
             self._check_namespace(served, req.namespace)
         ns = req.namespace if served.info.namespaced else None
         rv = self.store.resource_version
-        items = [o for o in self.store.list(served.info.group, served.resource, ns)
+        items = [o for o in self.store.list_objects(served.info.group, served.resource, ns)
                  if sel.matches(o)]
         start = 0
         if cont := req.query.get("continue"):
@@ -251,18 +248,20 @@ class API:
         rv_param = req.query.get("resourceVersion") or ""
         initial = flag(req.query.get("sendInitialEvents"))
         queue = self.hub.subscribe(served.info.group, served.resource)
-        sent: set[tuple[str, str]] = set()
 
-        def relevant(obj: Obj) -> bool:
+        def relevant(obj: Obj | None) -> bool:
+            if obj is None:
+                return False
             md = obj.get("metadata", {})
             if ns is not None and md.get("namespace", "") != ns:
                 return False
-            return not (name and md.get("name") != name)
+            if name and md.get("name") != name:
+                return False
+            return sel.matches(obj)
 
         def line(kind: str, obj: Obj) -> bytes:
-            if as_table and kind != "BOOKMARK":
-                obj = table(served.info, [], include, {}) | {"rows": [row(served.info, obj,
-                                                                           include)]}
+            if as_table and kind not in ("BOOKMARK", "ERROR"):
+                obj = table(served.info, [obj], include, {})
             return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() \
                 + b"\n"
 
@@ -274,34 +273,20 @@ class API:
                                      "apiVersion": served.info.api_version, "metadata": md})
 
         def translate(ev: Event) -> bytes | None:
-            obj = ev.object
-            if not relevant(obj):
-                return None
-            md = obj.get("metadata", {})
-            k = (md.get("namespace", ""), md.get("name", ""))
+            """Kubernetes semantics: entering the selection is ADDED, leaving it DELETED."""
+            was = relevant(ev.previous)
             if ev.type == "DELETED":
-                if k in sent or sel.matches(obj):
-                    sent.discard(k)
-                    return line("DELETED", obj)
-                return None
-            if sel.matches(obj):
-                kind = "MODIFIED" if k in sent or ev.type == "MODIFIED" else "ADDED"
-                if ev.type == "ADDED":
-                    kind = "ADDED"
-                sent.add(k)
-                return line(kind, obj)
-            if k in sent:
-                sent.discard(k)
-                return line("DELETED", obj)
-            return None
+                return line("DELETED", ev.object) if was else None
+            now_in = relevant(ev.object)
+            if now_in:
+                return line("MODIFIED" if was else "ADDED", ev.object)
+            return line("DELETED", ev.object) if was else None
 
         try:
             last = self.store.resource_version
             if rv_param in ("", "0") or initial:
-                for obj in self.store.list(served.info.group, served.resource, ns):
-                    if relevant(obj) and sel.matches(obj):
-                        md = obj["metadata"]
-                        sent.add((md.get("namespace", ""), md["name"]))
+                for obj in self.store.list_objects(served.info.group, served.resource, ns):
+                    if relevant(obj):
                         yield line("ADDED", obj)
                 if initial and bookmarks:
                     yield bookmark(last, end=True)
@@ -315,16 +300,12 @@ class API:
                                    f"({self.store.oldest_retained() + 1})", "Expired")
                     yield line("ERROR", err.status())
                     return
+                last = since
                 for ev in self.store.events_since(since, served.info.group, served.resource):
-                    if ev.type != "DELETED":
-                        md = ev.object["metadata"]
-                        sent.add((md.get("namespace", ""), md["name"])) if ev.type == \
-                            "MODIFIED" else None
-                    out = translate(ev)
                     last = ev.rv
+                    out = translate(ev)
                     if out:
                         yield out
-                last = max(last, since)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout if timeout else None
             interval = self.bookmark_interval
@@ -336,13 +317,14 @@ class API:
                         return
                     wait = min(wait, remaining) if wait else remaining
                 try:
-                    ev = await asyncio.wait_for(queue.get(), wait)
+                    got: Event | None = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
                     if bookmarks:
                         yield bookmark(max(last, self.store.resource_version))
                     continue
-                if ev is None:
+                if got is None:
                     return
+                ev = got
                 if ev.rv <= last:
                     continue
                 last = ev.rv
@@ -801,7 +783,7 @@ class API:
         opts = self._delete_options(req)
         dry = opts.get("dryRun") in ("All", ["All"])
         deleted = []
-        for obj in self.store.list(served.info.group, served.resource, ns):
+        for obj in self.store.list_objects(served.info.group, served.resource, ns):
             if sel.matches(obj):
                 deleted.append(self._delete_object(
                     served, obj, opts.get("propagationPolicy") or "Background", dry).body)

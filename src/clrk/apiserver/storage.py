@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_uid ON objects (uid);
 CREATE TABLE IF NOT EXISTS events (
     rv INTEGER PRIMARY KEY, grp TEXT NOT NULL, plural TEXT NOT NULL,
-    namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL
+    namespace TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL,
+    previous TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -49,6 +50,7 @@ class Event:
     namespace: str
     name: str
     object: Obj
+    previous: Obj | None = None  # the state before this event (None for ADDED)
 
 
 class Store:
@@ -82,7 +84,8 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def list(self, group: str, plural: str, namespace: str | None = None) -> list[Obj]:
+    def list_objects(self, group: str, plural: str, namespace: str | None = None
+                     ) -> list[Obj]:
         sql = "SELECT body FROM objects WHERE grp=? AND plural=?"
         args: tuple[str, ...] = (group, plural)
         if namespace is not None:
@@ -129,9 +132,11 @@ class Store:
 
 
     def put(self, key: Key, obj: Obj, event_type: str) -> Event:
+        previous = self.get(key)
         rv = self._rv + 1
         obj["metadata"]["resourceVersion"] = str(rv)
         body = json.dumps(obj, separators=(",", ":"))
+        prev_body = json.dumps(previous, separators=(",", ":")) if previous else None
         with self._tx() as db:
             db.execute(
                 "INSERT INTO objects (grp, plural, namespace, name, uid, rv, body) "
@@ -140,9 +145,10 @@ class Store:
                 (key.group, key.plural, key.namespace, key.name,
                  obj["metadata"].get("uid", ""), rv, body),
             )
-            self._log(db, rv, key, event_type, body)
+            self._log(db, rv, key, event_type, body, prev_body)
         self._rv = rv
-        return Event(rv, event_type, key.group, key.plural, key.namespace, key.name, obj)
+        return Event(rv, event_type, key.group, key.plural, key.namespace, key.name, obj,
+                     previous)
 
     def delete(self, key: Key, obj: Obj) -> Event:
         rv = self._rv + 1
@@ -153,26 +159,26 @@ class Store:
                 "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
                 (key.group, key.plural, key.namespace, key.name),
             )
-            self._log(db, rv, key, "DELETED", body)
+            self._log(db, rv, key, "DELETED", body, body)
         self._rv = rv
-        return Event(rv, "DELETED", key.group, key.plural, key.namespace, key.name, obj)
+        return Event(rv, "DELETED", key.group, key.plural, key.namespace, key.name, obj, obj)
 
     def _log(self, db: sqlite3.Connection, rv: int, key: Key, event_type: str,
-             body: str) -> None:
+             body: str, previous: str | None) -> None:
         db.execute(
-            "INSERT INTO events (rv, grp, plural, namespace, name, type, body) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (rv, key.group, key.plural, key.namespace, key.name, event_type, body),
+            "INSERT INTO events (rv, grp, plural, namespace, name, type, body, previous) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (rv, key.group, key.plural, key.namespace, key.name, event_type, body, previous),
         )
         db.execute("INSERT INTO meta (key, value) VALUES ('rv', ?) "
                    "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (str(rv),))
-        if rv % 256 == 0:
+        if rv % min(256, max(1, self.history)) == 0:
             db.execute("DELETE FROM events WHERE rv <= ?", (rv - self.history,))
 
     def events_since(self, rv: int, group: str, plural: str) -> list[Event]:
         return [
-            Event(r, t, g, p, ns, n, json.loads(body))
-            for r, g, p, ns, n, t, body in self._db.execute(
-                "SELECT rv, grp, plural, namespace, name, type, body FROM events "
+            Event(r, t, g, p, ns, n, json.loads(body), json.loads(prev) if prev else None)
+            for r, g, p, ns, n, t, body, prev in self._db.execute(
+                "SELECT rv, grp, plural, namespace, name, type, body, previous FROM events "
                 "WHERE rv > ? AND grp=? AND plural=? ORDER BY rv", (rv, group, plural))
         ]

@@ -47,6 +47,8 @@ class Options:
             single = config.get(context_name=self.context)
         except Exception as err:
             raise CLIError(f"context {self.context!r}: {err}") from None
+        if single is None:
+            raise CLIError("the kubeconfig has no current context: pass --context")
         ns = self.namespace or single.namespace or "default"
         return Client(config=single, namespace=ns, field_manager=FIELD_MANAGER)
 
@@ -54,6 +56,7 @@ class Options:
         if self.namespace:
             return self.namespace
         try:
-            return self.kube_config().get(context_name=self.context).namespace or "default"
+            single = self.kube_config().get(context_name=self.context)
         except Exception:
             return "default"
+        return (single.namespace if single else None) or "default"

@@ -57,10 +57,7 @@ def _kind_for(doc: dict[str, Any], source: str) -> type[Resource]:
 
 def _parse(text: str, source: str) -> list[dict[str, Any]]:
     try:
-        if source.endswith(".json"):
-            docs = [json.loads(text)]
-        else:
-            docs = list(yaml.safe_load_all(text))
+        docs = [json.loads(text)] if source.endswith(".json") else list(yaml.safe_load_all(text))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import yaml
+from rich.box import SIMPLE
 from rich.console import Console
 from rich.table import Table
-from rich.box import SIMPLE
 
 from clrk.api.base import KindInfo
 from clrk.api.columns import human_age, jsonpath

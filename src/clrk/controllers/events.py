@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -10,8 +11,6 @@ from lightkube import AsyncClient
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
-
-import datetime as dt
 
 log = logging.getLogger("clrk.controllers")
 COMPONENT = "clrk-controller-manager"
@@ -34,6 +33,6 @@ async def emit(client: AsyncClient, obj: dict[str, Any], reason: str, message: s
         firstTimestamp=ts, lastTimestamp=ts,
     )
     try:
-        await client.create(event, namespace=ns)
+        await client.create(event)
     except Exception as err:  # pragma: no cover - best effort
         log.debug("could not record event %s: %s", reason, err)

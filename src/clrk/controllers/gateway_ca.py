@@ -79,7 +79,7 @@ def gateway_controller(client: AsyncClient, concurrency: int) -> Controller:
                 data={k: base64.b64encode(v).decode() for k, v in data.items()},
             )
             try:
-                await client.create(body, namespace=ns)
+                await client.create(body)
                 log.info("created CA secret %s/%s", ns, secret_name)
                 await events.emit(client, gw, "CACreated",
                                   f"created CA Secret {secret_name} (ECDSA P-256, 10 years)")

@@ -71,7 +71,7 @@ async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemp
                   "template": template.to_wire()},
         )
         try:
-            created = to_dict(await client.create(body, namespace=ns))
+            created = to_dict(await client.create(body))
             owned.append(created)
             log.info("created revision %s/%s", ns, current)
             await events.emit(client, agent, "RevisionCreated",

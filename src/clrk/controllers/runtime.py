@@ -27,7 +27,7 @@ ReconcileFn = Callable[[Key], Awaitable[float | None]]
 
 
 class Backoff:
-    """Per-key exponential backoff: base × 2^failures, capped."""
+    """Per-key exponential backoff: base * 2^failures, capped."""
 
     def __init__(self, base: float = 0.5, cap: float = 60.0) -> None:
         self.base = base
