@@ -46,6 +46,9 @@ class DevServer:
     def ca_file(self) -> Path:
         return self.data_dir / "pki" / "ca.crt"
 
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
@@ -71,9 +74,9 @@ class DevServer:
     def ready(self) -> bool:
         if not self.kubeconfig.exists():
             return False
-        ctx = ssl.create_default_context(cafile=str(self.ca_file))
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=2) as r:
+            with urllib.request.urlopen(f"{self.url}/readyz", context=self.ssl_context(),
+                                        timeout=2) as r:
                 return bool(r.status == 200)
         except OSError:
             return False

@@ -57,6 +57,10 @@ def test_restart_keeps_objects_and_watch_resumes(tmp_path: Path) -> None:
     server = start_dev(data)
     try:
         server.kubectl("apply", "-f", str(WORD_COUNT))
+        # Let the controllers settle (revision and status written) before the snapshot.
+        assert _wait_for(lambda: server.kubectl(
+            "get", "ta", "word-count", "-o", "jsonpath={.status.latestCreatedRevisionName}"
+        ).stdout == "word-count-00001")
         before = json.loads(server.kubectl("get", "ta", "word-count", "-o", "json").stdout)
         rv = before["metadata"]["resourceVersion"]
     finally:
@@ -67,6 +71,7 @@ def test_restart_keeps_objects_and_watch_resumes(tmp_path: Path) -> None:
         assert after["metadata"]["uid"] == before["metadata"]["uid"]
         assert after["metadata"]["creationTimestamp"] == before["metadata"]["creationTimestamp"]
         assert after["spec"] == before["spec"]
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
         server.kubectl("patch", "ta", "word-count", "--type=merge",
                        "-p", '{"spec":{"timeout":"7s"}}')
         # A watch from the pre-restart resourceVersion replays what happened since.
@@ -74,7 +79,7 @@ def test_restart_keeps_objects_and_watch_resumes(tmp_path: Path) -> None:
                f"?watch=true&resourceVersion={rv}&timeoutSeconds=5")
         headers = {"Authorization": f"Bearer {server.token}"}
         seen = []
-        with httpx.stream("GET", url, headers=headers, verify=str(server.ca_file),
+        with httpx.stream("GET", url, headers=headers, verify=server.ssl_context(),
                           timeout=30) as r:
             assert r.status_code == 200
             for line in r.iter_lines():
@@ -91,7 +96,7 @@ def test_restart_keeps_objects_and_watch_resumes(tmp_path: Path) -> None:
 
 def test_authentication_required(shared_dev_server: DevServer) -> None:
     url = f"{shared_dev_server.url}/apis/clrk.apoxy.dev/v1alpha1/taskagents"
-    verify = str(shared_dev_server.ca_file)
+    verify = shared_dev_server.ssl_context()
     assert httpx.get(url, verify=verify).status_code == 401
     bad = httpx.get(url, verify=verify, headers={"Authorization": "Bearer wrong"})
     assert bad.status_code == 401

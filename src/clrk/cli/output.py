@@ -6,14 +6,9 @@ import json
 from typing import Any
 
 import yaml
-from rich.box import SIMPLE
-from rich.console import Console
-from rich.table import Table
 
 from clrk.api.base import KindInfo
 from clrk.api.columns import human_age, jsonpath
-
-console = Console(highlight=False, soft_wrap=True)
 
 
 def _cell(value: Any, column_type: str) -> str:
@@ -42,12 +37,10 @@ def rows(info: KindInfo, objs: list[dict[str, Any]], wide: bool,
 
 
 def print_table(header: list[str], body: list[list[str]]) -> None:
-    table = Table(box=SIMPLE, show_edge=False, pad_edge=False, header_style="bold")
-    for h in header:
-        table.add_column(h, no_wrap=True)
-    for r in body:
-        table.add_row(*r)
-    console.print(table)
+    """kubectl's layout: left-aligned columns, three spaces apart, never truncated."""
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    for r in [header, *body]:
+        print("   ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def dump(objs: list[dict[str, Any]], fmt: str, single: bool) -> str:
