@@ -66,8 +66,19 @@ def test_get_by_every_name_with_columns(shared_dev_server: DevServer) -> None:
             assert r.returncode == 0
 
 
+def _settled(server: DevServer, name: str) -> None:
+    """Wait until the controllers have written the agent's status (so it stops changing)."""
+    for _ in range(300):
+        if server.kubectl("get", "ta", name, "-o",
+                          "jsonpath={.status.latestCreatedRevisionName}").stdout:
+            return
+        threading.Event().wait(0.1)
+    raise AssertionError(f"{name} never got a status")
+
+
 def test_get_yaml_round_trip(shared_dev_server: DevServer) -> None:
     shared_dev_server.kubectl("apply", "-f", "-", input=TASKAGENT.format(name="roundtrip"))
+    _settled(shared_dev_server, "roundtrip")
     first = shared_dev_server.kubectl("get", "ta", "roundtrip", "-o", "yaml").stdout
     shared_dev_server.kubectl("replace", "-f", "-", input=first)
     second = yaml.safe_load(shared_dev_server.kubectl("get", "ta", "roundtrip", "-o",
