@@ -433,7 +433,9 @@ class API:
         admitted["kind"] = info.kind
         return admitted, warnings
 
-    def create(self, req: Request, obj: Obj | None = None) -> Reply:
+    def create(self, req: Request, obj: Obj | None = None,
+               managed_fields: list[Any] | None = None) -> Reply:
+        """POST, and server-side apply of a missing object (which brings its own ownership)."""
         served = req.served
         info = served.info
         if not info.user_creatable:
@@ -475,9 +477,11 @@ class API:
         amd["creationTimestamp"] = now()
         amd["generation"] = 1
         if info.kind == "Namespace":
-            admitted.setdefault("spec", {"finalizers": ["kubernetes"]}) if False else None
             admitted["status"] = {"phase": "Active"}
-        admitted = managedfields.record_update(None, admitted, self._manager(req))
+        if managed_fields is None:
+            admitted = managedfields.record_update(None, admitted, self._manager(req))
+        else:
+            amd["managedFields"] = managed_fields
         if req.query.get("dryRun") == "All":
             return Reply(201, admitted, warnings=warnings)
         ev = self.store.put(key, admitted, "ADDED")
@@ -485,7 +489,7 @@ class API:
         return Reply(201, ev.object, warnings=warnings)
 
     def _finish_write(self, req: Request, old: Obj, new: Obj, warnings: list[str],
-                      precondition_rv: str | None) -> Reply:
+                      precondition_rv: str | None, applied: bool = False) -> Reply:
         """Common tail of PUT and PATCH: split status/spec, bump generation, store."""
         served = req.served
         info = served.info
@@ -543,9 +547,9 @@ class API:
                 amd[f] = omd[f]
         if _spec_of(admitted) != _spec_of(old):
             amd["generation"] = int(omd.get("generation", 1)) + 1
-        admitted = managedfields.record_update(old, admitted, self._manager(req),
-                                               subresource=req.subresource) \
-            if not getattr(req, "_applied", False) else admitted
+        if not applied:  # server-side apply has already recorded ownership
+            admitted = managedfields.record_update(old, admitted, self._manager(req),
+                                                   subresource=req.subresource)
         if _same(admitted, old):
             return Reply(200, old, warnings=warnings)
         if req.query.get("dryRun") == "All":
@@ -641,41 +645,12 @@ class API:
             merged.setdefault("metadata", {})["name"] = req.name
             if info.namespaced:
                 merged["metadata"]["namespace"] = namespace
-            reply = self._create_applied(req, merged)
-            return reply
+            return self.create(req, merged,
+                               managed_fields=merged["metadata"].get("managedFields"))
         pmd = applied.get("metadata") or {}
-        req_applied = copy.copy(req)
-        object.__setattr__(req_applied, "_applied", True) if False else None
-        setattr(req_applied, "_applied", True)  # noqa: B010
-        return self._finish_write(req_applied, old, merged, [],
-                                  pmd.get("resourceVersion") if isinstance(pmd, dict) else None)
-
-    def _create_applied(self, req: Request, obj: Obj) -> Reply:
-        mf = obj.get("metadata", {}).get("managedFields")
-        served = req.served
-        info = served.info
-        if not info.user_creatable:
-            raise APIError(405, f"{_kind_label(info)} are written by the system only",
-                           "MethodNotAllowed")
-        namespace = obj["metadata"].get("namespace", "")
-        self._check_namespace(served, namespace)
-        if info.has_status:
-            obj.pop("status", None)
-        for f in SERVER_METADATA:
-            obj["metadata"].pop(f, None)
-        admitted, warnings = self._admit(req, obj, obj["metadata"]["name"])
-        amd = admitted["metadata"]
-        amd["uid"] = str(uuid.uuid4())
-        amd["creationTimestamp"] = now()
-        amd["generation"] = 1
-        amd["managedFields"] = mf
-        if info.kind == "Namespace":
-            admitted["status"] = {"phase": "Active"}
-        if req.query.get("dryRun") == "All":
-            return Reply(201, admitted, warnings=warnings)
-        ev = self.store.put(served.key(namespace, amd["name"]), admitted, "ADDED")
-        self._publish(ev)
-        return Reply(201, ev.object, warnings=warnings)
+        return self._finish_write(req, old, merged, [],
+                                  pmd.get("resourceVersion") if isinstance(pmd, dict) else None,
+                                  applied=True)
 
     def _delete_options(self, req: Request) -> dict[str, Any]:
         opts: dict[str, Any] = {}
