@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lightkube import AsyncClient, Client, KubeConfig
+from lightkube import ApiError, AsyncClient, Client, ConfigError, KubeConfig
 from lightkube.core.resource import Resource as LKResource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources import core_v1
@@ -42,12 +42,13 @@ def local_kubeconfig(data_dir: Path | None = None) -> Path:
     return (data_dir or DEFAULT_HOME) / HOST_KUBECONFIG
 
 
-def load_config(kubeconfig: Path | None = None, context: str | None = None) -> KubeConfig:
+def load_config(kubeconfig: Path | None = None) -> KubeConfig:
+    """An explicit file, else $KUBECONFIG or ~/.kube/config, else the `clrk dev` one."""
     if kubeconfig is not None:
         return KubeConfig.from_file(str(kubeconfig))
     try:
         return KubeConfig.from_env()
-    except Exception:
+    except ConfigError:
         local = local_kubeconfig()
         if local.exists():
             return KubeConfig.from_file(str(local))
@@ -56,14 +57,14 @@ def load_config(kubeconfig: Path | None = None, context: str | None = None) -> K
 
 def async_client(kubeconfig: Path | None = None, context: str | None = None,
                  namespace: str | None = None) -> AsyncClient:
-    config = load_config(kubeconfig, context)
+    config = load_config(kubeconfig)
     return AsyncClient(config=config.get(context_name=context), namespace=namespace,
                        field_manager=FIELD_MANAGER)
 
 
 def sync_client(kubeconfig: Path | None = None, context: str | None = None,
                 namespace: str | None = None) -> Client:
-    config = load_config(kubeconfig, context)
+    config = load_config(kubeconfig)
     return Client(config=config.get(context_name=context), namespace=namespace,
                   field_manager=FIELD_MANAGER)
 
@@ -92,3 +93,33 @@ def to_lightkube(model: Resource) -> LKResource:
     data["kind"] = model.kind_info.kind
     obj: LKResource = resource_class(type(model)).from_dict(data)
     return obj
+
+
+async def get_or_none(client: AsyncClient, res: Any, name: str,
+                      namespace: str | None) -> dict[str, Any] | None:
+    """The object as JSON, or None when it does not exist."""
+    try:
+        return to_dict(await client.get(res, name, namespace=namespace))
+    except ApiError as err:
+        if err.status.code == 404:
+            return None
+        raise
+
+
+async def create_if_absent(client: AsyncClient, obj: Any) -> dict[str, Any] | None:
+    """Create ``obj``; None when an object of that name exists already."""
+    try:
+        return to_dict(await client.create(obj))
+    except ApiError as err:
+        if err.status.code == 409:
+            return None
+        raise
+
+
+async def delete_if_present(client: AsyncClient, res: Any, name: str,
+                            namespace: str | None) -> None:
+    try:
+        await client.delete(res, name, namespace=namespace)
+    except ApiError as err:
+        if err.status.code != 404:
+            raise

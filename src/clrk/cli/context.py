@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightkube import Client, KubeConfig
+from lightkube import Client, ConfigError, KubeConfig
 
 from clrk.cli.errors import CLIError
-from clrk.client import FIELD_MANAGER, local_kubeconfig
+from clrk.client import FIELD_MANAGER, load_config, local_kubeconfig
 
 
 @dataclass
@@ -28,16 +28,11 @@ class Options:
 
     def kube_config(self) -> KubeConfig:
         path = self.config_path()
-        if path is not None:
-            if not path.exists():
-                raise CLIError(f"kubeconfig {path} does not exist")
-            return KubeConfig.from_file(str(path))
+        if path is not None and not path.exists():
+            raise CLIError(f"kubeconfig {path} does not exist")
         try:
-            return KubeConfig.from_env()
-        except Exception:
-            local = local_kubeconfig()
-            if local.exists():
-                return KubeConfig.from_file(str(local))
+            return load_config(path)
+        except ConfigError:
             raise CLIError("no kubeconfig found: pass --kubeconfig, set KUBECONFIG, or use "
                            "--local with `clrk dev` running") from None
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.gateway import EgressGateway
 from clrk.api.workerpool import WorkerPool
-from clrk.client import resource_class, to_dict
+from clrk.client import get_or_none, resource_class
 from clrk.controllers.conditions import set_condition
 
 Agent = TaskAgent | DaemonAgent
@@ -21,22 +21,13 @@ def gateway_refs(agent: Agent) -> list[str]:
     return sorted(set(refs))
 
 
-async def _get(client: AsyncClient, cls: Any, name: str, ns: str) -> dict[str, Any] | None:
-    try:
-        return to_dict(await client.get(resource_class(cls), name, namespace=ns))
-    except ApiError as err:
-        if err.status.code == 404:
-            return None
-        raise
-
-
 async def conditions(client: AsyncClient, agent: Agent,
                      current: list[dict[str, Any]]) -> list[dict[str, Any]]:
     md = agent.metadata
     ns, gen = md["namespace"], md.get("generation")
     conds = set_condition(current, "Accepted", True, "Valid", "the spec is valid", gen)
     pool_name = agent.spec.worker_pool_ref
-    pool = await _get(client, WorkerPool, pool_name, ns)
+    pool = await get_or_none(client, resource_class(WorkerPool), pool_name, ns)
     if pool is None:
         conds = set_condition(conds, "WorkerPoolReady", False, "WorkerPoolNotFound",
                               f'WorkerPool "{pool_name}" does not exist in namespace {ns}', gen)
@@ -51,7 +42,8 @@ async def conditions(client: AsyncClient, agent: Agent,
             conds = set_condition(conds, "WorkerPoolReady", False, "WorkerPoolNotReady",
                                   f'WorkerPool "{pool_name}" is not ready: {why}', gen)
     refs = gateway_refs(agent)
-    missing = [r for r in refs if await _get(client, EgressGateway, r, ns) is None]
+    gateways = resource_class(EgressGateway)
+    missing = [r for r in refs if await get_or_none(client, gateways, r, ns) is None]
     if not refs:
         conds = set_condition(conds, "EgressConfigured", True, "NoEgress",
                               "no egress gateway is referenced: all egress is denied", gen)

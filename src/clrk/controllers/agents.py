@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.gateway import EgressGateway
 from clrk.api.revision import AgentSandboxRevision
 from clrk.api.workerpool import WorkerPool
-from clrk.client import resource_class, to_dict, to_model
+from clrk.client import get_or_none, resource_class, to_model
 from clrk.controllers import agent_status, revisions
 from clrk.controllers.runtime import Controller, Key, Watch
 
@@ -35,13 +35,8 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
 
     async def reconcile(key: Key) -> float | None:
         ns, name = key
-        try:
-            raw = to_dict(await client.get(res, name, namespace=ns))
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise
-        if raw["metadata"].get("deletionTimestamp"):
+        raw = await get_or_none(client, res, name, ns)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
             return None
         agent = to_model(cls, raw)
         status = dict(raw.get("status") or {})

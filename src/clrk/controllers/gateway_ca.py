@@ -9,7 +9,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
@@ -17,7 +17,7 @@ from lightkube.types import PatchType
 from clrk import pki
 from clrk.api.core import Secret as SecretKind
 from clrk.api.gateway import EgressGateway
-from clrk.client import resource_class, to_dict
+from clrk.client import create_if_absent, get_or_none, resource_class
 from clrk.controllers import events
 from clrk.controllers.conditions import set_condition
 from clrk.controllers.runtime import Controller, Key, Watch
@@ -55,22 +55,15 @@ def gateway_controller(client: AsyncClient, concurrency: int) -> Controller:
 
     async def reconcile(key: Key) -> float | None:
         ns, name = key
-        try:
-            gw = to_dict(await client.get(res, name, namespace=ns))
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise
-        if gw["metadata"].get("deletionTimestamp"):
+        gw = await get_or_none(client, res, name, ns)
+        if gw is None or gw["metadata"].get("deletionTimestamp"):
             return None
         secret_name = ca_secret_name(name)
-        problem: str | None
-        try:
-            secret = await client.get(Secret, secret_name, namespace=ns)
-            problem = check_ca(secret.data or {})
-        except ApiError as err:
-            if err.status.code != 404:
-                raise
+        problem: str | None = None
+        secret = await get_or_none(client, Secret, secret_name, ns)
+        if secret is not None:
+            problem = check_ca(secret.get("data") or {})
+        else:
             ca = pki.generate_ca(f"clrk egress gateway {ns}/{name}")
             data = {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem, "ca.crt": ca.cert_pem}
             body = Secret(
@@ -78,15 +71,10 @@ def gateway_controller(client: AsyncClient, concurrency: int) -> Controller:
                 type="kubernetes.io/tls",
                 data={k: base64.b64encode(v).decode() for k, v in data.items()},
             )
-            try:
-                await client.create(body)
+            if await create_if_absent(client, body) is not None:
                 log.info("created CA secret %s/%s", ns, secret_name)
                 await events.emit(client, gw, "CACreated",
                                   f"created CA Secret {secret_name} (ECDSA P-256, 10 years)")
-            except ApiError as create_err:
-                if create_err.status.code != 409:
-                    raise
-            problem = None
         status = dict(gw.get("status") or {})
         gen = gw["metadata"]["generation"]
         conds = set_condition(status.get("conditions") or [], "Accepted", True, "Valid",

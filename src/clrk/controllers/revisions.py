@@ -7,12 +7,12 @@ import json
 import logging
 from typing import Any
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 
 from clrk.api.agents import AgentTemplate
 from clrk.api.revision import AgentSandboxRevision
-from clrk.client import resource_class, to_dict
+from clrk.client import create_if_absent, delete_if_present, resource_class, to_dict
 from clrk.controllers import events
 
 log = logging.getLogger("clrk.controllers")
@@ -70,20 +70,13 @@ async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemp
             spec={"agentKind": kind, "agentName": name, "generation": generation,
                   "template": template.to_wire()},
         )
-        try:
-            created = to_dict(await client.create(body))
+        created = await create_if_absent(client, body)
+        if created is not None:
             owned.append(created)
             log.info("created revision %s/%s", ns, current)
             await events.emit(client, agent, "RevisionCreated",
                               f"created AgentSandboxRevision {current}")
-        except ApiError as err:
-            if err.status.code != 409:
-                raise
     pinned = {current} | ({latest_ready} if latest_ready else set())
     for stale in to_prune(owned, KEEP, pinned):
-        try:
-            await client.delete(res, stale, namespace=ns)
-        except ApiError as err:
-            if err.status.code != 404:
-                raise
+        await delete_if_present(client, res, stale, ns)
     return current

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from lightkube import ApiError, AsyncClient
+from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from clrk.api.workerpool import WorkerPool
-from clrk.client import resource_class, to_dict
+from clrk.client import get_or_none, resource_class
 from clrk.controllers.conditions import set_condition
 from clrk.controllers.runtime import Controller, Key
 
@@ -32,12 +32,9 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
 
     async def reconcile(key: Key) -> float | None:
         ns, name = key
-        try:
-            pool = to_dict(await client.get(res, name, namespace=ns))
-        except ApiError as err:
-            if err.status.code == 404:
-                return None
-            raise
+        pool = await get_or_none(client, res, name, ns)
+        if pool is None:
+            return None
         status = dict(pool.get("status") or {})
         gen = pool["metadata"]["generation"]
         ready = registry.ready_workers(ns, name)
