@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.images import Registry, start_registry
+
 ROOT = Path(__file__).resolve().parents[1]
 CLRK = str(Path(sys.executable).parent / "clrk")
 KUBECTL = "kubectl"
@@ -133,3 +135,9 @@ def shared_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevS
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A docker-registry on 127.0.0.1 for the whole session."""
+    yield from start_registry(tmp_path_factory.mktemp("registry"))

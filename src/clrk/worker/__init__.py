@@ -1,0 +1,1 @@
+"""The worker: images, sandboxes, agent executions on one node."""

@@ -1,0 +1,168 @@
+"""Pulling images from a real registry, and unpacking hostile layers safely."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from clrk.worker.images.layers import LayerError, extract
+from clrk.worker.images.reference import ReferenceError, parse
+from clrk.worker.images.registry import RegistryClient, RegistryError
+from clrk.worker.images.store import ImageStore
+from tests.images import BuiltImage, Layer, Recipe, Registry, build, busybox_recipe
+
+
+def store(tmp_path: Path, registry: Registry) -> ImageStore:
+    return ImageStore(tmp_path / "images", RegistryClient(insecure={registry.host}))
+
+
+def test_references() -> None:
+    r = parse("busybox")
+    assert (r.registry, r.repository, r.tag, r.api_host) == (
+        "docker.io", "library/busybox", "latest", "registry-1.docker.io")
+    r = parse("registry.example.com:5000/team/word-count:0.1")
+    assert (r.registry, r.repository, r.tag) == ("registry.example.com:5000", "team/word-count",
+                                                 "0.1")
+    r = parse("curlimages/curl:8.10.1")
+    assert (r.registry, r.repository) == ("docker.io", "curlimages/curl")
+    digest = "sha256:" + "a" * 64
+    assert parse(f"localhost/x@{digest}").reference == digest
+    for bad in ("UPPER/case", "a//b", "x:tag:more", "", "x@sha256:short"):
+        with pytest.raises(ReferenceError):
+            parse(bad)
+
+
+async def test_pull_unpack_and_cache_by_digest(tmp_path: Path, registry: Registry) -> None:
+    image = build(busybox_recipe(Entrypoint=["/bin/sh", "-c"]))
+    digest = registry.push("test/busybox", "1", image)
+    s = store(tmp_path, registry)
+    pulled = await s.pull(f"{registry.host}/test/busybox:1")
+    assert pulled.digest == digest
+    assert (pulled.rootfs / "bin" / "busybox").stat().st_size > 100_000
+    assert (pulled.rootfs / "bin" / "sh").is_symlink()
+    assert pulled.entrypoint == ["/bin/sh", "-c"]
+    assert s.cached() == [digest]
+    # A second tag of the same image shares the unpacked rootfs.
+    registry.push("test/busybox", "2", image)
+    again = await s.pull(f"{registry.host}/test/busybox:2")
+    assert again.rootfs == pulled.rootfs
+    # A moved tag is noticed on the next pull.
+    moved = build(busybox_recipe(Entrypoint=["/bin/echo"]))
+    new_digest = registry.push("test/busybox", "1", moved)
+    assert (await s.pull(f"{registry.host}/test/busybox:1")).digest == new_digest
+    assert sorted(s.cached()) == sorted([digest, new_digest])
+
+
+async def test_concurrent_pulls_share_one_download(tmp_path: Path, registry: Registry) -> None:
+    registry.push("test/shared", "1", build(busybox_recipe()))
+    client = RegistryClient(insecure={registry.host})
+    fetched: list[str] = []
+    original = client.fetch_blob
+
+    async def counting(ref, digest, dest):  # type: ignore[no-untyped-def]
+        fetched.append(digest)
+        await original(ref, digest, dest)
+
+    client.fetch_blob = counting  # type: ignore[method-assign]
+    s = ImageStore(tmp_path / "images", client)
+    ref = f"{registry.host}/test/shared:1"
+    results = await asyncio.gather(*(s.pull(ref) for _ in range(5)))
+    assert len({r.digest for r in results}) == 1
+    assert len(fetched) == 1
+
+
+async def test_platform_is_chosen_from_the_index(tmp_path: Path, registry: Registry) -> None:
+    def arch_image(arch: str) -> BuiltImage:
+        layer = Layer({"arch": arch.encode()})
+        return build(Recipe(f"arch-{arch}", [layer], {"Env": []}, architecture=arch))
+
+    registry.push_index("test/multi", "1", {"arm64": arch_image("arm64"),
+                                            "amd64": arch_image("amd64")})
+    pulled = await store(tmp_path, registry).pull(f"{registry.host}/test/multi:1")
+    assert (pulled.rootfs / "arch").read_bytes() == b"amd64"
+
+
+async def test_pull_errors_are_clear(tmp_path: Path, registry: Registry) -> None:
+    s = store(tmp_path, registry)
+    with pytest.raises(RegistryError, match="not found"):
+        await s.pull(f"{registry.host}/test/missing:1")
+    with pytest.raises(RegistryError, match="unreachable"):
+        await s.pull("127.0.0.1:1/test/down:1")
+    with pytest.raises(ReferenceError, match="invalid image reference"):
+        await s.pull("Not A Ref")
+    # Without being told the registry is insecure, plain HTTP is never used.
+    strict = ImageStore(tmp_path / "strict", RegistryClient())
+    with pytest.raises(RegistryError, match="unreachable"):
+        await strict.pull(f"{registry.host}/test/missing:1")
+
+
+async def test_hostile_layer_fails_and_writes_nothing_outside(tmp_path: Path,
+                                                             registry: Registry) -> None:
+    outside = tmp_path / "escaped"
+    for i, files in enumerate([
+        {"../escaped": b"x"},
+        {"a/../../escaped": b"x"},
+    ]):
+        evil = build(Recipe(f"evil-{i}", [Layer(files)], {"Env": []}))  # type: ignore[arg-type]
+        registry.push("test/evil", str(i), evil)
+        with pytest.raises(RegistryError, match="escapes the root"):
+            await store(tmp_path, registry).pull(f"{registry.host}/test/evil:{i}")
+    assert not outside.exists()
+    assert not list((tmp_path / "images" / "images").glob(".unpack-*"))
+
+
+def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for e in entries:
+            payload = (data or {}).get(e.name)
+            if payload is not None:
+                e.size = len(payload)
+            tar.addfile(e, io.BytesIO(payload) if payload is not None else None)
+    buf.seek(0)
+    return buf
+
+
+def _entry(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    e = tarfile.TarInfo(name)
+    e.type = kind
+    e.linkname = link
+    e.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    return e
+
+
+def test_unpack_rules(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    extract(_tar([_entry("etc", tarfile.DIRTYPE), _entry("etc/a"), _entry("etc/b"),
+                  _entry("opaque", tarfile.DIRTYPE), _entry("opaque/old"),
+                  _entry("link", tarfile.SYMTYPE, "/etc/a"), _entry("hard", tarfile.LNKTYPE,
+                                                                    "etc/a")],
+                 {"etc/a": b"A", "etc/b": b"B", "opaque/old": b"O"}), root)
+    assert (root / "hard").read_bytes() == b"A"
+    assert str((root / "link").readlink()) == "/etc/a"  # kept, never followed here
+    extract(_tar([_entry("etc/.wh.b"), _entry("opaque/.wh..wh..opq"), _entry("opaque/new")],
+                 {"opaque/new": b"N"}), root)
+    assert not (root / "etc" / "b").exists() and (root / "etc" / "a").exists()
+    assert [p.name for p in (root / "opaque").iterdir()] == ["new"]
+    # Writing through a symlink (even one pointing inside) is refused.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    extract(_tar([_entry("esc", tarfile.SYMTYPE, str(outside))]), root)
+    with pytest.raises(LayerError, match="symlink"):
+        extract(_tar([_entry("esc/pwned")], {"esc/pwned": b"x"}), root)
+    assert not list(outside.iterdir())
+    with pytest.raises(LayerError, match="absolute"):
+        extract(_tar([_entry("/abs")], {"/abs": b"x"}), root)
+    with pytest.raises(LayerError, match="device"):
+        extract(_tar([_entry("dev/null", tarfile.CHRTYPE)]), root)
+    with pytest.raises(LayerError, match="escapes the root"):
+        extract(_tar([_entry("h2", tarfile.LNKTYPE, "../../etc/passwd")]), root)
+    with pytest.raises(LayerError, match="hard-links"):
+        extract(_tar([_entry("h3", tarfile.LNKTYPE, "no/such/file")]), root)
+    with pytest.raises(LayerError, match="not a tar"):
+        extract(io.BytesIO(b"garbage" * 100), root)
