@@ -27,7 +27,8 @@ import httpx
 CACHE = Path(os.environ.get("CLRK_TEST_CACHE", Path.home() / ".cache" / "clrk-test"))
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = ("sh", "echo", "cat", "wc", "sleep", "env", "head", "tr", "ls", "true", "false",
-           "printf", "dd", "yes", "id", "mkdir", "rm", "test", "grep", "sed")
+           "printf", "dd", "yes", "id", "mkdir", "rm", "test", "[", "grep", "sed", "cut", "kill",
+           "ps", "seq", "sort", "uniq")
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""The OCI runtime bundle (config.json) runsc runs: locked down by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clrk.worker.sandbox.spec import RunSpec
+
+CAPABILITIES = ["CAP_NET_BIND_SERVICE"]
+CPU_PERIOD = 100_000
+
+
+def config(spec: RunSpec, cgroup: str) -> dict[str, Any]:
+    caps = {k: CAPABILITIES for k in ("bounding", "effective", "permitted")}
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "nodev", "mode=1777", f"size={spec.tmp_size}"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+    for host, path in spec.extra_mounts:
+        mounts.append({"destination": path, "type": "bind", "source": str(host),
+                       "options": ["rbind", "ro"]})
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": spec.argv,
+            "env": spec.env,
+            "cwd": spec.cwd or "/",
+            "capabilities": {**caps, "inheritable": [], "ambient": []},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(spec.rootfs), "readonly": True},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": cgroup,
+            "resources": {
+                "memory": {"limit": spec.memory, "swap": spec.memory},
+                "cpu": {"quota": max(1000, int(spec.cpu * CPU_PERIOD)), "period": CPU_PERIOD},
+                "pids": {"limit": spec.pids},
+            },
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
+        },
+    }
+
+
+def write(directory: Path, spec: RunSpec, cgroup: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.json"
+    path.write_text(json.dumps(config(spec, cgroup), indent=1))
+    return directory

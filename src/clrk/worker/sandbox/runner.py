@@ -1,0 +1,182 @@
+"""Running a bundle under runsc (gVisor, ptrace platform) and cleaning up after it.
+
+`runsc run` supervises the sandbox and exits with the agent's exit code; the agent's
+stdout is streamed to the caller as it comes. A timeout kills the sandbox. Deletion
+takes a second or two, so it happens in the background; a worker that starts
+removes whatever a crashed predecessor left (sandboxes, bundles, cgroups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clrk.worker.sandbox import bundle
+from clrk.worker.sandbox.spec import RunSpec
+
+log = logging.getLogger("clrk.worker.sandbox")
+RUNSC = "runsc"
+CGROUP_PARENT = "clrk"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass
+class Result:
+    exit_code: int | None  # None when killed for the timeout
+    timed_out: bool
+    stderr: bytes = b""
+    reason: str = ""
+
+
+@dataclass
+class Runtime:
+    """runsc with our state directory; one per worker."""
+
+    state_dir: Path
+    platform: str = "ptrace"
+    network: str = "none"
+    _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "bundles").mkdir(exist_ok=True)
+
+    def _base(self) -> list[str]:
+        return [RUNSC, "--root", str(self.state_dir / "runsc"), f"--platform={self.platform}",
+                f"--network={self.network}"]
+
+    async def _runsc(self, *args: str) -> tuple[int, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *self._base(), *args, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out
+
+    async def run(self, spec: RunSpec, stdin: bytes, timeout: float,
+                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
+                  ) -> Result:
+        sid = f"clrk-{uuid.uuid4().hex[:12]}"
+        bdir = bundle.write(self.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
+        proc = await asyncio.create_subprocess_exec(
+            *self._base(), "run", "--bundle", str(bdir), sid,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin and proc.stdout and proc.stderr
+        stderr_tail = bytearray()
+
+        async def pump(stream: asyncio.StreamReader, sink: Callable[[bytes], None],
+                       keep: bytearray | None) -> None:
+            while chunk := await stream.read(65536):
+                sink(chunk)
+                if keep is not None:
+                    keep.extend(chunk)
+                    del keep[:-8192]
+
+        async def feed() -> None:
+            assert proc.stdin
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(stdin)
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+        watch = asyncio.create_task(_watch_memory(sid))
+        pumps = [asyncio.create_task(pump(proc.stdout, on_stdout, None)),
+                 asyncio.create_task(pump(proc.stderr, on_stderr, stderr_tail)),
+                 asyncio.create_task(feed())]
+        timed_out = False
+        try:
+            # The pipes' EOF is the reliable end of a fast exit; then collect the status.
+            await asyncio.wait_for(asyncio.gather(*pumps), timeout)
+            code = await proc.wait()
+        except TimeoutError:
+            timed_out = True
+            code = None
+            await self._runsc("kill", "--all", sid, "KILL")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            for t in pumps:
+                t.cancel()
+        finally:
+            watch.cancel()
+            self._cleanup_later(sid, bdir)
+        oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
+            _MEMORY_HITS.pop(sid, False)
+        reason = ""
+        if timed_out:
+            reason = f"timed out after {timeout:g}s"
+        elif code == 137 and oom:
+            reason = f"OOMKilled: the memory limit of {spec.memory} bytes was exceeded"
+        elif code and code >= 128:
+            reason = f"killed by signal {code - 128}"
+        return Result(code, timed_out, bytes(stderr_tail), reason)
+
+    def _cleanup_later(self, sid: str, bdir: Path) -> None:
+        task = asyncio.create_task(self._delete(sid, bdir))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _delete(self, sid: str, bdir: Path) -> None:
+        await self._runsc("delete", "--force", sid)
+        shutil.rmtree(bdir, ignore_errors=True)
+        _remove_cgroups(sid)
+
+    async def drain(self) -> None:
+        """Wait for background deletions (worker shutdown, tests)."""
+        while self._cleanups:
+            await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+
+    async def sandboxes(self) -> list[str]:
+        code, out = await self._runsc("list", "--quiet")
+        return out.decode().split() if code == 0 else []
+
+    async def sweep(self) -> list[str]:
+        """Remove every sandbox, bundle and cgroup a previous worker left behind."""
+        leftovers = await self.sandboxes()
+        for sid in leftovers:
+            await self._runsc("kill", "--all", sid, "KILL")
+            await self._delete(sid, self.state_dir / "bundles" / sid)
+        for bdir in (self.state_dir / "bundles").iterdir():
+            shutil.rmtree(bdir, ignore_errors=True)
+            _remove_cgroups(bdir.name)
+        return leftovers
+
+
+_MEMORY_HITS: dict[str, bool] = {}
+
+
+async def _watch_memory(sid: str) -> bool:
+    """Notice the memory limit being hit while the sandbox runs (runsc removes the cgroup
+    when it exits, taking the evidence with it)."""
+    cgroup = CGROUP_ROOT / "memory" / CGROUP_PARENT / sid
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            fields = dict(line.split() for line in
+                          (cgroup / "memory.oom_control").read_text().splitlines())
+            usage = int((cgroup / "memory.max_usage_in_bytes").read_text())
+            limit = int((cgroup / "memory.limit_in_bytes").read_text())
+            if int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1" \
+                    or usage >= 0.95 * limit:
+                _MEMORY_HITS[sid] = True
+                return True
+        await asyncio.sleep(0.02)
+
+
+def _remove_cgroups(sid: str) -> None:
+    for controller in CGROUP_ROOT.iterdir() if CGROUP_ROOT.exists() else []:
+        path = controller / CGROUP_PARENT / sid
+        if path.is_dir():
+            for child in sorted(path.rglob("*"), reverse=True):
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+

@@ -1,0 +1,78 @@
+"""What a sandbox runs, derived from an agent template and its image.
+
+The env rules are the product's contract: the image's ENV and CMD never reach the
+agent; ENTRYPOINT is used only when the template sets no command; the agent sees
+exactly what its manifest declares plus CLRK_METADATA_URL(_V6), PATH and the CA
+variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clrk.api.agents import SandboxSpec
+from clrk.api.meta import parse_quantity
+from clrk.worker.images.store import Image
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+                "GIT_SSL_CAINFO")
+PIDS_LIMIT = 512
+TMP_SIZE = 64 * 1024 * 1024
+
+
+class SpecError(ValueError):
+    """The template and image cannot make a runnable process; the message says why."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    rootfs: Path
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    cpu: float  # cores
+    memory: int  # bytes
+    pids: int = PIDS_LIMIT
+    tmp_size: int = TMP_SIZE
+    hostname: str = "sandbox"
+    extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # (host file, path)
+
+
+def argv_for(template: SandboxSpec, image: Image) -> list[str]:
+    if template.command:
+        return [*template.command, *(template.args or [])]
+    if image.entrypoint:
+        return [*image.entrypoint, *(template.args or [])]
+    raise SpecError(f"image {image.reference} has no ENTRYPOINT and "
+                    "spec.template.spec.command is not set: set command (the image CMD is "
+                    "ignored)")
+
+
+def env_for(template: SandboxSpec, metadata_url: str | None = None,
+            metadata_url_v6: str | None = None) -> list[str]:
+    env: dict[str, str] = {"PATH": DEFAULT_PATH}
+    for var in CA_VARIABLES:
+        env[var] = CA_BUNDLE
+    if metadata_url:
+        env["CLRK_METADATA_URL"] = metadata_url
+    if metadata_url_v6:
+        env["CLRK_METADATA_URL_V6"] = metadata_url_v6
+    for e in template.env or []:
+        env[e.name] = e.value
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def run_spec(template: SandboxSpec, image: Image, metadata_url: str | None = None,
+             metadata_url_v6: str | None = None) -> RunSpec:
+    limits = template.resources.limits
+    return RunSpec(
+        rootfs=image.rootfs,
+        argv=argv_for(template, image),
+        env=env_for(template, metadata_url, metadata_url_v6),
+        cwd=template.working_dir or image.working_dir,
+        cpu=parse_quantity(limits.cpu),
+        memory=int(parse_quantity(limits.memory)),
+    )
