@@ -1,0 +1,1 @@
+"""Agent executions: the TaskAgent contract (envelope in, stdout out) and its outcomes."""

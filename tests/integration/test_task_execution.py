@@ -1,0 +1,74 @@
+"""A TaskAgent execution end to end in a real sandbox: envelope in, stdout out, outcome."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clrk.api.agents import TaskAgent
+from clrk.worker.agents import envelope
+from clrk.worker.agents.task import Outcome, execute
+from clrk.worker.images.registry import RegistryClient
+from clrk.worker.images.store import ImageStore
+from clrk.worker.sandbox.runner import Runtime
+from tests.images import Registry, build, busybox_recipe
+
+
+@pytest.fixture
+async def env(tmp_path: Path, registry: Registry) -> AsyncIterator[tuple[Runtime, ImageStore]]:
+    registry.push("test/agent", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    rt = Runtime(tmp_path / "state")
+    try:
+        yield rt, ImageStore(tmp_path / "images", RegistryClient(insecure={registry.host}))
+    finally:
+        await rt.drain()
+        await rt.sweep()
+
+
+def agent(registry: Registry, script: str, **spec: Any) -> TaskAgent:
+    return TaskAgent.model_validate({
+        "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {"template": {"spec": {"image": f"{registry.host}/test/agent:1",
+                                       "args": [script]}}, **spec}})
+
+
+async def run(env: tuple[Runtime, ImageStore], a: TaskAgent,
+              body: bytes = b'{"text": "hello world from clrk"}') -> tuple[Outcome, str]:
+    event = envelope.build("default", "echo", "exec-1", body, "application/json", "http")
+    out: list[bytes] = []
+    outcome = await execute(env[0], env[1], a, a.spec.template, event, out.append,
+                            lambda _b: None)
+    return outcome, b"".join(out).decode()
+
+
+async def test_envelope_on_stdin_and_stdout_back(env: tuple[Runtime, ImageStore],
+                                                 registry: Registry) -> None:
+    outcome, out = await run(env, agent(registry, "cat"))
+    assert outcome == Outcome("Succeeded", 200, 0, "")
+    event = json.loads(out)
+    assert event["id"] == "exec-1" and event["data"] == {"text": "hello world from clrk"}
+    assert event["source"] == "clrk://default/echo" and event["subject"] == "http"
+
+
+async def test_failure_timeout_and_bad_image(env: tuple[Runtime, ImageStore],
+                                             registry: Registry) -> None:
+    outcome, _ = await run(env, agent(registry, "exit 7"))
+    assert (outcome.phase, outcome.http_status, outcome.headers) == (
+        "Failed", 500, {"X-Clrk-Exit-Code": "7"})
+    outcome, _ = await run(env, agent(registry, "sleep 30", timeout="1s"))
+    assert (outcome.phase, outcome.http_status) == ("Timeout", 504)
+    missing = agent(registry, "true")
+    missing.spec.template.spec.image = f"{registry.host}/test/nothing:1"
+    outcome, _ = await run(env, missing)
+    assert outcome.phase == "Failed" and "not found" in outcome.reason
+
+
+async def test_metadata_mode_closes_stdin(env: tuple[Runtime, ImageStore],
+                                          registry: Registry) -> None:
+    outcome, out = await run(env, agent(registry, "cat; echo end",
+                                        delivery={"mode": "Metadata"}))
+    assert outcome.phase == "Succeeded" and out == "end\n"
