@@ -223,3 +223,78 @@ def start_registry(root: Path) -> Iterator[Registry]:
         yield reg
     finally:
         reg.stop()
+
+
+PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ["python3"],
+                 "mirror": "http://deb.debian.org/debian", "version": 1}
+_PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+          "var/cache/apt", "var/lib/apt/lists", "var/log")
+
+
+def _tar_dir(root: Path) -> bytes:
+    """A reproducible gzip'd tar of a directory, without device nodes (the sandbox's /dev is
+    a tmpfs of its own)."""
+    buf = io.BytesIO()
+
+    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        if info.ischr() or info.isblk():
+            return None
+        info.mtime = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for child in sorted(root.iterdir()):
+            tar.add(child, arcname=child.name, filter=clean)
+    return gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
+
+
+def python_base() -> BuiltImage:
+    """Debian minbase with python3, by debootstrap; built once per recipe and cached."""
+    key = hashlib.sha256(json.dumps(PYTHON_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
+    out = CACHE / f"python-{key}"
+    if (out / "config.json").exists():
+        return BuiltImage((out / "config.json").read_bytes(),
+                          [(out / "layer-0.tar.gz").read_bytes()])
+    work = CACHE / f"python-{key}.build"
+    shutil.rmtree(work, ignore_errors=True)
+    rootfs = work / "rootfs"
+    rootfs.mkdir(parents=True)
+    subprocess.run(
+        ["debootstrap", f"--variant={PYTHON_RECIPE['variant']}",
+         f"--include={','.join(PYTHON_RECIPE['include'])}",  # type: ignore[arg-type]
+         str(PYTHON_RECIPE["suite"]), str(rootfs), str(PYTHON_RECIPE["mirror"])],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for rel in _PRUNE:
+        shutil.rmtree(rootfs / rel, ignore_errors=True)
+    layer = _tar_dir(rootfs)
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "IMAGE_ONLY=python-image"],
+                   "Cmd": ["python3"]},
+        "rootfs": {"type": "layers",
+                   "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()]},
+    }).encode()
+    (work / "layer-0.tar.gz").write_bytes(layer)
+    (work / "config.json").write_bytes(config)
+    shutil.rmtree(rootfs)
+    shutil.rmtree(out, ignore_errors=True)
+    work.rename(out)
+    return BuiltImage(config, [layer])
+
+
+def with_layer(base: BuiltImage, layer: Layer, **config: Any) -> BuiltImage:
+    """``base`` plus one layer and config changes (like a Dockerfile COPY + ENTRYPOINT)."""
+    doc = json.loads(base.config)
+    extra = layer.tar()
+    doc["config"].update(config)
+    doc["rootfs"]["diff_ids"].append("sha256:" + hashlib.sha256(gzip.decompress(extra))
+                                     .hexdigest())
+    return BuiltImage(json.dumps(doc).encode(), [*base.layers, extra])
+
+
+def word_count_image() -> BuiltImage:
+    """The spec's word-count agent: python3 /agent.py as the ENTRYPOINT."""
+    agent = (Path(__file__).resolve().parents[1] / "examples" / "word-count" / "agent.py")
+    return with_layer(python_base(), Layer({"agent.py": agent.read_bytes()}),
+                      Entrypoint=["python3", "/agent.py"])

@@ -72,3 +72,22 @@ async def test_metadata_mode_closes_stdin(env: tuple[Runtime, ImageStore],
     outcome, out = await run(env, agent(registry, "cat; echo end",
                                         delivery={"mode": "Metadata"}))
     assert outcome.phase == "Succeeded" and out == "end\n"
+
+
+async def test_spec_word_count_agent(env: tuple[Runtime, ImageStore],
+                                     registry: Registry) -> None:
+    from tests.images import word_count_image
+
+    registry.push("test/word-count", "0.1", word_count_image())
+    a = TaskAgent.model_validate({
+        "metadata": {"name": "word-count", "namespace": "default"},
+        "spec": {"timeout": "60s", "template": {"spec": {
+            "image": f"{registry.host}/test/word-count:0.1",
+            "env": [{"name": "GREETING", "value": "hi"}]}}}})
+    event = envelope.build("default", "word-count", "a1b2c3d4", b'{"text":"hello world from '
+                           b'clrk"}', "application/json", "http")
+    out: list[bytes] = []
+    err: list[bytes] = []
+    outcome = await execute(env[0], env[1], a, a.spec.template, event, out.append, err.append)
+    assert outcome.phase == "Succeeded", b"".join(err)
+    assert json.loads(b"".join(out)) == {"word_count": 4, "envelope_id": "a1b2c3d4"}
