@@ -41,6 +41,10 @@ class DevServer:
         return str(doc["clusters"][0]["cluster"]["server"])
 
     @property
+    def ingress(self) -> str:
+        return (self.data_dir / "ingress.url").read_text().strip()
+
+    @property
     def token(self) -> str:
         return (self.data_dir / "token").read_text().strip()
 
@@ -94,7 +98,8 @@ class DevServer:
         return self.proc.returncode
 
 
-def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> DevServer:
+def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
+              workers: int = 0) -> DevServer:
     """Start `clrk dev` and wait until it serves; raise with its log if it dies."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}-dev.log"
@@ -102,7 +107,8 @@ def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None) ->
     kubeconfig.unlink(missing_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [CLRK, "dev", "--data-dir", str(data_dir), "--port", "0", "--no-tui", *extra],
+            [CLRK, "dev", "--data-dir", str(data_dir), "--port", "0", "--no-tui",
+             "--workers", str(workers), *extra],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, cwd=ROOT,
         )

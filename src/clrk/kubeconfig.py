@@ -48,3 +48,14 @@ def write(path: Path, server: str, ca_pem: bytes, token: str, context: str = CON
     with os.fdopen(fd, "w") as f:
         f.write(render(server, ca_pem, token, context))
     os.replace(tmp, path)
+
+
+def read(path: Path, context: str | None = None) -> tuple[str, bytes, str]:
+    """(server URL, CA PEM, bearer token) of a token-based kubeconfig, as clrk writes."""
+    doc = yaml.safe_load(path.read_text())
+    ctx_name = context or doc.get("current-context")
+    ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
+    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
+    user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
+    ca = base64.b64decode(cluster.get("certificate-authority-data", ""))
+    return cluster["server"], ca, user.get("token", "")

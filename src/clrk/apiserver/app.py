@@ -30,17 +30,18 @@ def _error(err: APIError) -> Response:
     return _json(err.status(), err.code)
 
 
-async def _read_body(request: HTTPRequest) -> bytes:
+async def read_body(request: HTTPRequest, limit: int = MAX_BODY) -> bytes:
+    """The body, refused with 413 as soon as it passes ``limit`` (never buffered whole)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+    if declared and declared.isdigit() and int(declared) > limit:
         raise APIError(413, f"the request body is {int(declared)} bytes; the limit is "
-                       f"{MAX_BODY} bytes", "RequestEntityTooLarge")
+                       f"{limit} bytes", "RequestEntityTooLarge")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise APIError(413, f"the request body is larger than the limit of {MAX_BODY} "
+        if size > limit:
+            raise APIError(413, f"the request body is larger than the limit of {limit} "
                            "bytes", "RequestEntityTooLarge")
         chunks.append(chunk)
     return b"".join(chunks)
@@ -160,25 +161,30 @@ class Router:
             raise APIError(404, f"{plural} is namespaced: use /namespaces/NAMESPACE/{plural}")
         body = b""
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            body = await _read_body(request)
+            limit = self.api.body_limits.get((group, plural, sub), MAX_BODY)
+            body = await read_body(request, limit)
         req = Request(
             method=request.method, served=served, namespace=namespace, name=name,
             subresource=sub, query=dict(request.query_params),
             content_type=request.headers.get("content-type", "application/json"),
             accept=request.headers.get("accept", ""),
             user_agent=request.headers.get("user-agent", ""), body=body, watch=watch,
+            headers=dict(request.headers),
         )
         reply = await self.api.handle(req)
         return self._respond(reply)
 
     def _respond(self, reply: Reply) -> Response:
-        headers = {}
+        headers = dict(reply.headers)
         if reply.warnings:
             headers["Warning"] = ", ".join(
                 f'299 - "{w.replace(chr(34), chr(39))}"' for w in reply.warnings)
         if reply.stream is not None:
-            return StreamingResponse(reply.stream, media_type="application/json",
-                                     headers=headers)
+            return StreamingResponse(reply.stream, status_code=reply.status,
+                                     media_type=reply.media_type, headers=headers)
+        if reply.raw is not None:
+            return Response(reply.raw, status_code=reply.status, media_type=reply.media_type,
+                            headers=headers)
         if isinstance(reply.body, Response):
             return reply.body
         return _json(reply.body, reply.status, headers)

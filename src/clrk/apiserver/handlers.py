@@ -80,6 +80,7 @@ class Request:
     user_agent: str
     body: bytes = b""
     watch: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -93,6 +94,9 @@ class Reply:
     body: Any = None
     stream: AsyncIterator[bytes] | None = None
     warnings: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+    raw: bytes | None = None  # a non-JSON body (agent output)
 
 
 def _depth_ok(value: Any) -> bool:
@@ -141,6 +145,8 @@ class API:
             i = cls.kind_info
             self.served[(i.group, i.version, i.plural)] = Served(cls)
         self.subresources: dict[tuple[str, str, str], Handler] = {}
+        # Subresources whose bodies are not API objects (agent input) get their own limit.
+        self.body_limits: dict[tuple[str, str, str], int] = {}
         self._lock = asyncio.Lock()
 
     def lookup(self, group: str, version: str, plural: str) -> Served | None:

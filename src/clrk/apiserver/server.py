@@ -16,6 +16,9 @@ from clrk.apiserver.auth import load_or_create_token
 from clrk.apiserver.handlers import API
 from clrk.apiserver.storage import Store
 from clrk.apiserver.watch import WatchHub
+from clrk.scheduler import endpoints
+from clrk.scheduler.invoke import Invoker
+from clrk.scheduler.registry import WorkerRegistry
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -50,6 +53,9 @@ class APIServer:
         self.store = Store(self.data_dir / "state.db", history=self.watch_history)
         self.hub = WatchHub()
         self.api = API(self.store, self.hub, self.bookmark_interval)
+        self.registry = WorkerRegistry()
+        self.invoker = Invoker(self.store, self.registry)
+        endpoints.install(self.api, self.invoker, self.registry)
         for ns in ("default", "clrk"):
             self.api.ensure_namespace(ns)
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

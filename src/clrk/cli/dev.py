@@ -28,6 +28,7 @@ from clrk.cli.secret import parse_secret_flag
 from clrk.client import FIELD_MANAGER, resource_class
 from clrk.controllers.manager import ControllerManager
 from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
+from clrk.scheduler.ingress import Ingress
 
 log = logging.getLogger("clrk.dev")
 app = typer.Typer(help="Run clrk on this host.")
@@ -67,29 +68,66 @@ async def _bootstrap(client: AsyncClient, secrets: dict[str, dict[str, bytes]],
             print(f"error: {m.source}: {m.label}: {describe(err)}", file=sys.stderr, flush=True)
 
 
+async def _start_workers(n: int, data_dir: Path, kubeconfig: Path,
+                         insecure: list[str]) -> list[asyncio.subprocess.Process]:
+    procs = []
+    for i in range(n):
+        wdir = data_dir / "workers" / f"worker-{i}"
+        wdir.mkdir(parents=True, exist_ok=True)
+        args = [sys.executable, "-m", "clrk.cli.main", "worker", "--api-kubeconfig",
+                str(kubeconfig), "--data-dir", str(wdir), "--name", f"worker-{i}"]
+        for reg in insecure:
+            args += ["--insecure-registry", reg]
+        log_file = (wdir / "worker.log").open("ab")
+        procs.append(await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            start_new_session=True))
+    return procs
+
+
+async def _stop_workers(procs: list[asyncio.subprocess.Process]) -> None:
+    for p in procs:
+        if p.returncode is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            await asyncio.wait_for(p.wait(), 30)
+        except TimeoutError:
+            p.kill()
+            await p.wait()
+
+
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
-                 manifests: list[Manifest], concurrency: int) -> None:
+                 manifests: list[Manifest], concurrency: int, workers: int,
+                 ingress_port: int, insecure: list[str]) -> None:
     server = APIServer(data_dir, host, port)
     await server.start()
     kubeconfig = data_dir / HOST_KUBECONFIG
     server.write_kubeconfig(kubeconfig)
+    ingress = Ingress(server.invoker, host, ingress_port)
+    await ingress.start()
+    worker_procs = await _start_workers(workers, data_dir, kubeconfig, insecure)
     client = AsyncClient(config=KubeConfig.from_file(str(kubeconfig)),
                          field_manager=FIELD_MANAGER)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    manager = ControllerManager(client, concurrency=concurrency)
+    manager = ControllerManager(client, concurrency=concurrency, registry=server.registry)
     controllers = asyncio.create_task(manager.run(stop))
     try:
         await _bootstrap(client, secrets, manifests)
-        print(f"clrk dev is running\n  API:        {server.url}\n  kubeconfig: {kubeconfig}\n"
+        print(f"clrk dev is running\n  API:        {server.url}\n  ingress:    {ingress.url}\n"
+              f"  workers:    {workers}\n  kubeconfig: {kubeconfig}\n"
               f"  export KUBECONFIG={kubeconfig}\nPress Ctrl-C to stop.", flush=True)
+        (data_dir / "ingress.url").write_text(ingress.url)
         await stop.wait()
     finally:
         stop.set()
         with contextlib.suppress(Exception):
             await controllers
+        await _stop_workers(worker_procs)
+        await ingress.stop()
         await client.close()
         await server.stop()
         print("clrk dev stopped", flush=True)
@@ -120,6 +158,12 @@ def dev(
     controller_concurrency: Annotated[int, typer.Option("--controller-concurrency",
                                                         min=1)] = 2,
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log output.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Worker processes.")] = 1,
+    ingress_port: Annotated[int, typer.Option("--ingress-port",
+                                              help="HTTP ingress port (0 = any).")] = 0,
+    insecure_registry: Annotated[list[str] | None, typer.Option(
+        "--insecure-registry", help="host:port of a registry reached over plain HTTP.")
+    ] = None,
 ) -> None:
     """Run the API server and the controllers until Ctrl-C; state survives restarts."""
     if ctx.invoked_subcommand:
@@ -130,7 +174,8 @@ def dev(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     run_guarded(lambda: asyncio.run(_serve(data_dir, host, port, secrets, manifests,
-                                           controller_concurrency)))
+                                           controller_concurrency, workers, ingress_port,
+                                           insecure_registry or [])))
 
 
 @app.command("status")

@@ -12,6 +12,7 @@ from clrk.api.crd import crds_yaml
 from clrk.cli import agents, dev, pools, resources, secret
 from clrk.cli.context import Options
 from clrk.cli.errors import run_guarded
+from clrk.cli.worker import worker
 
 app = typer.Typer(name="clrk", help="A runtime for untrusted LLM agents.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,6 +40,7 @@ app.add_typer(pools.app, name="pools")
 app.command()(resources.apply)
 app.command()(resources.get)
 app.command()(resources.delete)
+app.command()(worker)
 
 
 @app.command()

@@ -1,0 +1,37 @@
+"""`clrk worker`: run one worker (normally started for you by `clrk dev --workers N`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clrk.cli.errors import run_guarded
+from clrk.worker.main import serve
+
+
+def worker(
+    kubeconfig: Annotated[Path, typer.Option("--api-kubeconfig",
+                                             help="Kubeconfig of the API server.")],
+    data_dir: Annotated[Path, typer.Option("--data-dir")],
+    name: Annotated[str, typer.Option("--name")] = socket.gethostname(),
+    namespace: Annotated[str, typer.Option("--pool-namespace")] = "default",
+    pool: Annotated[str, typer.Option("--pool")] = "default",
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 0,
+    capacity: Annotated[int, typer.Option("--max-executions", min=1)] = 32,
+    insecure_registry: Annotated[list[str] | None, typer.Option(
+        "--insecure-registry", help="host:port of a registry reached over plain HTTP.")
+    ] = None,
+) -> None:
+    """Run sandboxes for a WorkerPool until SIGTERM, then drain."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    run_guarded(lambda: asyncio.run(serve(name, data_dir, kubeconfig, namespace, pool, host,
+                                          port, capacity, set(insecure_registry or []))))

@@ -1,0 +1,1 @@
+"""Worker registry and picking: clrk's own scheduler (no pod per execution)."""

@@ -1,0 +1,79 @@
+"""`clrk worker`: one node's worker process (HTTP dispatch service + heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from clrk import kubeconfig
+from clrk.worker.images.registry import RegistryClient
+from clrk.worker.images.store import ImageStore
+from clrk.worker.sandbox.runner import Runtime
+from clrk.worker.server import Worker
+
+log = logging.getLogger("clrk.worker")
+HEARTBEAT_SECONDS = 2.0
+
+
+async def _heartbeats(worker: Worker, url: str, kube: Path, namespace: str, pool: str,
+                      stop: asyncio.Event) -> None:
+    server, ca, token = kubeconfig.read(kube)
+    ctx = ssl.create_default_context(cadata=ca.decode())
+    endpoint = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{namespace}/workerpools/"
+                f"{pool}/heartbeat")
+    async with httpx.AsyncClient(verify=ctx, timeout=5,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        while True:
+            try:
+                r = await client.post(endpoint, json={**worker.status(), "url": url})
+                if r.status_code != 200:
+                    log.warning("heartbeat refused: %s %s", r.status_code, r.text[:200])
+            except httpx.HTTPError as err:
+                log.warning("heartbeat failed: %s", err)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+
+
+async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str,
+                host: str, port: int, capacity: int, insecure: set[str]) -> None:
+    runtime = Runtime(data_dir / "sandboxes")
+    left = await runtime.sweep()
+    if left:
+        log.info("removed %d sandbox(es) left by a previous worker", len(left))
+    images = ImageStore(data_dir / "images", RegistryClient(insecure=insecure))
+    images.clean_partial()
+    worker = Worker(name, runtime, images, capacity)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    config = uvicorn.Config(worker.app(), log_level="warning", access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
+    log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
+    await stop.wait()
+    # Drain: refuse new work (and say so in a last heartbeat), finish what runs.
+    worker.draining = True
+    await beats
+    await worker.drain()
+    server.should_exit = True
+    await serving
+    await runtime.drain()

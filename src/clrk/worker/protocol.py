@@ -1,0 +1,43 @@
+"""The dispatch protocol between whoever invokes an agent and the worker that runs it.
+
+The worker answers a dispatch with newline-delimited JSON frames: output chunks as
+they come, then exactly one result frame. The invoker turns that into the agent's
+HTTP contract (body, status, X-Clrk-Exit-Code).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from clrk.worker.agents.task import Outcome
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    agent: dict[str, Any]  # the TaskAgent, as stored
+    template: dict[str, Any]  # the revision's template
+    event: dict[str, Any]  # the CloudEvents envelope
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+def output_frame(stream: str, data: bytes) -> bytes:
+    return json.dumps({"type": stream, "data": base64.b64encode(data).decode()}).encode() + b"\n"
+
+
+def result_frame(outcome: Outcome) -> bytes:
+    return json.dumps({"type": "result", "phase": outcome.phase,
+                       "httpStatus": outcome.http_status, "exitCode": outcome.exit_code,
+                       "reason": outcome.reason}).encode() + b"\n"
+
+
+def parse_frame(line: bytes) -> tuple[str, bytes | Outcome]:
+    doc = json.loads(line)
+    if doc["type"] == "result":
+        return "result", Outcome(doc["phase"], doc["httpStatus"], doc["exitCode"],
+                                 doc["reason"])
+    return str(doc["type"]), base64.b64decode(doc["data"])

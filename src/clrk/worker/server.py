@@ -1,0 +1,102 @@
+"""The worker's HTTP service: accepts dispatches, runs them, streams frames back.
+
+Capacity is enforced here (429 when full) and draining refuses new work (503) while
+executions already running finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from clrk.api.agents import AgentTemplate, TaskAgent
+from clrk.worker.agents.task import execute
+from clrk.worker.images.store import ImageStore
+from clrk.worker.protocol import output_frame, result_frame
+from clrk.worker.sandbox.runner import Runtime
+
+log = logging.getLogger("clrk.worker")
+
+
+@dataclass
+class Worker:
+    name: str
+    runtime: Runtime
+    images: ImageStore
+    capacity: int = 32
+    in_flight: int = 0
+    draining: bool = False
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def status(self) -> dict[str, object]:
+        return {"name": self.name, "capacity": self.capacity, "inFlight": self.in_flight,
+                "draining": self.draining, "cachedImages": self.images.cached(),
+                "warmRevisions": []}
+
+    async def drain(self) -> None:
+        """Stop taking work and wait for what is running."""
+        self.draining = True
+        while self.in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def dispatch(self, request: Request) -> Response:
+        if self.draining:
+            return JSONResponse({"message": "worker is draining"}, 503)
+        if self.in_flight >= self.capacity:
+            return JSONResponse({"message": "worker is at capacity"}, 429,
+                                headers={"Retry-After": "1"})
+        try:
+            doc = json.loads(await request.body())
+            agent = TaskAgent.model_validate(doc["agent"])
+            template = AgentTemplate.model_validate(doc["template"])
+            event = doc["event"]
+        except (ValueError, KeyError, TypeError) as err:
+            return JSONResponse({"message": f"bad dispatch: {err}"}, 400)
+        self.in_flight += 1
+        return StreamingResponse(self._run(agent, template, event),
+                                 media_type="application/x-ndjson")
+
+    async def _run(self, agent: TaskAgent, template: AgentTemplate,
+                   event: dict[str, object]) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def work() -> None:
+            try:
+                outcome = await execute(
+                    self.runtime, self.images, agent, template, event,
+                    lambda b: queue.put_nowait(output_frame("stdout", b)),
+                    lambda b: queue.put_nowait(output_frame("stderr", b)))
+                queue.put_nowait(result_frame(outcome))
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(work())
+        try:
+            while (frame := await queue.get()) is not None:
+                yield frame
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.in_flight -= 1
+            self._idle.set()
+
+    async def health(self, _request: Request) -> Response:
+        return JSONResponse(self.status(), 503 if self.draining else 200)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/executions", self.dispatch, methods=["POST"]),
+            Route("/healthz", self.health, methods=["GET"]),
+        ])

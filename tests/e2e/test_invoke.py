@@ -1,0 +1,109 @@
+"""Invoking TaskAgents through the ingress and the API, with real workers and sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import DevServer, start_dev
+from tests.images import Registry, build, busybox_recipe, word_count_image
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    registry.push("test/word-count", "0.1", word_count_image())
+    registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    server = start_dev(tmp_path_factory.mktemp("invoke") / "clrk", "--insecure-registry",
+                       registry.host, workers=1)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = server.kubectl("get", "wp", "default", "-o",
+                                   "jsonpath={.status.readyReplicas}", check=False).stdout
+            if ready == "1":
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the worker never became ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def agent(dev: DevServer, name: str, image: str, args: list[str] | None = None,
+          **spec: object) -> None:
+    doc = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+           "metadata": {"name": name},
+           "spec": {"workerPoolRef": "default", "timeout": "60s", **spec,
+                    "template": {"spec": {"image": image, **({"args": args} if args else {})}}}}
+    dev.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def call(dev: DevServer, name: str, body: bytes = b'{"text":"hello world from clrk"}',
+         **headers: str) -> httpx.Response:
+    return httpx.post(f"{dev.ingress}/", content=body, timeout=120, headers={
+        "X-Clrk-TaskAgent": f"default/{name}", "X-Clrk-Trigger": "http",
+        "content-type": "application/json", **headers})
+
+
+def test_word_count_through_the_ingress_and_the_api(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "word-count", f"{registry.host}/test/word-count:0.1")
+    r = call(dev, "word-count", **{"X-Clrk-Execution-ID": "exec-123"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"word_count": 4, "envelope_id": "exec-123"}
+    assert r.headers["x-clrk-execution-id"] == "exec-123"
+    api = httpx.post(
+        f"{dev.url}/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/taskagents/word-count/"
+        "invoke", content=b'{"text":"one two"}', timeout=120, verify=dev.ssl_context(),
+        headers={"Authorization": f"Bearer {dev.token}", "content-type": "application/json",
+                 "x-request-id": "req-9"})
+    assert api.status_code == 200, api.text
+    assert api.json() == {"word_count": 2, "envelope_id": "req-9"}
+
+
+def test_exit_codes_timeouts_and_limits(dev: DevServer, registry: Registry) -> None:
+    image = f"{registry.host}/test/shell:1"
+    agent(dev, "fails", image, ["echo partial; exit 3"])
+    r = call(dev, "fails")
+    assert r.status_code == 500 and r.headers["x-clrk-exit-code"] == "3"
+    assert r.text == "partial\n"
+    agent(dev, "sleeper", image, ["sleep 30"], timeout="1s")
+    r = call(dev, "sleeper")
+    assert r.status_code == 504
+    r = call(dev, "fails", body=b"x" * (33 * 1024 * 1024))
+    assert r.status_code == 413
+    r = call(dev, "nobody")
+    assert r.status_code == 404
+
+
+async def test_max_concurrent(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "single", f"{registry.host}/test/shell:1", ["sleep 2; echo done"],
+          maxConcurrent=1)
+    async with httpx.AsyncClient(timeout=120) as client:
+        async def one() -> httpx.Response:
+            return await client.post(f"{dev.ingress}/", content=b"{}", headers={
+                "X-Clrk-TaskAgent": "default/single", "content-type": "application/json"})
+
+        first = asyncio.create_task(one())
+        await asyncio.sleep(0.5)
+        second = await one()
+        done = await first
+    assert sorted([first.result().status_code, second.status_code]) == [200, 429]
+    rejected = second if second.status_code == 429 else done
+    assert rejected.headers["retry-after"]
+
+
+def test_worker_dir_is_clean_after_runs(dev: DevServer) -> None:
+    state = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes" / "bundles"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and list(state.iterdir()):
+        time.sleep(0.2)
+    assert list(state.iterdir()) == []
