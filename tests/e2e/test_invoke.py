@@ -107,3 +107,35 @@ def test_worker_dir_is_clean_after_runs(dev: DevServer) -> None:
     while time.monotonic() < deadline and list(state.iterdir()):
         time.sleep(0.2)
     assert list(state.iterdir()) == []
+
+
+def test_run_task_exit_codes(dev: DevServer, registry: Registry, tmp_path: Path) -> None:
+    agent(dev, "word-count", f"{registry.host}/test/word-count:0.1")
+    r = dev.clrk("agents", "run-task", "word-count", "-i", '{"text": "a b c"}',
+                 "-H", "X-Clrk-Execution-ID=cli-1")
+    assert json.loads(r.stdout) == {"word_count": 3, "envelope_id": "cli-1"}
+    f = tmp_path / "in.json"
+    f.write_text('{"text": "from a file"}')
+    r = dev.clrk("agents", "run-task", "word-count", "-i", f"@{f}")
+    assert json.loads(r.stdout)["word_count"] == 3
+    r = dev.clrk("agents", "run-task", "word-count", "-i", "-", input='{"text": "x"}')
+    assert json.loads(r.stdout)["word_count"] == 1
+    agent(dev, "fails", f"{registry.host}/test/shell:1", ["echo partial; exit 3"])
+    r = dev.clrk("agents", "run-task", "fails", check=False)
+    assert r.returncode == 1 and r.stdout == "partial\n" and "exit code 3" in r.stderr
+    agent(dev, "sleeper", f"{registry.host}/test/shell:1", ["sleep 30"], timeout="1s")
+    assert dev.clrk("agents", "run-task", "sleeper", check=False).returncode == 124
+    r = dev.clrk("agents", "run-task", "nobody", check=False)
+    assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+async def test_run_task_rejected_is_77(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "single", f"{registry.host}/test/shell:1", ["sleep 2; echo done"],
+          maxConcurrent=1)
+    async with httpx.AsyncClient(timeout=120) as client:
+        first = asyncio.create_task(client.post(f"{dev.ingress}/", content=b"{}", headers={
+            "X-Clrk-TaskAgent": "default/single", "content-type": "application/json"}))
+        await asyncio.sleep(0.5)
+        r = await asyncio.to_thread(dev.clrk, "agents", "run-task", "single", check=False)
+        await first
+    assert r.returncode == 77 and "maxConcurrent" in r.stderr

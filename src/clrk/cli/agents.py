@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from lightkube import ApiError
 
+from clrk import kubeconfig
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.columns import human_age, jsonpath
 from clrk.api.revision import AgentSandboxRevision
 from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
-from clrk.client import resource_class, to_dict
+from clrk.client import local_kubeconfig, resource_class, to_dict
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
 
 app = typer.Typer(help="Inspect agents.", no_args_is_help=True)
@@ -105,3 +111,77 @@ def get(ctx: typer.Context, name: str,
     for r in sorted(revs, key=lambda r: r["spec"]["generation"], reverse=True):
         print(f"    {r['metadata']['name']}  {r['spec']['template']['spec']['image']}  "
               f"{human_age(r['metadata'].get('creationTimestamp', ''))}")
+
+
+EXIT_CODES = {200: 0, 504: 124, 429: 77, 503: 77, 413: 77}
+
+
+def _input(value: str) -> bytes:
+    if value == "-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as err:
+            raise CLIError(f"-i {value}: {err.strerror}") from None
+    return value.encode()
+
+
+@app.command("run-task")
+def run_task(
+    ctx: typer.Context,
+    name: str,
+    input_: Annotated[str, typer.Option("-i", "--input", help="JSON, @file or - for stdin.")
+                      ] = "{}",
+    header: Annotated[list[str] | None, typer.Option("-H", "--header", help="k=v")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 600.0,
+    content_type: Annotated[str, typer.Option("--content-type")] = "application/json",
+) -> None:
+    """Invoke a TaskAgent once; print its stdout. Exit 0 Succeeded, 1 Failed, 124 Timeout,
+    77 Rejected."""
+    opts: Options = ctx.obj
+    body = _input(input_)
+    headers = {"Content-Type": content_type, "X-Clrk-Trigger": "cli"}
+    for item in header or []:
+        if "=" not in item:
+            raise CLIError(f"-H expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        headers[k] = v
+    path = kubeconfig_path(opts)
+    server, ca, token = kubeconfig.read(path, opts.context)
+    ns = opts.default_namespace()
+    url = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{ns}/taskagents/{name}/invoke")
+    ssl_ctx = ssl.create_default_context(cadata=ca.decode()) if ca else True
+    with httpx.Client(verify=ssl_ctx, timeout=httpx.Timeout(10, read=timeout)) as client, \
+            client.stream("POST", url, content=body,
+                          headers={**headers, "Authorization": f"Bearer {token}"}) as r:
+        if r.status_code >= 400 and r.headers.get("content-type", "").startswith(
+                "application/json") and r.status_code not in (500,):
+            r.read()
+            try:
+                message = r.json().get("message", r.text)
+            except ValueError:
+                message = r.text
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(EXIT_CODES.get(r.status_code, 1))
+        for chunk in r.iter_bytes():
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        if r.status_code != 200:
+            reason = r.headers.get("x-clrk-reason", "")
+            code = r.headers.get("x-clrk-exit-code")
+            detail = f" (exit code {code})" if code else ""
+            print(f"error: the execution ended with HTTP {r.status_code}{detail}"
+                  f"{': ' + reason if reason else ''}", file=sys.stderr)
+        raise SystemExit(EXIT_CODES.get(r.status_code, 1))
+
+
+def kubeconfig_path(opts: Options) -> Path:
+    path = opts.config_path()
+    if path is not None:
+        return path
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return Path(env.split(os.pathsep)[0])
+    default = Path.home() / ".kube" / "config"
+    return default if default.exists() else local_kubeconfig()
