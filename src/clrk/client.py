@@ -6,10 +6,13 @@ server and against a real kube-apiserver with our CRDs alike.
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from lightkube import ApiError, AsyncClient, Client, ConfigError, KubeConfig
 from lightkube.core.resource import Resource as LKResource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
@@ -123,3 +126,22 @@ async def delete_if_present(client: AsyncClient, res: Any, name: str,
     except ApiError as err:
         if err.status.code != 404:
             raise
+
+
+def http_invoker(kubeconfig: Path) -> Callable[[str, str, bytes], Awaitable[tuple[int, str]]]:
+    """POST to taskagents/{name}/invoke as a cron fire; returns (status, reason)."""
+    from clrk import kubeconfig as kc
+
+    server, ca, token = kc.read(kubeconfig)
+    ctx = ssl.create_default_context(cadata=ca.decode())
+
+    async def invoke(namespace: str, name: str, body: bytes) -> tuple[int, str]:
+        url = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{namespace}/taskagents/"
+               f"{name}/invoke")
+        async with httpx.AsyncClient(verify=ctx, timeout=httpx.Timeout(10, read=None)) as c:
+            r = await c.post(url, content=body, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                "X-Clrk-Trigger": "cron"})
+        return r.status_code, r.headers.get("x-clrk-reason", "")
+
+    return invoke

@@ -139,3 +139,30 @@ async def test_run_task_rejected_is_77(dev: DevServer, registry: Registry) -> No
         r = await asyncio.to_thread(dev.clrk, "agents", "run-task", "single", check=False)
         await first
     assert r.returncode == 77 and "maxConcurrent" in r.stderr
+
+
+def test_cron_fires_with_schedule_input(dev: DevServer, registry: Registry) -> None:
+    # The agent succeeds only if the envelope carries scheduleInput as .data and subject cron.
+    script = ("read -r e; case \"$e\" in *'\"subject\":\"cron\"'*'\"data\":{\"n\":1}'*) "
+              "exit 0;; *) exit 9;; esac")
+    agent(dev, "ticker", f"{registry.host}/test/shell:1", [script], schedule="@every 2s",
+          scheduleInput={"n": 1})
+
+    def fires() -> list[str]:
+        out = dev.kubectl("get", "events", "--field-selector",
+                          "involvedObject.name=ticker", "-o",
+                          "jsonpath={range .items[*]}{.reason}:{.message}{'\\n'}{end}").stdout
+        return [line for line in out.splitlines() if line.startswith("Cron")]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(fires()) < 2:
+        time.sleep(0.5)
+    got = fires()
+    assert len(got) >= 2 and all(f.startswith("CronFired:") for f in got), got
+    status = json.loads(dev.kubectl("get", "ta", "ticker", "-o", "json").stdout)["status"]
+    assert status["lastScheduleTime"] and status["nextScheduleTime"]
+    assert status["nextScheduleTime"] > status["lastScheduleTime"]
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Scheduled"] == "True"
+    fire_times = [f.split("fire at ")[1].split(":")[0:3] for f in got]
+    assert len({tuple(t) for t in fire_times}) == len(fire_times)  # never fired twice
+    dev.kubectl("delete", "ta", "ticker")

@@ -25,7 +25,7 @@ from clrk.apiserver.server import APIServer
 from clrk.cli.errors import CLIError, describe, run_guarded
 from clrk.cli.manifests import Manifest, load
 from clrk.cli.secret import parse_secret_flag
-from clrk.client import FIELD_MANAGER, resource_class
+from clrk.client import FIELD_MANAGER, http_invoker, resource_class
 from clrk.controllers.manager import ControllerManager
 from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
 from clrk.scheduler.ingress import Ingress
@@ -113,7 +113,8 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    manager = ControllerManager(client, concurrency=concurrency, registry=server.registry)
+    manager = ControllerManager(client, concurrency=concurrency, registry=server.registry,
+                                invoke=http_invoker(kubeconfig))
     controllers = asyncio.create_task(manager.run(stop))
     try:
         await _bootstrap(client, secrets, manifests)

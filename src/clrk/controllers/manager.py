@@ -8,6 +8,7 @@ from lightkube import AsyncClient
 
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.controllers.agents import agent_controller
+from clrk.controllers.cron import Invoke, cron_controller
 from clrk.controllers.gateway_ca import gateway_controller
 from clrk.controllers.runtime import Runner
 from clrk.controllers.workerpool import NoWorkers, WorkerRegistry, workerpool_controller
@@ -15,7 +16,7 @@ from clrk.controllers.workerpool import NoWorkers, WorkerRegistry, workerpool_co
 
 class ControllerManager:
     def __init__(self, client: AsyncClient, concurrency: int = 2,
-                 registry: WorkerRegistry | None = None) -> None:
+                 registry: WorkerRegistry | None = None, invoke: Invoke | None = None) -> None:
         self.client = client
         self.controllers = [
             agent_controller(client, TaskAgent, concurrency),
@@ -23,6 +24,8 @@ class ControllerManager:
             gateway_controller(client, concurrency),
             workerpool_controller(client, registry or NoWorkers(), concurrency),
         ]
+        if invoke is not None:
+            self.controllers.append(cron_controller(client, invoke, concurrency))
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(Runner(self.client, c).run(stop) for c in self.controllers))
