@@ -166,3 +166,50 @@ def test_cron_fires_with_schedule_input(dev: DevServer, registry: Registry) -> N
     fire_times = [f.split("fire at ")[1].split(":")[0:3] for f in got]
     assert len({tuple(t) for t in fire_times}) == len(fire_times)  # never fired twice
     dev.kubectl("delete", "ta", "ticker")
+
+
+def daemon(dev: DevServer, name: str, image: str, script: str, **spec: object) -> None:
+    doc = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "DaemonAgent",
+           "metadata": {"name": name},
+           "spec": {**spec, "template": {"spec": {"image": image, "args": [script]}}}}
+    dev.kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def daemon_status(dev: DevServer, name: str) -> dict[str, object]:
+    obj = json.loads(dev.kubectl("get", "da", name, "-o", "json").stdout)
+    return dict(obj.get("status") or {})
+
+
+def wait_status(dev: DevServer, name: str, pred: object, timeout: float = 60) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = daemon_status(dev, name)
+        if pred(st) or time.monotonic() > deadline:  # type: ignore[operator]
+            return st
+        time.sleep(0.3)
+
+
+def test_daemon_crash_loop_never_and_recycle(dev: DevServer, registry: Registry) -> None:
+    image = f"{registry.host}/test/shell:1"
+    daemon(dev, "crasher", image, "echo crash; exit 1")
+    st = wait_status(dev, "crasher", lambda s: int(s.get("restartCount") or 0) >= 3)
+    assert int(st["restartCount"]) >= 3, st  # type: ignore[call-overload]
+    assert st["phase"] == "CrashLoopBackOff" and st["worker"] == "worker-0"
+    assert st["lastExitCode"] == 1
+
+    daemon(dev, "once", image, "exit 0", restartPolicy="Never")
+    st = wait_status(dev, "once", lambda s: s.get("phase") == "Completed")
+    assert st["phase"] == "Completed" and not st.get("restartCount")
+
+    daemon(dev, "recycled", image, "sleep 100", maxLifetimeSeconds=2)
+    first = wait_status(dev, "recycled", lambda s: s.get("phase") == "Running")["upSince"]
+    st = wait_status(dev, "recycled", lambda s: s.get("upSince") not in (None, first))
+    assert st["upSince"] != first and st["phase"] == "Running"
+
+    for name in ("crasher", "once", "recycled"):
+        dev.kubectl("delete", "da", name)
+    bundles = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes" / "bundles"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and list(bundles.iterdir()):
+        time.sleep(0.3)
+    assert list(bundles.iterdir()) == []

@@ -15,10 +15,20 @@ from clrk.api.workerpool import WorkerPool
 from clrk.client import get_or_none, resource_class, to_model
 from clrk.controllers import agent_status, revisions
 from clrk.controllers.runtime import Controller, Key, Watch
+from clrk.controllers.workerpool import WorkerRegistry
+
+
+def place(registry: WorkerRegistry, namespace: str, pool: str,
+          current: str | None) -> str | None:
+    """Keep a DaemonAgent where it runs while that worker is ready; else the best worker."""
+    ready = registry.candidates(namespace, pool)
+    if current and current in {w.name for w in ready}:
+        return current
+    return ready[0].name if ready else None
 
 
 def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgent],
-                     concurrency: int) -> Controller:
+                     concurrency: int, registry: WorkerRegistry | None = None) -> Controller:
     res = resource_class(cls)
     kind = cls.kind_info.kind
 
@@ -45,10 +55,20 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
         conds = await agent_status.conditions(client, agent, status.get("conditions") or [])
         new = {**status, "observedGeneration": raw["metadata"]["generation"],
                "latestCreatedRevisionName": current, "conditions": conds}
+        requeue = None
+        if cls is DaemonAgent and registry is not None:
+            # Exactly one copy: the daemon lives on the one worker status.worker names.
+            worker = place(registry, ns, agent.spec.worker_pool_ref, status.get("worker"))
+            if worker != status.get("worker"):
+                new["worker"] = worker
+                if worker is None:
+                    new["phase"] = "Pending"
+                    new["message"] = f"no ready worker in pool {agent.spec.worker_pool_ref}"
+            requeue = 5.0  # worker loss is not a watch event
         if new != status:
             await client.patch(res.Status, name, {"status": new}, namespace=ns,
                                patch_type=PatchType.MERGE)
-        return None
+        return requeue
 
     return Controller(
         name=kind.lower(), primary=cls, reconcile=reconcile, concurrency=concurrency,

@@ -20,7 +20,7 @@ class ControllerManager:
         self.client = client
         self.controllers = [
             agent_controller(client, TaskAgent, concurrency),
-            agent_controller(client, DaemonAgent, concurrency),
+            agent_controller(client, DaemonAgent, concurrency, registry),
             gateway_controller(client, concurrency),
             workerpool_controller(client, registry or NoWorkers(), concurrency),
         ]

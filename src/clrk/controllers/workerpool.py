@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from lightkube import AsyncClient
@@ -13,17 +14,26 @@ from clrk.controllers.conditions import set_condition
 from clrk.controllers.runtime import Controller, Key
 
 
+class Named(Protocol):
+    name: str
+
+
 class WorkerRegistry(Protocol):
-    """Where the pool learns how many of its workers are ready (workers heartbeat here)."""
+    """Where pools learn their ready workers (workers heartbeat here) and daemons a home."""
 
     def ready_workers(self, namespace: str, pool: str) -> int: ...
 
+    def candidates(self, namespace: str, pool: str) -> Sequence[Named]: ...
+
 
 class NoWorkers:
-    """The registry before any worker exists: every pool has zero ready workers."""
+    """The registry when no worker reports (e.g. controllers run without a scheduler)."""
 
     def ready_workers(self, namespace: str, pool: str) -> int:
         return 0
+
+    def candidates(self, namespace: str, pool: str) -> Sequence[Named]:
+        return []
 
 
 def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,

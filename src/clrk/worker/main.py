@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from lightkube import AsyncClient, KubeConfig
 
 from clrk import kubeconfig
+from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Runtime
@@ -68,11 +70,15 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         loop.add_signal_handler(sig, stop.set)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
+    client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
+    daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name).run(stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
     await stop.wait()
     # Drain: refuse new work (and say so in a last heartbeat), finish what runs.
     worker.draining = True
     await beats
+    await daemons
+    await client.close()
     await worker.drain()
     server.should_exit = True
     await serving

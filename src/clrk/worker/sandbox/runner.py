@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clrk.worker.sandbox import bundle
 from clrk.worker.sandbox.spec import RunSpec
@@ -32,6 +33,10 @@ class Result:
     timed_out: bool
     stderr: bytes = b""
     reason: str = ""
+    stopped: bool = False  # ended because the caller asked (SIGTERM, then SIGKILL)
+
+
+STOP_GRACE = 5.0
 
 
 @dataclass
@@ -58,9 +63,9 @@ class Runtime:
         out, _ = await proc.communicate()
         return proc.returncode or 0, out
 
-    async def run(self, spec: RunSpec, stdin: bytes, timeout: float,
-                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None]
-                  ) -> Result:
+    async def run(self, spec: RunSpec, stdin: bytes, timeout: float | None,
+                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
+                  stop: asyncio.Event | None = None) -> Result:
         sid = f"clrk-{uuid.uuid4().hex[:12]}"
         bdir = bundle.write(self.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
         proc = await asyncio.create_subprocess_exec(
@@ -89,21 +94,37 @@ class Runtime:
         pumps = [asyncio.create_task(pump(proc.stdout, on_stdout, None)),
                  asyncio.create_task(pump(proc.stderr, on_stderr, stderr_tail)),
                  asyncio.create_task(feed())]
-        timed_out = False
+        timed_out = stopped = False
+        code: int | None = None
+        # The pipes' EOF is the reliable end of a fast exit; then collect the status.
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(
+            stop.wait() if stop else asyncio.Event().wait())
         try:
-            # The pipes' EOF is the reliable end of a fast exit; then collect the status.
-            await asyncio.wait_for(asyncio.gather(*pumps), timeout)
-            code = await proc.wait()
-        except TimeoutError:
-            timed_out = True
-            code = None
-            await self._runsc("kill", "--all", sid, "KILL")
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            for t in pumps:
-                t.cancel()
+            done, _ = await asyncio.wait([ended, stopping], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if ended in done:
+                code = await proc.wait()
+            elif stopping in done:
+                stopped = True
+                await self._runsc("kill", "--all", sid, "TERM")
+                try:
+                    await asyncio.wait_for(asyncio.shield(ended), STOP_GRACE)
+                except TimeoutError:
+                    await self._runsc("kill", "--all", sid, "KILL")
+                code = await proc.wait()
+            else:
+                timed_out = True
+                await self._runsc("kill", "--all", sid, "KILL")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
         finally:
+            stopping.cancel()
+            if not ended.done():
+                ended.cancel()
+            with contextlib.suppress(BaseException):
+                await ended
             watch.cancel()
             self._cleanup_later(sid, bdir)
         oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
@@ -111,11 +132,14 @@ class Runtime:
         reason = ""
         if timed_out:
             reason = f"timed out after {timeout:g}s"
+        elif stopped:
+            reason = "stopped"
         elif code == 137 and oom:
             reason = f"OOMKilled: the memory limit of {spec.memory} bytes was exceeded"
         elif code and code >= 128:
             reason = f"killed by signal {code - 128}"
-        return Result(code, timed_out, bytes(stderr_tail), reason)
+        return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
+                      stopped)
 
     def _cleanup_later(self, sid: str, bdir: Path) -> None:
         task = asyncio.create_task(self._delete(sid, bdir))

@@ -1,0 +1,141 @@
+"""DaemonAgents on a worker: run the ones assigned here, keep each per its restart policy.
+
+The controller assigns a DaemonAgent to one worker (status.worker); that worker runs
+it and reports phase, upSince, restartCount and the last exit. A template change
+restarts it on the new revision; deletion or reassignment stops it (SIGTERM, then
+SIGKILL after 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
+from clrk.api.agents import DaemonAgent
+from clrk.client import resource_class, to_dict
+from clrk.worker.agents.supervision import History, decide
+from clrk.worker.images.registry import RegistryError
+from clrk.worker.images.store import ImageStore
+from clrk.worker.sandbox.runner import Runtime
+from clrk.worker.sandbox.spec import SpecError, run_spec
+
+log = logging.getLogger("clrk.worker.daemon")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Running:
+    template_key: str
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+class DaemonSupervisor:
+    def __init__(self, client: AsyncClient, runtime: Runtime, images: ImageStore,
+                 worker: str) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.images = images
+        self.worker = worker
+        self.res = resource_class(DaemonAgent)
+        self.running: dict[tuple[str, str], _Running] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    async def _status(self, ns: str, name: str, **fields: Any) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.patch(self.res.Status, name, {"status": fields}, namespace=ns,
+                                    patch_type=PatchType.MERGE)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch())
+        await stop.wait()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        running = list(self.running.values())
+        self.running.clear()
+        await asyncio.gather(*(self._halt(r) for r in running), *self._stopping)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for op, obj in self.client.watch(self.res, namespace="*"):
+                    self._sync(op, to_dict(obj))
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("daemon watch failed (%s); retrying", err)
+                await asyncio.sleep(1)
+
+    def _sync(self, op: str, obj: dict[str, Any]) -> None:
+        md = obj["metadata"]
+        key = (md["namespace"], md["name"])
+        mine = (obj.get("status") or {}).get("worker") == self.worker
+        gone = op == "DELETED" or md.get("deletionTimestamp")
+        template = obj["spec"]["template"]
+        template_key = json.dumps(template, sort_keys=True) + json.dumps(
+            {k: obj["spec"].get(k) for k in ("restartPolicy", "maxRestarts",
+                                             "maxLifetimeSeconds")}, sort_keys=True)
+        current = self.running.get(key)
+        if current and (gone or not mine or current.template_key != template_key):
+            del self.running[key]
+            task = asyncio.create_task(self._halt(current))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+            current = None
+        if not current and mine and not gone:
+            agent = DaemonAgent.model_validate(obj)
+            stop = asyncio.Event()
+            task = asyncio.create_task(self._supervise(agent, stop))
+            self.running[key] = _Running(template_key, stop, task)
+
+    @staticmethod
+    async def _halt(current: _Running) -> None:
+        current.stop.set()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await current.task
+
+    async def _supervise(self, agent: DaemonAgent, stop: asyncio.Event) -> None:
+        ns, name = agent.metadata["namespace"], agent.metadata["name"]
+        spec = agent.spec
+        history = History()
+        lifetime = float(spec.max_lifetime_seconds) or None
+        try:
+            image = await self.images.pull(spec.template.spec.image)
+            run = run_spec(spec.template.spec, image)
+        except (RegistryError, SpecError, ValueError) as err:
+            await self._status(ns, name, phase="Failed", message=str(err))
+            return
+        while not stop.is_set():
+            started = time.monotonic()
+            await self._status(ns, name, phase="Running", upSince=_now(),
+                               restartCount=history.restarts, message="")
+            result = await self.runtime.run(
+                run, b"", lifetime,
+                lambda b: log.info("%s/%s stdout: %s", ns, name, b.decode(errors="replace")),
+                lambda b: log.info("%s/%s stderr: %s", ns, name, b.decode(errors="replace")),
+                stop=stop)
+            if stop.is_set():
+                await self._status(ns, name, phase="Stopped", lastExitCode=result.exit_code)
+                return
+            decision = decide(spec.restart_policy, spec.max_restarts, result.exit_code,
+                              time.monotonic() - started, result.timed_out and bool(lifetime),
+                              history)
+            await self._status(ns, name, phase=decision.phase, restartCount=history.restarts,
+                               lastExitCode=result.exit_code, message=decision.reason)
+            if not decision.restart:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), decision.delay or 0.001)
