@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
 from pathlib import Path
-
-import uvicorn
 
 from clrk import kubeconfig, pki
 from clrk.apiserver.app import build_app
@@ -19,6 +14,7 @@ from clrk.apiserver.watch import WatchHub
 from clrk.scheduler import endpoints
 from clrk.scheduler.invoke import Invoker
 from clrk.scheduler.registry import WorkerRegistry
+from clrk.serving import Server, url_host
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -36,9 +32,7 @@ class APIServer:
         self.url = ""
         self.ca_pem = b""
         self.token = ""
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self._server: Server | None = None
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -58,40 +52,19 @@ class APIServer:
         endpoints.install(self.api, self.invoker, self.registry)
         for ns in ("default", "clrk"):
             self.api.ensure_namespace(ns)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        if self.host in ("0.0.0.0", "::"):
-            shown = "127.0.0.1"
-        self.url = f"https://{shown}:{self.port}"
-        config = uvicorn.Config(
-            build_app(self.api, self.token), log_level="warning", access_log=False,
+        self._server = Server(
+            build_app(self.api, self.token), self.host, self.port,
             ssl_certfile=str(pki_dir / "serving.crt"), ssl_keyfile=str(pki_dir / "serving.key"),
-            timeout_graceful_shutdown=2, lifespan="off", h11_max_incomplete_event_size=65536,
-        )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+            h11_max_incomplete_event_size=65536)
+        self.port = self._server.port
+        self.url = f"https://{url_host(self.host)}:{self.port}"
+        await self._server.start()
         log.info("API server listening on %s", self.url)
 
     async def stop(self) -> None:
         if self._server is not None:
             self.hub.close_all()
-            self._server.should_exit = True
-            if self._task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-        if self._sock is not None:
-            self._sock.close()
+            await self._server.stop()
         if getattr(self, "store", None) is not None:
             self.store.close()
 

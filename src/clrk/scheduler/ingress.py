@@ -3,12 +3,8 @@ that agent, exactly like the product's curl example."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import socket
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -17,6 +13,7 @@ from starlette.routing import Route
 from clrk.apiserver.app import read_body
 from clrk.apiserver.errors import APIError
 from clrk.scheduler.invoke import Invoker
+from clrk.serving import Server, url_host
 from clrk.worker.agents.envelope import MAX_BODY
 
 
@@ -29,11 +26,10 @@ def _error(err: APIError) -> Response:
 class Ingress:
     def __init__(self, invoker: Invoker, host: str = "127.0.0.1", port: int = 0) -> None:
         self.invoker = invoker
-        self.host = host
-        self.port = port
-        self.url = ""
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        app = Starlette(routes=[Route("/{path:path}", self.handle, methods=methods)])
+        self._server = Server(app, host, port)
+        self.url = f"http://{url_host(host)}:{self._server.port}"
 
     async def handle(self, request: Request) -> Response:
         target = request.headers.get("x-clrk-taskagent", "")
@@ -54,26 +50,7 @@ class Ingress:
                         media_type=reply.media_type)
 
     async def start(self) -> None:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        self.url = f"http://{self.host}:{self.port}"
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-        app = Starlette(routes=[Route("/{path:path}", self.handle, methods=methods)])
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        await self._server.start()
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._server.stop()

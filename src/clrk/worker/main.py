@@ -6,15 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import ssl
 from pathlib import Path
 
 import httpx
-import uvicorn
 from lightkube import AsyncClient, KubeConfig
 
 from clrk import kubeconfig
+from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
@@ -55,20 +54,13 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     images = ImageStore(data_dir / "images", RegistryClient(insecure=insecure))
     images.clean_partial()
     worker = Worker(name, runtime, images, capacity)
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    sock.setblocking(False)
-    url = f"http://{host}:{sock.getsockname()[1]}"
-    config = uvicorn.Config(worker.app(), log_level="warning", access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=30)
-    server = uvicorn.Server(config)
+    server = Server(worker.app(), host, port, grace=30)
+    url = f"http://{url_host(host)}:{server.port}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    await server.start()
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
     client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name).run(stop))
@@ -80,6 +72,5 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await daemons
     await client.close()
     await worker.drain()
-    server.should_exit = True
-    await serving
+    await server.stop()
     await runtime.drain()
