@@ -28,7 +28,7 @@ CACHE = Path(os.environ.get("CLRK_TEST_CACHE", Path.home() / ".cache" / "clrk-te
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = ("sh", "echo", "cat", "wc", "sleep", "env", "head", "tr", "ls", "true", "false",
            "printf", "dd", "yes", "id", "mkdir", "rm", "test", "[", "grep", "sed", "cut", "kill",
-           "ps", "seq", "sort", "uniq")
+           "ps", "seq", "sort", "uniq", "wget", "timeout", "nc")
 
 
 @dataclass

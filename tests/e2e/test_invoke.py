@@ -213,3 +213,62 @@ def test_daemon_crash_loop_never_and_recycle(dev: DevServer, registry: Registry)
     while time.monotonic() < deadline and list(bundles.iterdir()):
         time.sleep(0.3)
     assert list(bundles.iterdir()) == []
+
+
+METADATA_AGENT = """
+wget -q -O /tmp/event "$CLRK_METADATA_URL/event" || exit 11
+grep -q '"subject":"http"' /tmp/event || exit 12
+wget -q -O /dev/null --post-data "reply:$(wc -c < /tmp/event)" "$CLRK_METADATA_URL/response" \
+  || exit 13
+if wget -q -O /dev/null --post-data again "$CLRK_METADATA_URL/response" 2>/dev/null; then
+  exit 14
+fi
+echo this-stdout-is-not-the-body
+"""
+
+
+def test_metadata_delivery(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "meta", f"{registry.host}/test/shell:1", [METADATA_AGENT],
+          delivery={"mode": "Metadata"})
+    r = call(dev, "meta")
+    assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-exit-code"), r.text)
+    assert r.text.startswith("reply:") and int(r.text.split(":")[1]) > 100
+
+
+ISOLATION_AGENT = """
+base=${{CLRK_METADATA_URL#http://}}; base=${{base%/v1}}; host=${{base%:*}}; mport=${{base#*:}}
+probe() {{
+  if timeout 3 nc "$1" "$2" </dev/null >/dev/null 2>&1; then echo "reached $1:$2"
+  else echo "blocked $1:$2"; fi
+}}
+probe 127.0.0.1 {port}
+probe "$host" {port}
+probe "$host" {api}
+probe "$host" "$mport"
+exit 0
+"""
+
+
+def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Registry) -> None:
+    import http.server
+    import socket
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), http.server.SimpleHTTPRequestHandler)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_port = dev.url.rsplit(":", 1)[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # the host itself can reach it
+        agent(dev, "prober", f"{registry.host}/test/shell:1",
+              [ISOLATION_AGENT.format(port=port, api=api_port)])
+        r = call(dev, "prober")
+        assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-reason"), r.text)
+        lines = r.text.split()
+        # The host's loopback, other host ports and the API server are dropped; only the
+        # worker's metadata service answers (the positive control for the probe itself).
+        assert [w for w in lines if w in ("reached", "blocked")] == [
+            "blocked", "blocked", "blocked", "reached"], r.text
+    finally:
+        server.shutdown()

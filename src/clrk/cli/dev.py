@@ -75,7 +75,8 @@ async def _start_workers(n: int, data_dir: Path, kubeconfig: Path,
         wdir = data_dir / "workers" / f"worker-{i}"
         wdir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "clrk.cli.main", "worker", "--api-kubeconfig",
-                str(kubeconfig), "--data-dir", str(wdir), "--name", f"worker-{i}"]
+                str(kubeconfig), "--data-dir", str(wdir), "--name", f"worker-{i}",
+                "--index", str(i)]
         for reg in insecure:
             args += ["--insecure-registry", reg]
         log_file = (wdir / "worker.log").open("ab")

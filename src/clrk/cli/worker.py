@@ -28,10 +28,16 @@ def worker(
     insecure_registry: Annotated[list[str] | None, typer.Option(
         "--insecure-registry", help="host:port of a registry reached over plain HTTP.")
     ] = None,
+    index: Annotated[int, typer.Option("--index", min=0, max=15,
+                                       help="Distinct per worker on one host (addresses, "
+                                            "interface names, firewall chain).")] = 0,
+    network: Annotated[bool, typer.Option("--network/--no-network",
+                                          help="Give sandboxes a network namespace.")] = True,
 ) -> None:
     """Run sandboxes for a WorkerPool until SIGTERM, then drain."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     run_guarded(lambda: asyncio.run(serve(name, data_dir, kubeconfig, namespace, pool, host,
-                                          port, capacity, set(insecure_registry or []))))
+                                          port, capacity, set(insecure_registry or []),
+                                          index, network)))

@@ -15,8 +15,11 @@ from lightkube import AsyncClient, KubeConfig
 from clrk import kubeconfig
 from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
+from clrk.worker.agents.task import Networking
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
+from clrk.worker.metadata import MetadataService
+from clrk.worker.sandbox.network import Network
 from clrk.worker.sandbox.runner import Runtime
 from clrk.worker.server import Worker
 
@@ -46,14 +49,27 @@ async def _heartbeats(worker: Worker, url: str, kube: Path, namespace: str, pool
 
 
 async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str,
-                host: str, port: int, capacity: int, insecure: set[str]) -> None:
+                host: str, port: int, capacity: int, insecure: set[str], index: int = 0,
+                networked: bool = True) -> None:
     runtime = Runtime(data_dir / "sandboxes")
     left = await runtime.sweep()
     if left:
         log.info("removed %d sandbox(es) left by a previous worker", len(left))
     images = ImageStore(data_dir / "images", RegistryClient(insecure=insecure))
     images.clean_partial()
-    worker = Worker(name, runtime, images, capacity)
+    networking: Networking | None = None
+    metadata_server: Server | None = None
+    if networked:
+        metadata = MetadataService()
+        metadata_server = Server(metadata.app(), "0.0.0.0", 0)
+        network = Network(index, metadata_server.port)
+        gone = await network.sweep()
+        if gone:
+            log.info("removed %d network namespace(s) left by a previous worker", len(gone))
+        await network.install()
+        await metadata_server.start()
+        networking = Networking(network, metadata)
+    worker = Worker(name, runtime, images, capacity, networking)
     server = Server(worker.app(), host, port, grace=30)
     url = f"http://{url_host(host)}:{server.port}"
     stop = asyncio.Event()
@@ -74,3 +90,6 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await worker.drain()
     await server.stop()
     await runtime.drain()
+    if networking is not None and metadata_server is not None:
+        await metadata_server.stop()
+        await networking.network.uninstall()

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from clrk.api.agents import AgentTemplate, TaskAgent
-from clrk.worker.agents.task import execute
+from clrk.worker.agents.task import Networking, execute
 from clrk.worker.images.store import ImageStore
 from clrk.worker.protocol import output_frame, result_frame
 from clrk.worker.sandbox.runner import Runtime
@@ -33,6 +33,7 @@ class Worker:
     runtime: Runtime
     images: ImageStore
     capacity: int = 32
+    networking: Networking | None = None
     in_flight: int = 0
     draining: bool = False
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,7 +76,7 @@ class Worker:
                 outcome = await execute(
                     self.runtime, self.images, agent, template, event,
                     lambda b: queue.put_nowait(output_frame("stdout", b)),
-                    lambda b: queue.put_nowait(output_frame("stderr", b)))
+                    lambda b: queue.put_nowait(output_frame("stderr", b)), self.networking)
                 queue.put_nowait(result_frame(outcome))
             finally:
                 queue.put_nowait(None)

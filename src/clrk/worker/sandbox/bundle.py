@@ -50,7 +50,8 @@ def config(spec: RunSpec, cgroup: str) -> dict[str, Any]:
                 "cpu": {"quota": max(1000, int(spec.cpu * CPU_PERIOD)), "period": CPU_PERIOD},
                 "pids": {"limit": spec.pids},
             },
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")],
+            "namespaces": [*({"type": t} for t in ("pid", "ipc", "uts", "mount")),
+                           {"type": "network", **({"path": spec.netns} if spec.netns else {})}],
         },
     }
 

@@ -45,16 +45,24 @@ class Runtime:
 
     state_dir: Path
     platform: str = "ptrace"
-    network: str = "none"
     _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "bundles").mkdir(exist_ok=True)
 
-    def _base(self) -> list[str]:
+    def _base(self, network: str = "none") -> list[str]:
         return [RUNSC, "--root", str(self.state_dir / "runsc"), f"--platform={self.platform}",
-                f"--network={self.network}"]
+                f"--network={network}"]
+
+    def _run_command(self, spec: RunSpec, bdir: Path, sid: str) -> list[str]:
+        if spec.netns is None:
+            return [*self._base(), "run", "--bundle", str(bdir), sid]
+        # With a network, runsc refuses to start when it can see the root namespace's
+        # /proc/sys/net; hide it with a tmpfs in a private mount namespace (design.md).
+        return ["unshare", "-m", "sh", "-c",
+                'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"', "sh",
+                *self._base("sandbox"), "run", "--bundle", str(bdir), sid]
 
     async def _runsc(self, *args: str) -> tuple[int, bytes]:
         proc = await asyncio.create_subprocess_exec(
@@ -69,7 +77,7 @@ class Runtime:
         sid = f"clrk-{uuid.uuid4().hex[:12]}"
         bdir = bundle.write(self.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
         proc = await asyncio.create_subprocess_exec(
-            *self._base(), "run", "--bundle", str(bdir), sid,
+            *self._run_command(spec, bdir, sid),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
         assert proc.stdin and proc.stdout and proc.stderr

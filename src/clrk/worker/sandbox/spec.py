@@ -39,6 +39,7 @@ class RunSpec:
     tmp_size: int = TMP_SIZE
     hostname: str = "sandbox"
     extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # (host file, path)
+    netns: str | None = None  # path of the sandbox's network namespace; None: no network
 
 
 def argv_for(template: SandboxSpec, image: Image) -> list[str]:

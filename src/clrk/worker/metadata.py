@@ -1,0 +1,67 @@
+"""The sandbox metadata service (`CLRK_METADATA_URL`, ends in /v1).
+
+It knows a sandbox by its source address: `GET /v1/event` returns that execution's
+envelope, `POST /v1/response` records its reply (204 the first time, 409 after).
+Requests from addresses that are not a running sandbox get 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+MAX_RESPONSE = 32 * 1024 * 1024
+
+
+@dataclass
+class Slot:
+    event: dict[str, Any]
+    response: bytes | None = None
+    content_type: str = ""
+
+
+class MetadataService:
+    def __init__(self) -> None:
+        self._slots: dict[str, Slot] = {}
+
+    def register(self, address: str, event: dict[str, Any]) -> Slot:
+        slot = Slot(event)
+        self._slots[address] = slot
+        return slot
+
+    def unregister(self, address: str) -> None:
+        self._slots.pop(address, None)
+
+    def _slot(self, request: Request) -> Slot | None:
+        host = request.client.host if request.client else ""
+        return self._slots.get(host)
+
+    async def event(self, request: Request) -> Response:
+        slot = self._slot(request)
+        if slot is None:
+            return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        return JSONResponse(slot.event)
+
+    async def response(self, request: Request) -> Response:
+        slot = self._slot(request)
+        if slot is None:
+            return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        if slot.response is not None:
+            return JSONResponse({"message": "a response was already posted"}, 409)
+        body = await request.body()
+        if len(body) > MAX_RESPONSE:
+            return JSONResponse({"message": "response too large"}, 413)
+        slot.response = body
+        slot.content_type = request.headers.get("content-type", "")
+        return Response(status_code=204)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/event", self.event, methods=["GET"]),
+            Route("/v1/response", self.response, methods=["POST"]),
+        ])

@@ -1,0 +1,143 @@
+"""One network namespace and veth pair per sandbox, and the firewall around them.
+
+The sandbox gets a /30 from the worker's pool: its end of the veth is the .2, the
+worker's end the .1 (where the metadata service answers). From a sandbox only the
+worker's metadata port is reachable; everything else it sends to the host, other
+sandboxes or beyond is dropped. The egress issue replaces the final DROP with the
+redirect to the gateway (`Firewall.rules`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+log = logging.getLogger("clrk.worker.network")
+NETNS_DIR = "/var/run/netns"
+
+
+class NetworkError(RuntimeError):
+    pass
+
+
+async def _run(*args: str, check: bool = True) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    if check and proc.returncode:
+        raise NetworkError(f"{' '.join(args)} failed: {out.decode().strip()}")
+    return out.decode()
+
+
+@dataclass(frozen=True)
+class SandboxNet:
+    netns: str
+    host_if: str
+    host_ip: str
+    sandbox_ip: str
+
+    @property
+    def netns_path(self) -> str:
+        return f"{NETNS_DIR}/{self.netns}"
+
+
+@dataclass
+class Network:
+    """Per-worker: its address pool, interface prefix and firewall chain."""
+
+    index: int  # distinct per worker on a host
+    metadata_port: int
+    cidr: str = "10.213.0.0/16"
+    _free: list[ipaddress.IPv4Network] = field(default_factory=list)
+    _used: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        base = ipaddress.IPv4Network(self.cidr)
+        worker_block = list(base.subnets(new_prefix=20))[self.index]
+        self._free = list(worker_block.subnets(new_prefix=30))
+
+    @property
+    def prefix(self) -> str:
+        return f"clk{self.index}x"
+
+    @property
+    def chain(self) -> str:
+        return f"CLRK-W{self.index}"
+
+    def rules(self) -> list[list[str]]:
+        """The filter rules for traffic from this worker's sandboxes."""
+        wild = f"{self.prefix}+"
+        return [
+            ["-A", self.chain, "-i", wild, "-p", "tcp", "--dport", str(self.metadata_port),
+             "-j", "ACCEPT"],
+            ["-A", self.chain, "-i", wild, "-j", "DROP"],
+        ]
+
+    async def install(self) -> None:
+        await self.uninstall()
+        await _run("iptables", "-N", self.chain)
+        for rule in self.rules():
+            await _run("iptables", *rule)
+        await _run("iptables", "-I", "INPUT", "-i", f"{self.prefix}+", "-j", self.chain)
+        await _run("iptables", "-I", "FORWARD", "-i", f"{self.prefix}+", "-j", "DROP")
+
+    async def uninstall(self) -> None:
+        wild = f"{self.prefix}+"
+        while (await _run("iptables", "-D", "INPUT", "-i", wild, "-j", self.chain,
+                          check=False)) == "":
+            pass
+        while (await _run("iptables", "-D", "FORWARD", "-i", wild, "-j", "DROP",
+                          check=False)) == "":
+            pass
+        await _run("iptables", "-F", self.chain, check=False)
+        await _run("iptables", "-X", self.chain, check=False)
+
+    async def setup(self, sid: str) -> SandboxNet:
+        if not self._free:
+            raise NetworkError("the worker's sandbox address pool is exhausted")
+        block = self._free.pop(0)
+        self._used[sid] = block
+        host_ip, sandbox_ip = (str(h) for h in list(block.hosts())[:2])
+        short = sid.removeprefix("clrk-")[:8]
+        net = SandboxNet(f"clrk-{self.index}-{short}", f"{self.prefix}{short}", host_ip,
+                         sandbox_ip)
+        try:
+            await _run("ip", "netns", "add", net.netns)
+            await _run("ip", "link", "add", net.host_if, "type", "veth", "peer", "name",
+                       "eth0", "netns", net.netns)
+            await _run("ip", "addr", "add", f"{host_ip}/30", "dev", net.host_if)
+            await _run("ip", "link", "set", net.host_if, "up")
+            await _run("ip", "-n", net.netns, "addr", "add", f"{sandbox_ip}/30", "dev", "eth0")
+            await _run("ip", "-n", net.netns, "link", "set", "eth0", "up")
+            await _run("ip", "-n", net.netns, "link", "set", "lo", "up")
+            await _run("ip", "-n", net.netns, "route", "add", "default", "via", host_ip)
+        except BaseException:
+            await self.teardown(sid, net)
+            raise
+        return net
+
+    async def teardown(self, sid: str, net: SandboxNet) -> None:
+        await _run("ip", "link", "del", net.host_if, check=False)
+        await _run("ip", "netns", "del", net.netns, check=False)
+        block = self._used.pop(sid, None)
+        if block is not None:
+            self._free.append(block)
+
+    async def sweep(self) -> list[str]:
+        """Delete namespaces and veths a crashed predecessor of this worker left."""
+        gone = []
+        for line in (await _run("ip", "netns", "list", check=False)).splitlines():
+            name = line.split()[0] if line.strip() else ""
+            if name.startswith(f"clrk-{self.index}-"):
+                await _run("ip", "netns", "del", name, check=False)
+                gone.append(name)
+        for line in (await _run("ip", "-o", "link", "show", check=False)).splitlines():
+            parts = line.split(":")
+            if len(parts) > 1:
+                name = parts[1].strip().split("@")[0]
+                if name.startswith(self.prefix):
+                    await _run("ip", "link", "del", name, check=False)
+        return gone
