@@ -272,3 +272,45 @@ def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Reg
             "blocked", "blocked", "blocked", "reached"], r.text
     finally:
         server.shutdown()
+
+
+async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -> None:
+    import os
+    import signal
+    import subprocess
+
+    agent(dev, "long", f"{registry.host}/test/shell:1", ["sleep 30"])
+    agent(dev, "quick", f"{registry.host}/test/shell:1", ["echo up"])
+    wdir = Path(dev.data_dir) / "workers" / "worker-0"
+    bundles = wdir / "sandboxes" / "bundles"
+    async with httpx.AsyncClient(timeout=120) as client:
+        pending = asyncio.create_task(client.post(f"{dev.ingress}/", content=b"{}", headers={
+            "X-Clrk-TaskAgent": "default/long", "content-type": "application/json"}))
+        for _ in range(200):
+            if list(bundles.iterdir()):
+                break
+            await asyncio.sleep(0.1)
+        assert list(bundles.iterdir()), "the execution never started"
+        old_pid = int((wdir / "worker.pid").read_text())
+        os.kill(old_pid, signal.SIGKILL)
+        r = await pending
+    assert r.status_code >= 500  # failed with a reason, not hung
+    assert "without a result" in r.headers.get("x-clrk-reason", "") or r.status_code == 502
+    # clrk dev restarts the worker, which removes everything the dead one left.
+    for _ in range(300):
+        pid = int((wdir / "worker.pid").read_text())
+        if pid != old_pid and not list(bundles.iterdir()):
+            break
+        await asyncio.sleep(0.1)
+    assert pid != old_pid and list(bundles.iterdir()) == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "clrk-0-" not in netns
+    runsc = subprocess.run(["runsc", "--root", str(wdir / "sandboxes" / "runsc"), "list",
+                            "--quiet"], capture_output=True, text=True).stdout
+    assert runsc.strip() == ""
+    for _ in range(100):  # the new worker takes work again
+        if call(dev, "quick").status_code == 200:
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError("the restarted worker never served")

@@ -68,34 +68,60 @@ async def _bootstrap(client: AsyncClient, secrets: dict[str, dict[str, bytes]],
             print(f"error: {m.source}: {m.label}: {describe(err)}", file=sys.stderr, flush=True)
 
 
-async def _start_workers(n: int, data_dir: Path, kubeconfig: Path,
-                         insecure: list[str]) -> list[asyncio.subprocess.Process]:
-    procs = []
-    for i in range(n):
-        wdir = data_dir / "workers" / f"worker-{i}"
+class WorkerProcesses:
+    """`clrk dev`'s workers: started as child processes, restarted if one dies."""
+
+    def __init__(self, n: int, data_dir: Path, kubeconfig: Path, insecure: list[str]) -> None:
+        self.n = n
+        self.data_dir = data_dir
+        self.kubeconfig = kubeconfig
+        self.insecure = insecure
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self._stopping = False
+        self._watch: asyncio.Task[None] | None = None
+
+    async def _spawn(self, i: int) -> None:
+        wdir = self.data_dir / "workers" / f"worker-{i}"
         wdir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "clrk.cli.main", "worker", "--api-kubeconfig",
-                str(kubeconfig), "--data-dir", str(wdir), "--name", f"worker-{i}",
+                str(self.kubeconfig), "--data-dir", str(wdir), "--name", f"worker-{i}",
                 "--index", str(i)]
-        for reg in insecure:
+        for reg in self.insecure:
             args += ["--insecure-registry", reg]
-        log_file = (wdir / "worker.log").open("ab")
-        procs.append(await asyncio.create_subprocess_exec(
-            *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            start_new_session=True))
-    return procs
+        with (wdir / "worker.log").open("ab") as log_file:
+            self.procs[i] = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True)
+        (wdir / "worker.pid").write_text(str(self.procs[i].pid))
 
+    async def start(self) -> None:
+        for i in range(self.n):
+            await self._spawn(i)
+        self._watch = asyncio.create_task(self._supervise())
 
-async def _stop_workers(procs: list[asyncio.subprocess.Process]) -> None:
-    for p in procs:
-        if p.returncode is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            await asyncio.wait_for(p.wait(), 30)
-        except TimeoutError:
-            p.kill()
-            await p.wait()
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            for i, proc in list(self.procs.items()):
+                if proc.returncode is not None and not self._stopping:
+                    log.warning("worker-%d exited with %s; restarting it", i, proc.returncode)
+                    await self._spawn(i)  # the new worker sweeps what the old one left
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for p in self.procs.values():
+            if p.returncode is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                await asyncio.wait_for(p.wait(), 30)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
 
 
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
@@ -107,7 +133,8 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
     server.write_kubeconfig(kubeconfig)
     ingress = Ingress(server.invoker, host, ingress_port)
     await ingress.start()
-    worker_procs = await _start_workers(workers, data_dir, kubeconfig, insecure)
+    worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
+    await worker_procs.start()
     client = AsyncClient(config=KubeConfig.from_file(str(kubeconfig)),
                          field_manager=FIELD_MANAGER)
     stop = asyncio.Event()
@@ -128,7 +155,7 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
         stop.set()
         with contextlib.suppress(Exception):
             await controllers
-        await _stop_workers(worker_procs)
+        await worker_procs.stop()
         await ingress.stop()
         await client.close()
         await server.stop()

@@ -125,6 +125,7 @@ class Invoker:
                      key: tuple[str, str], exec_id: str) -> Reply:
         held = bytearray()
         outcome: Outcome | None = None
+        lost = ""
         try:
             async for line in frames:
                 kind, value = parse_frame(line)
@@ -137,13 +138,16 @@ class Invoker:
                     held.extend(value)
                     if len(held) > HOLD_BACK:
                         return self._streaming(bytes(held), frames, key, exec_id)
+        except httpx.HTTPError as err:  # the worker died or the connection broke
+            lost = f": {err}"
         except BaseException:
             self._done(key)
             raise
         self._done(key)
         if outcome is None:
             outcome = Outcome("Failed", 502, None,
-                              f"worker {worker.name} ended the execution without a result")
+                              f"worker {worker.name} ended the execution without a result"
+                              f"{lost}")
         headers = {"X-Clrk-Execution-ID": exec_id, **outcome.headers}
         if outcome.reason:
             headers["X-Clrk-Reason"] = outcome.reason[:512]
@@ -165,6 +169,8 @@ class Invoker:
                         if value.phase != "Succeeded":
                             log.warning("execution %s ended %s after its response started: %s",
                                         exec_id, value.phase, value.reason)
+            except httpx.HTTPError as err:
+                log.warning("execution %s lost its worker mid-response: %s", exec_id, err)
             finally:
                 self._done(key)
 
