@@ -314,3 +314,32 @@ async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -
         await asyncio.sleep(0.3)
     else:
         raise AssertionError("the restarted worker never served")
+
+
+def test_images_are_pulled_when_a_revision_appears(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "prepulled", f"{registry.host}/test/word-count:0.1")
+    agent(dev, "missing-image", f"{registry.host}/test/no-such-image:1")
+
+    def revision(name: str) -> dict[str, object]:
+        return dict(json.loads(dev.kubectl("get", "asr", f"{name}-00001", "-o", "json",
+                                           check=False).stdout or "{}").get("status") or {})
+
+    def ready(name: str) -> dict[str, object]:
+        conds = revision(name).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Ready"), {})  # type: ignore[union-attr]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (ready("prepulled") and ready("missing-image")):
+        time.sleep(0.3)
+    assert ready("prepulled")["status"] == "True"
+    assert str(revision("prepulled")["imageDigest"]).startswith("sha256:")
+    bad = ready("missing-image")
+    assert bad["status"] == "False" and bad["reason"] == "ImagePullFailed"
+    assert "not found" in str(bad["message"])
+    deadline = time.monotonic() + 30
+    latest = ""
+    while time.monotonic() < deadline and not latest:
+        latest = dev.kubectl("get", "ta", "prepulled", "-o",
+                             "jsonpath={.status.latestReadyRevisionName}").stdout
+        time.sleep(0.3)
+    assert latest == "prepulled-00001"

@@ -50,11 +50,13 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
             return None
         agent = to_model(cls, raw)
         status = dict(raw.get("status") or {})
-        current = await revisions.ensure(client, raw, agent.spec.template,
-                                         status.get("latestReadyRevisionName"))
+        current, ready = await revisions.ensure(client, raw, agent.spec.template,
+                                                status.get("latestReadyRevisionName"))
         conds = await agent_status.conditions(client, agent, status.get("conditions") or [])
         new = {**status, "observedGeneration": raw["metadata"]["generation"],
                "latestCreatedRevisionName": current, "conditions": conds}
+        if ready:
+            new["latestReadyRevisionName"] = ready
         requeue = None
         if cls is DaemonAgent and registry is not None:
             # Exactly one copy: the daemon lives on the one worker status.worker names.

@@ -40,9 +40,20 @@ def to_prune(revisions: list[dict[str, Any]], keep: int, pinned: set[str]) -> li
             if r["metadata"]["name"] not in pinned]
 
 
+def newest_ready(revisions: list[dict[str, Any]]) -> str | None:
+    """The newest revision whose image a worker has pulled (Ready=True)."""
+    ready = [r for r in revisions if any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (r.get("status") or {}).get("conditions") or [])]
+    best = max(ready, key=lambda r: int(r["spec"]["generation"]), default=None)
+    return str(best["metadata"]["name"]) if best else None
+
+
 async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemplate,
-                 latest_ready: str | None) -> str:
-    """Make sure a revision holds the current template; returns the latest revision name."""
+                 latest_ready: str | None) -> tuple[str, str | None]:
+    """Make sure a revision holds the current template.
+
+    Returns the latest revision's name and the newest ready one's (if any)."""
     res = resource_class(AgentSandboxRevision)
     md = agent["metadata"]
     name, ns, kind = md["name"], md["namespace"], agent["kind"]
@@ -76,7 +87,9 @@ async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemp
             log.info("created revision %s/%s", ns, current)
             await events.emit(client, agent, "RevisionCreated",
                               f"created AgentSandboxRevision {current}")
-    pinned = {current} | ({latest_ready} if latest_ready else set())
+    ready = newest_ready(owned) or latest_ready
+    pinned = {current} | ({ready} if ready else set())
     for stale in to_prune(owned, KEEP, pinned):
         await delete_if_present(client, res, stale, ns)
-    return current
+    return current, ready
+

@@ -19,6 +19,7 @@ from clrk.worker.agents.task import Networking
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
 from clrk.worker.metadata import MetadataService
+from clrk.worker.prepull import Prepuller
 from clrk.worker.sandbox.network import Network
 from clrk.worker.sandbox.runner import Runtime
 from clrk.worker.server import Worker
@@ -80,12 +81,14 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
     client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name).run(stop))
+    prepull = asyncio.create_task(Prepuller(client, images).run(stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
     await stop.wait()
     # Drain: refuse new work (and say so in a last heartbeat), finish what runs.
     worker.draining = True
     await beats
     await daemons
+    await prepull
     await client.close()
     await worker.drain()
     await server.stop()

@@ -1,0 +1,76 @@
+"""Pulling an agent's image as soon as its revision appears, so the first invocation does
+not pay for it; the revision's status says whether the image can be had, and which
+digest its tag meant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
+from clrk.api.revision import AgentSandboxRevision
+from clrk.client import resource_class, to_dict
+from clrk.controllers.conditions import set_condition
+from clrk.worker.images.reference import ReferenceError
+from clrk.worker.images.registry import RegistryError
+from clrk.worker.images.store import ImageStore
+
+log = logging.getLogger("clrk.worker.prepull")
+
+
+class Prepuller:
+    def __init__(self, client: AsyncClient, images: ImageStore) -> None:
+        self.client = client
+        self.images = images
+        self.res = resource_class(AgentSandboxRevision)
+        self._seen: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch())
+        await stop.wait()
+        watcher.cancel()
+        for t in [watcher, *self._tasks]:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                async for op, obj in self.client.watch(self.res, namespace="*"):
+                    rev = to_dict(obj)
+                    uid = rev["metadata"].get("uid", "")
+                    if op == "DELETED" or uid in self._seen:
+                        continue
+                    self._seen.add(uid)
+                    task = asyncio.create_task(self._pull(rev))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("revision watch failed (%s); retrying", err)
+                await asyncio.sleep(1)
+
+    async def _pull(self, rev: dict[str, Any]) -> None:
+        md = rev["metadata"]
+        image = rev["spec"]["template"]["spec"]["image"]
+        status = dict(rev.get("status") or {})
+        try:
+            pulled = await self.images.pull(image)
+        except (RegistryError, ReferenceError) as err:
+            conds = set_condition(status.get("conditions") or [], "Ready", False,
+                                  "ImagePullFailed", str(err), None)
+            patch: dict[str, Any] = {"conditions": conds}
+        else:
+            conds = set_condition(status.get("conditions") or [], "Ready", True, "ImagePulled",
+                                  f"{image} is {pulled.digest}", None)
+            patch = {"conditions": conds, "imageDigest": pulled.digest}
+        with contextlib.suppress(Exception):
+            await self.client.patch(self.res.Status, md["name"], {"status": patch},
+                                    namespace=md["namespace"], patch_type=PatchType.MERGE)
