@@ -314,3 +314,8 @@ async def test_discovery(api: httpx.AsyncClient) -> None:
     names = {x["name"] for x in r.json()["resources"]}
     assert {"taskagents", "taskagents/status", "invocations"} <= names
     assert (await api.get("/apis/nope.example.com/v1")).status_code == 404
+
+
+async def test_bad_watch_parameters_get_a_status(api: httpx.AsyncClient) -> None:
+    r = await api.get(f"{BASE}/taskagents?watch=true&resourceVersion=banana")
+    assert r.status_code == 400 and "resourceVersion" in r.json()["message"]

@@ -23,7 +23,7 @@ from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, n
 from clrk.apiserver.selectors import Selector, SelectorError
 from clrk.apiserver.storage import Event, Key, Obj, Store
 from clrk.apiserver.tables import table
-from clrk.apiserver.watch import WatchHub
+from clrk.apiserver.watch import WatchHub, WatchParams, stream
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -242,103 +242,27 @@ class API:
         return {"apiVersion": served.info.api_version, "kind": served.info.list_kind,
                 "metadata": meta, "items": items}
 
-    async def watch(self, req: Request) -> AsyncIterator[bytes]:
+    def watch(self, req: Request) -> AsyncIterator[bytes]:
+        """Validate the parameters now (errors get a proper status), stream afterwards."""
         served = req.served
-        sel = self._selector(req)
-        ns = req.namespace if served.info.namespaced else None
-        name = req.name
-        as_table = "as=Table" in req.accept
-        include = req.query.get("includeObject", "Metadata")
-        bookmarks = flag(req.query.get("allowWatchBookmarks"))
-        timeout = float(req.query.get("timeoutSeconds") or 0) or None
         rv_param = req.query.get("resourceVersion") or ""
         initial = flag(req.query.get("sendInitialEvents"))
-        queue = self.hub.subscribe(served.info.group, served.resource)
-
-        def relevant(obj: Obj | None) -> bool:
-            if obj is None:
-                return False
-            md = obj.get("metadata", {})
-            if ns is not None and md.get("namespace", "") != ns:
-                return False
-            if name and md.get("name") != name:
-                return False
-            return sel.matches(obj)
-
-        def line(kind: str, obj: Obj) -> bytes:
-            if as_table and kind not in ("BOOKMARK", "ERROR"):
-                obj = table(served.info, [obj], include, {})
-            return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() \
-                + b"\n"
-
-        def bookmark(rv: int, end: bool = False) -> bytes:
-            md: dict[str, Any] = {"resourceVersion": str(rv)}
-            if end:
-                md["annotations"] = {"k8s.io/initial-events-end": "true"}
-            return line("BOOKMARK", {"kind": served.info.kind,
-                                     "apiVersion": served.info.api_version, "metadata": md})
-
-        def translate(ev: Event) -> bytes | None:
-            """Kubernetes semantics: entering the selection is ADDED, leaving it DELETED."""
-            was = relevant(ev.previous)
-            if ev.type == "DELETED":
-                return line("DELETED", ev.object) if was else None
-            now_in = relevant(ev.object)
-            if now_in:
-                return line("MODIFIED" if was else "ADDED", ev.object)
-            return line("DELETED", ev.object) if was else None
-
-        try:
-            last = self.store.resource_version
-            if rv_param in ("", "0") or initial:
-                for obj in self.store.list_objects(served.info.group, served.resource, ns):
-                    if relevant(obj):
-                        yield line("ADDED", obj)
-                if initial and bookmarks:
-                    yield bookmark(last, end=True)
-            else:
-                try:
-                    since = int(rv_param)
-                except ValueError:
-                    raise APIError(400, f"invalid resourceVersion {rv_param!r}") from None
-                if since < self.store.oldest_retained():
-                    err = APIError(410, f"too old resource version: {since} "
-                                   f"({self.store.oldest_retained() + 1})", "Expired")
-                    yield line("ERROR", err.status())
-                    return
-                last = since
-                for ev in self.store.events_since(since, served.info.group, served.resource):
-                    last = ev.rv
-                    out = translate(ev)
-                    if out:
-                        yield out
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout if timeout else None
-            interval = self.bookmark_interval
-            while True:
-                wait = interval if bookmarks else None
-                if deadline is not None:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        return
-                    wait = min(wait, remaining) if wait else remaining
-                try:
-                    got: Event | None = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    if bookmarks:
-                        yield bookmark(max(last, self.store.resource_version))
-                    continue
-                if got is None:
-                    return
-                ev = got
-                if ev.rv <= last:
-                    continue
-                last = ev.rv
-                out = translate(ev)
-                if out:
-                    yield out
-        finally:
-            self.hub.unsubscribe(served.info.group, served.resource, queue)
+        since: int | None = None
+        if rv_param not in ("", "0") and not initial:
+            try:
+                since = int(rv_param)
+            except ValueError:
+                raise APIError(400, f"invalid resourceVersion {rv_param!r}") from None
+        params = WatchParams(
+            info=served.info, selector=self._selector(req),
+            namespace=req.namespace if served.info.namespaced else None, name=req.name,
+            since=since, initial_bookmark=initial,
+            bookmarks=flag(req.query.get("allowWatchBookmarks")),
+            timeout=float(req.query.get("timeoutSeconds") or 0) or None,
+            table_include=(req.query.get("includeObject", "Metadata")
+                           if "as=Table" in req.accept else None),
+            bookmark_interval=self.bookmark_interval)
+        return stream(self.store, self.hub, params)
 
     # ---- writes ------------------------------------------------------------------------
 
