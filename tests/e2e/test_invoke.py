@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -343,3 +344,37 @@ def test_images_are_pulled_when_a_revision_appears(dev: DevServer, registry: Reg
                              "jsonpath={.status.latestReadyRevisionName}").stdout
         time.sleep(0.3)
     assert latest == "prepulled-00001"
+
+
+async def test_pool_max_executions_caps_the_worker(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "napper", f"{registry.host}/test/shell:1", ["sleep 3; echo rested"])
+    dev.kubectl("patch", "wp", "default", "--type=merge",
+                "-p", '{"spec":{"maxExecutionsPerWorker":1}}')
+    try:
+        await _pool_capacity(dev, "1")
+        async with httpx.AsyncClient(timeout=120) as client:
+            def one() -> Any:
+                return client.post(f"{dev.ingress}/", content=b"{}", headers={
+                    "X-Clrk-TaskAgent": "default/napper", "content-type": "application/json"})
+
+            first = asyncio.create_task(one())
+            await asyncio.sleep(1)
+            second = await one()
+            done = await first
+        assert sorted([done.status_code, second.status_code]) == [200, 429]
+        shed = second if second.status_code == 429 else done
+        assert "capacity" in shed.json()["message"]
+    finally:
+        dev.kubectl("patch", "wp", "default", "--type=merge",
+                    "-p", '{"spec":{"maxExecutionsPerWorker":32}}')
+        await _pool_capacity(dev, "32")
+
+
+async def _pool_capacity(dev: DevServer, want: str) -> None:
+    """The worker follows its pool's setting and reports it; wait until it has."""
+    for _ in range(200):
+        if dev.kubectl("get", "wp", "default", "-o",
+                       "jsonpath={.status.capacity}").stdout == want:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"pool capacity never became {want}")

@@ -32,6 +32,8 @@ class WorkerPoolStatus(Model):
     observed_generation: int | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
+    capacity: int | None = Field(default=None, description="Executions the ready workers "
+                                 "take at once.")
     conditions: list[Condition] | None = None
 
 

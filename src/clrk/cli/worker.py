@@ -24,7 +24,9 @@ def worker(
     pool: Annotated[str, typer.Option("--pool")] = "default",
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 0,
-    capacity: Annotated[int, typer.Option("--max-executions", min=1)] = 32,
+    capacity: Annotated[int | None, typer.Option(
+        "--max-executions", min=1,
+        help="Fixed capacity (default: the pool's maxExecutionsPerWorker).")] = None,
     insecure_registry: Annotated[list[str] | None, typer.Option(
         "--insecure-registry", help="host:port of a registry reached over plain HTTP.")
     ] = None,

@@ -16,6 +16,7 @@ from clrk.controllers.runtime import Controller, Key
 
 class Named(Protocol):
     name: str
+    capacity: int
 
 
 class WorkerRegistry(Protocol):
@@ -48,6 +49,7 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
         status = dict(pool.get("status") or {})
         gen = pool["metadata"]["generation"]
         ready = registry.ready_workers(ns, name)
+        capacity = sum(w.capacity for w in registry.candidates(ns, name))
         conds = set_condition(status.get("conditions") or [], "Accepted", True, "Valid",
                               "the spec is valid", gen)
         if ready > 0:
@@ -57,12 +59,12 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
             conds = set_condition(conds, "Ready", False, "NoWorkers",
                                   "no worker has registered with this pool", gen)
         new = {**status, "observedGeneration": gen, "replicas": pool["spec"]["replicas"],
-               "readyReplicas": ready, "conditions": conds}
+               "readyReplicas": ready, "capacity": capacity, "conditions": conds}
         if new != status:
             await client.patch(res.Status, name, {"status": new}, namespace=ns,
                                patch_type=PatchType.MERGE)
         # Worker readiness is not a watch event: look again periodically.
-        return 10.0
+        return 2.0
 
     return Controller(name="workerpool", primary=WorkerPool, reconcile=reconcile,
                       concurrency=concurrency)

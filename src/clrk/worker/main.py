@@ -13,6 +13,8 @@ import httpx
 from lightkube import AsyncClient, KubeConfig
 
 from clrk import kubeconfig
+from clrk.api.workerpool import WorkerPool
+from clrk.client import get_or_none, resource_class
 from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.agents.task import Networking
@@ -49,9 +51,24 @@ async def _heartbeats(worker: Worker, url: str, kube: Path, namespace: str, pool
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
 
 
+async def _follow_pool(client: AsyncClient, worker: Worker, namespace: str, pool: str,
+                       fixed: bool, stop: asyncio.Event) -> None:
+    """Keep the worker's capacity at its pool's maxExecutionsPerWorker (unless fixed)."""
+    res = resource_class(WorkerPool)
+    while not stop.is_set():
+        pool_doc = None
+        if not fixed:
+            with contextlib.suppress(Exception):  # the API may be briefly away
+                pool_doc = await get_or_none(client, res, pool, namespace)
+        if pool_doc is not None:
+            worker.capacity = int(pool_doc["spec"].get("maxExecutionsPerWorker") or 32)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+
+
 async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str,
-                host: str, port: int, capacity: int, insecure: set[str], index: int = 0,
-                networked: bool = True) -> None:
+                host: str, port: int, capacity: int | None, insecure: set[str],
+                index: int = 0, networked: bool = True) -> None:
     runtime = Runtime(data_dir / "sandboxes")
     left = await runtime.sweep()
     if left:
@@ -70,7 +87,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         await network.install()
         await metadata_server.start()
         networking = Networking(network, metadata)
-    worker = Worker(name, runtime, images, capacity, networking)
+    worker = Worker(name, runtime, images, capacity or 32, networking)
     server = Server(worker.app(), host, port, grace=30)
     url = f"http://{url_host(host)}:{server.port}"
     stop = asyncio.Event()
@@ -82,6 +99,8 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name).run(stop))
     prepull = asyncio.create_task(Prepuller(client, images).run(stop))
+    follow = asyncio.create_task(_follow_pool(client, worker, namespace, pool,
+                                              capacity is not None, stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
     await stop.wait()
     # Drain: refuse new work (and say so in a last heartbeat), finish what runs.
@@ -89,6 +108,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await beats
     await daemons
     await prepull
+    await follow
     await client.close()
     await worker.drain()
     await server.stop()
