@@ -59,6 +59,11 @@ def _check_hostname(v: str) -> str:
 Hostname = Annotated[str, AfterValidator(_check_hostname), WithJsonSchema({"type": "string"})]
 
 
+_GATEWAY = PrinterColumn("Gateway", ".spec.parentRefs[0].name")
+_AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+_ROUTE_COLUMNS = (_GATEWAY, _AGE)
+
+
 class RouteStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] | None = None
@@ -110,11 +115,8 @@ class AIProviderRoute(Resource):
 
     kind_info: ClassVar[KindInfo] = KindInfo(
         kind="AIProviderRoute", plural="aiproviderroutes", short_names=("aipr",),
-        printer_columns=(
-            PrinterColumn("Gateway", ".spec.parentRefs[0].name"),
-            PrinterColumn("Provider", ".spec.rules[0].matches[0].provider"),
-            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
-        ),
+        printer_columns=(_GATEWAY,
+                         PrinterColumn("Provider", ".spec.rules[0].matches[0].provider"), _AGE),
     )
     spec: AIProviderRouteSpec
     status: RouteStatus | None = None
@@ -166,10 +168,7 @@ class MCPRoute(Resource):
 
     kind_info: ClassVar[KindInfo] = KindInfo(
         kind="MCPRoute", plural="mcproutes", short_names=("mcpr",),
-        printer_columns=(
-            PrinterColumn("Gateway", ".spec.parentRefs[0].name"),
-            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
-        ),
+        printer_columns=_ROUTE_COLUMNS,
     )
     spec: MCPRouteSpec
     status: RouteStatus | None = None
@@ -214,10 +213,7 @@ class EgressL4Route(Resource):
 
     kind_info: ClassVar[KindInfo] = KindInfo(
         kind="EgressL4Route", plural="egressl4routes", short_names=("el4r",),
-        printer_columns=(
-            PrinterColumn("Gateway", ".spec.parentRefs[0].name"),
-            PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
-        ),
+        printer_columns=_ROUTE_COLUMNS,
     )
     spec: EgressL4RouteSpec
     status: RouteStatus | None = None
