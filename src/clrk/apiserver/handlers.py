@@ -220,58 +220,27 @@ class API:
         if req.namespace:
             self._check_namespace(served, req.namespace)
         ns = req.namespace if served.info.namespaced else None
-        limit = _int_param(req.query, "limit")
-        page = _ListPage.decode(req.query["continue"]) if req.query.get("continue") else None
-        rv = page.rv if page else self._list_version(req)
-        group, plural = served.info.group, served.resource
-        if rv == self.store.resource_version:
-            objs = self.store.list_objects(group, plural, ns)
-        else:
+        rv = self.store.resource_version
+        items = [o for o in self.store.list_objects(served.info.group, served.resource, ns)
+                 if sel.matches(o)]
+        start = 0
+        if cont := req.query.get("continue"):
             try:
-                objs = self.store.list_at(rv, group, plural, ns)
-            except TooOld as err:
-                what = ("the continue token is too old to list consistently; start a new "
-                        "list" if page else str(err))
-                raise APIError(410, what, "Expired") from None
-        items = [o for o in objs if sel.matches(o)]
-        if page:
-            items = [o for o in items if _sort_key(o) > page.after]
+                start = int(cont)
+            except ValueError:
+                raise APIError(400, f"invalid continue token {cont!r}") from None
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        if 0 < limit < len(items):
-            items = items[:limit]
-            meta["continue"] = _ListPage(rv, _sort_key(items[-1])).encode()
-            meta["remainingItemCount"] = len(items) - limit if False else None
-            meta.pop("remainingItemCount")
+        limit = int(req.query.get("limit") or 0)
+        if limit > 0 and start + limit < len(items):
+            meta["continue"] = str(start + limit)
+            meta["remainingItemCount"] = len(items) - start - limit
+            items = items[start:start + limit]
+        else:
+            items = items[start:]
         if "as=Table" in req.accept:
             return table(served.info, items, req.query.get("includeObject", "Metadata"), meta)
         return {"apiVersion": served.info.api_version, "kind": served.info.list_kind,
                 "metadata": meta, "items": items}
-
-    def _list_version(self, req: Request) -> int:
-        """The version a LIST reads at: current, unless resourceVersionMatch=Exact asks."""
-        current = self.store.resource_version
-        text = req.query.get("resourceVersion") or ""
-        match = req.query.get("resourceVersionMatch") or ""
-        if match not in ("", "Exact", "NotOlderThan"):
-            raise APIError(400, f"invalid resourceVersionMatch {match!r}: use Exact or "
-                           "NotOlderThan")
-        if match and not text:
-            raise APIError(400, "resourceVersionMatch is forbidden unless resourceVersion is "
-                           "provided")
-        if not text:
-            return current
-        try:
-            rv = int(text)
-        except ValueError:
-            raise APIError(400, f"invalid resourceVersion {text!r}") from None
-        if match == "Exact" and rv == 0:
-            raise APIError(400, 'resourceVersionMatch "Exact" is forbidden for '
-                           'resourceVersion "0"')
-        if rv > current:
-            raise APIError(504, f"Too large resource version: {rv}, current: {current}",
-                           "Timeout", causes=[{"reason": "ResourceVersionTooLarge",
-                                               "message": "Too large resource version"}])
-        return rv if match == "Exact" else current
 
     def watch(self, req: Request) -> AsyncIterator[bytes]:
         """Validate the parameters now (errors get a proper status), stream afterwards."""
