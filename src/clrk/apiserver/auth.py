@@ -23,6 +23,7 @@ def load_or_create_token(path: Path) -> str:
 
 
 def authorized(header: str | None, token: str) -> bool:
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+    return hmac.compare_digest(credentials.strip().encode(), token.encode())

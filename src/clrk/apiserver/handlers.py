@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime as dt
 import json
@@ -18,10 +19,10 @@ import yaml
 from clrk.api.base import KindInfo, Resource
 from clrk.api.registry import all_kinds
 from clrk.api.validation import AdmissionError, admit
-from clrk.apiserver import managedfields, patching
+from clrk.apiserver import managedfields, patching, protobuf
 from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, not_found
 from clrk.apiserver.selectors import Selector, SelectorError
-from clrk.apiserver.storage import Event, Key, Obj, Store
+from clrk.apiserver.storage import Event, Key, Obj, Store, TooOld
 from clrk.apiserver.tables import table
 from clrk.apiserver.watch import WatchHub, WatchParams, stream
 
@@ -116,6 +117,13 @@ def decode(body: bytes, content_type: str) -> Any:
     """JSON or YAML request body -> value; 400 with the parser's message otherwise."""
     if not body.strip():
         raise APIError(400, "the request body is empty")
+    if "protobuf" in content_type:
+        try:
+            return protobuf.decode(body)
+        except protobuf.UnsupportedKind as err:
+            raise APIError(415, str(err), "UnsupportedMediaType") from None
+        except (protobuf.ProtobufError, UnicodeDecodeError) as err:
+            raise APIError(400, f"the request body is not valid protobuf: {err}") from None
     try:
         value = yaml.safe_load(body) if "yaml" in content_type else json.loads(body)
     except RecursionError:
@@ -127,6 +135,47 @@ def decode(body: bytes, content_type: str) -> Any:
     if not _depth_ok(value):
         raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")
     return value
+
+
+def _int_param(query: dict[str, str], name: str) -> int:
+    text = query.get(name) or "0"
+    try:
+        value = int(text)
+    except ValueError:
+        raise APIError(400, f"invalid {name} {text!r}: must be an integer") from None
+    if value < 0:
+        raise APIError(400, f"invalid {name} {text!r}: must not be negative")
+    return value
+
+
+def _sort_key(obj: Obj) -> tuple[str, str]:
+    md = obj.get("metadata", {})
+    return (md.get("namespace", ""), md.get("name", ""))
+
+
+@dataclass(frozen=True)
+class _ListPage:
+    """A continue token: the list's version and the last key already returned.
+
+    Pages after the first are read at the first page's version (rebuilt from the event
+    log), so a paginated list is one consistent snapshot, as in Kubernetes.
+    """
+
+    rv: int
+    after: tuple[str, str]
+
+    def encode(self) -> str:
+        raw = json.dumps({"v": "meta.k8s.io/v1", "rv": self.rv, "start": list(self.after)})
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+    @classmethod
+    def decode(cls, token: str) -> _ListPage:
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(token.encode()))
+            ns, name = doc["start"]
+            return cls(int(doc["rv"]), (str(ns), str(name)))
+        except (ValueError, KeyError, TypeError):
+            raise APIError(400, f"invalid continue token {token!r}") from None
 
 
 def _kind_label(info: KindInfo) -> str:
@@ -182,11 +231,11 @@ class API:
         if req.subresource == "status" and not req.served.info.has_status:
             raise APIError(404, f"{req.served.resource} has no status subresource")
         if req.method == "GET":
+            if req.watch or (flag(req.query.get("watch")) and not req.name):
+                return Reply(stream=self.watch(req))
             if req.name:
                 obj = self._get(req.served, req.namespace or "", req.name)
                 return Reply(body=self._render_one(req, obj))
-            if req.watch or flag(req.query.get("watch")):
-                return Reply(stream=self.watch(req))
             return Reply(body=self.list_objects(req))
         async with self._lock:  # writes are serialized: one resourceVersion order
             if req.method == "POST" and not req.name:
@@ -220,27 +269,57 @@ class API:
         if req.namespace:
             self._check_namespace(served, req.namespace)
         ns = req.namespace if served.info.namespaced else None
-        rv = self.store.resource_version
-        items = [o for o in self.store.list_objects(served.info.group, served.resource, ns)
-                 if sel.matches(o)]
-        start = 0
-        if cont := req.query.get("continue"):
-            try:
-                start = int(cont)
-            except ValueError:
-                raise APIError(400, f"invalid continue token {cont!r}") from None
-        meta: dict[str, Any] = {"resourceVersion": str(rv)}
-        limit = int(req.query.get("limit") or 0)
-        if limit > 0 and start + limit < len(items):
-            meta["continue"] = str(start + limit)
-            meta["remainingItemCount"] = len(items) - start - limit
-            items = items[start:start + limit]
+        limit = _int_param(req.query, "limit")
+        page = _ListPage.decode(req.query["continue"]) if req.query.get("continue") else None
+        rv = page.rv if page else self._list_version(req)
+        group, plural = served.info.group, served.resource
+        if rv == self.store.resource_version:
+            objs = self.store.list_objects(group, plural, ns)
         else:
-            items = items[start:]
+            try:
+                objs = self.store.list_at(rv, group, plural, ns)
+            except TooOld as err:
+                what = ("the continue token is too old to list consistently; start a new "
+                        "list" if page else str(err))
+                raise APIError(410, what, "Expired") from None
+        items = [o for o in objs if sel.matches(o)]
+        if page:
+            items = [o for o in items if _sort_key(o) > page.after]
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if 0 < limit < len(items):
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+            meta["continue"] = _ListPage(rv, _sort_key(items[-1])).encode()
         if "as=Table" in req.accept:
             return table(served.info, items, req.query.get("includeObject", "Metadata"), meta)
         return {"apiVersion": served.info.api_version, "kind": served.info.list_kind,
                 "metadata": meta, "items": items}
+
+    def _list_version(self, req: Request) -> int:
+        """The version a LIST reads at: current, unless resourceVersionMatch=Exact asks."""
+        current = self.store.resource_version
+        text = req.query.get("resourceVersion") or ""
+        match = req.query.get("resourceVersionMatch") or ""
+        if match not in ("", "Exact", "NotOlderThan"):
+            raise APIError(400, f"invalid resourceVersionMatch {match!r}: use Exact or "
+                           "NotOlderThan")
+        if match and not text:
+            raise APIError(400, "resourceVersionMatch is forbidden unless resourceVersion is "
+                           "provided")
+        if not text:
+            return current
+        try:
+            rv = int(text)
+        except ValueError:
+            raise APIError(400, f"invalid resourceVersion {text!r}") from None
+        if match == "Exact" and rv == 0:
+            raise APIError(400, 'resourceVersionMatch "Exact" is forbidden for '
+                           'resourceVersion "0"')
+        if rv > current:
+            raise APIError(504, f"Too large resource version: {rv}, current: {current}",
+                           "Timeout", causes=[{"reason": "ResourceVersionTooLarge",
+                                               "message": "Too large resource version"}])
+        return rv if match == "Exact" else current
 
     def watch(self, req: Request) -> AsyncIterator[bytes]:
         """Validate the parameters now (errors get a proper status), stream afterwards."""
@@ -258,7 +337,7 @@ class API:
             namespace=req.namespace if served.info.namespaced else None, name=req.name,
             since=since, initial_bookmark=initial,
             bookmarks=flag(req.query.get("allowWatchBookmarks")),
-            timeout=float(req.query.get("timeoutSeconds") or 0) or None,
+            timeout=float(_int_param(req.query, "timeoutSeconds")) or None,
             table_include=(req.query.get("includeObject", "Metadata")
                            if "as=Table" in req.accept else None),
             bookmark_interval=self.bookmark_interval)
@@ -727,8 +806,6 @@ def _same(a: Obj, b: Obj) -> bool:
 
 
 def _fold_string_data(obj: Obj) -> Obj:
-    import base64
-
     sd = obj.get("stringData")
     if not sd:
         obj.pop("stringData", None)

@@ -53,6 +53,15 @@ class Event:
     previous: Obj | None = None  # the state before this event (None for ADDED)
 
 
+class TooOld(Exception):
+    """A version older than the retained event log."""
+
+    def __init__(self, rv: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {rv} ({oldest})")
+        self.rv = rv
+        self.oldest = oldest
+
+
 class Store:
     """Objects by (group, plural, namespace, name) plus an event log for watches."""
 
@@ -130,7 +139,6 @@ class Store:
     def next_rv(self) -> int:
         return self._rv + 1
 
-
     def put(self, key: Key, obj: Obj, event_type: str) -> Event:
         previous = self.get(key)
         rv = self._rv + 1
@@ -151,17 +159,21 @@ class Store:
                      previous)
 
     def delete(self, key: Key, obj: Obj) -> Event:
+        """Removes ``key``; ``obj`` is its final state (e.g. with finalizers emptied)."""
+        previous = self.get(key) or obj
         rv = self._rv + 1
         obj["metadata"]["resourceVersion"] = str(rv)
         body = json.dumps(obj, separators=(",", ":"))
+        prev_body = json.dumps(previous, separators=(",", ":"))
         with self._tx() as db:
             db.execute(
                 "DELETE FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
                 (key.group, key.plural, key.namespace, key.name),
             )
-            self._log(db, rv, key, "DELETED", body, body)
+            self._log(db, rv, key, "DELETED", body, prev_body)
         self._rv = rv
-        return Event(rv, "DELETED", key.group, key.plural, key.namespace, key.name, obj, obj)
+        return Event(rv, "DELETED", key.group, key.plural, key.namespace, key.name, obj,
+                     previous)
 
     def _log(self, db: sqlite3.Connection, rv: int, key: Key, event_type: str,
              body: str, previous: str | None) -> None:
@@ -172,8 +184,27 @@ class Store:
         )
         db.execute("INSERT INTO meta (key, value) VALUES ('rv', ?) "
                    "ON CONFLICT (key) DO UPDATE SET value=excluded.value", (str(rv),))
-        if rv % min(256, max(1, self.history)) == 0:
-            db.execute("DELETE FROM events WHERE rv <= ?", (rv - self.history,))
+        # Exactly the newest `history` events are kept (a range delete on the primary key).
+        db.execute("DELETE FROM events WHERE rv <= ?", (rv - self.history,))
+
+    def list_at(self, rv: int, group: str, plural: str, namespace: str | None = None
+                ) -> list[Obj]:
+        """The objects as they were at ``rv``: today's, with the retained log undone.
+
+        Raises :class:`TooOld` when the log no longer reaches back to ``rv``.
+        """
+        if rv < self.oldest_retained():
+            raise TooOld(rv, self.oldest_retained() + 1)
+        state = {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+                 for o in self.list_objects(group, plural, namespace)}
+        for ev in reversed(self.events_since(rv, group, plural)):
+            if namespace is not None and ev.namespace != namespace:
+                continue
+            if ev.type == "ADDED" or ev.previous is None:
+                state.pop((ev.namespace, ev.name), None)
+            else:
+                state[(ev.namespace, ev.name)] = ev.previous
+        return [state[k] for k in sorted(state)]
 
     def events_since(self, rv: int, group: str, plural: str) -> list[Event]:
         return [
