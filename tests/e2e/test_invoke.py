@@ -310,7 +310,11 @@ async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -
             break
         await asyncio.sleep(0.1)
     assert list(bundles.iterdir()) == []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        if "clrk-0-" not in netns:
+            break
+        await asyncio.sleep(0.1)
     assert "clrk-0-" not in netns
     runsc = subprocess.run(["runsc", "--root", str(wdir / "sandboxes" / "runsc"), "list",
                             "--quiet"], capture_output=True, text=True).stdout
