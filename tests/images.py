@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -225,8 +226,12 @@ def start_registry(root: Path) -> Iterator[Registry]:
         reg.stop()
 
 
-PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase", "include": ["python3"],
-                 "mirror": "http://deb.debian.org/debian", "version": 1}
+PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
+                 "include": ["python3", "python3-venv", "ca-certificates"],
+                 "mirror": "http://deb.debian.org/debian",
+                 # Installed offline into /opt/venv from wheels downloaded on the host.
+                 "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0"],
+                 "version": 2}
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
           "var/cache/apt", "var/lib/apt/lists", "var/log")
 
@@ -249,6 +254,24 @@ def _tar_dir(root: Path) -> bytes:
     return gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
 
 
+def _install_wheels(rootfs: Path, wheels: Path, requirements: list[str]) -> None:
+    """A venv at /opt/venv with ``requirements``: wheels fetched by the host's pip (the
+    only index this machine reaches), installed inside the rootfs with no network."""
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                    "--python-version", "3.11", "--implementation", "cp",
+                    "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+                    "-d", str(wheels), *requirements], check=True)
+    inside = rootfs / "tmp" / "wheels"
+    shutil.copytree(wheels, inside)
+    for cmd in (["python3", "-m", "venv", "/opt/venv"],
+                ["/opt/venv/bin/pip", "install", "-q", "--no-index", "--no-cache-dir",
+                 "--find-links", "/tmp/wheels", *requirements]):
+        subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(rootfs), *cmd],
+                       check=True,
+                       env={"PATH": "/usr/bin:/bin", "HOME": "/root"})
+    shutil.rmtree(inside)
+
+
 def python_base() -> BuiltImage:
     """Debian minbase with python3, by debootstrap; built once per recipe and cached."""
     key = hashlib.sha256(json.dumps(PYTHON_RECIPE, sort_keys=True).encode()).hexdigest()[:16]
@@ -265,6 +288,7 @@ def python_base() -> BuiltImage:
          f"--include={','.join(PYTHON_RECIPE['include'])}",  # type: ignore[arg-type]
          str(PYTHON_RECIPE["suite"]), str(rootfs), str(PYTHON_RECIPE["mirror"])],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _install_wheels(rootfs, work / "wheels", list(PYTHON_RECIPE["wheels"]))  # type: ignore[call-overload]
     for rel in _PRUNE:
         shutil.rmtree(rootfs / rel, ignore_errors=True)
     layer = _tar_dir(rootfs)

@@ -109,6 +109,16 @@ async def get_or_none(client: AsyncClient, res: Any, name: str,
         raise
 
 
+def get_or_none_sync(client: Client, res: Any, name: str,
+                     namespace: str | None) -> dict[str, Any] | None:
+    try:
+        return to_dict(client.get(res, name, namespace=namespace))
+    except ApiError as err:
+        if err.status.code == 404:
+            return None
+        raise
+
+
 async def create_if_absent(client: AsyncClient, obj: Any) -> dict[str, Any] | None:
     """Create ``obj``; None when an object of that name exists already."""
     try:

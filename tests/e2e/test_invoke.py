@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,18 +13,27 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.auth_registry import AuthRegistry
 from tests.conftest import DevServer, start_dev
-from tests.images import Registry, build, busybox_recipe, word_count_image
+from tests.images import Layer, Registry, build, busybox_recipe, with_layer, word_count_image
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def dev(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def private(registry: Registry) -> Iterator[AuthRegistry]:
+    front = AuthRegistry(registry.host)
+    yield front
+    front.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, private: AuthRegistry,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     registry.push("test/word-count", "0.1", word_count_image())
     registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
     server = start_dev(tmp_path_factory.mktemp("invoke") / "clrk", "--insecure-registry",
-                       registry.host, workers=1)
+                       registry.host, "--insecure-registry", private.host, workers=1)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -40,11 +50,16 @@ def dev(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def agent(dev: DevServer, name: str, image: str, args: list[str] | None = None,
-          **spec: object) -> None:
+          env: dict[str, str] | None = None, **spec: object) -> None:
+    template: dict[str, object] = {"image": image}
+    if args:
+        template["args"] = args
+    if env:
+        template["env"] = [{"name": k, "value": v} for k, v in env.items()]
     doc = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
            "metadata": {"name": name},
            "spec": {"workerPoolRef": "default", "timeout": "60s", **spec,
-                    "template": {"spec": {"image": image, **({"args": args} if args else {})}}}}
+                    "template": {"spec": template}}}
     dev.kubectl("apply", "-f", "-", input=json.dumps(doc))
 
 
@@ -100,6 +115,8 @@ async def test_max_concurrent(dev: DevServer, registry: Registry) -> None:
     assert sorted([first.result().status_code, second.status_code]) == [200, 429]
     rejected = second if second.status_code == 429 else done
     assert rejected.headers["retry-after"]
+    st = invocation(dev, rejected.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Rejected" and "maxConcurrent" in st["reason"]
 
 
 def test_worker_dir_is_clean_after_runs(dev: DevServer) -> None:
@@ -197,6 +214,15 @@ def test_daemon_crash_loop_never_and_recycle(dev: DevServer, registry: Registry)
     assert int(st["restartCount"]) >= 3, st  # type: ignore[call-overload]
     assert st["phase"] == "CrashLoopBackOff" and st["worker"] == "worker-0"
     assert st["lastExitCode"] == 1
+    # Each run is an Invocation with its own output lines.
+    runs = json.loads(dev.clrk("agents", "invocations", "crasher", "-o", "json").stdout)[
+        "items"]
+    ended = [r for r in runs if r["status"]["phase"] == "Failed"]
+    assert len(ended) >= 3 and all(r["spec"]["trigger"] == "daemon" for r in runs)
+    assert ended[0]["status"]["exitCode"] == 1 and ended[0]["status"]["worker"] == "worker-0"
+    run = ended[0]["metadata"]["name"]
+    assert dev.clrk("agents", "logs", f"crasher/{run}").stdout == "crash\n"
+    assert dev.clrk("agents", "logs", "crasher").stdout.count("crash\n") >= 3
 
     daemon(dev, "once", image, "exit 0", restartPolicy="Never")
     st = wait_status(dev, "once", lambda s: s.get("phase") == "Completed")
@@ -297,6 +323,8 @@ async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -
         r = await pending
     assert r.status_code >= 500  # failed with a reason, not hung
     assert "without a result" in r.headers.get("x-clrk-reason", "") or r.status_code == 502
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Failed" and st["reason"].startswith("WorkerLost"), st
     # clrk dev restarts the worker; it sweeps what the dead one left before it serves.
     for _ in range(100):
         if call(dev, "quick").status_code == 200:
@@ -382,3 +410,229 @@ async def _pool_capacity(dev: DevServer, want: str) -> None:
             return
         await asyncio.sleep(0.3)
     raise AssertionError(f"pool capacity never became {want}")
+
+
+def api_get(dev: DevServer, path: str, **params: str) -> httpx.Response:
+    return httpx.get(f"{dev.url}/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/{path}",
+                     params=params, timeout=60, verify=dev.ssl_context(),
+                     headers={"Authorization": f"Bearer {dev.token}"})
+
+
+def invocation(dev: DevServer, name: str) -> dict[str, Any]:
+    return json.loads(dev.kubectl("get", "inv", name, "-o", "json").stdout)
+
+
+def wait_revision(dev: DevServer, name: str) -> str:
+    for _ in range(200):
+        rev = dev.kubectl("get", "ta", name, "-o",
+                          "jsonpath={.status.latestCreatedRevisionName}").stdout
+        if rev:
+            return rev
+        time.sleep(0.1)
+    raise AssertionError(f"no revision of {name}")
+
+
+def test_invocations_and_logs(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "talker", f"{registry.host}/test/shell:1",
+          ["echo out-1; echo err-1 >&2; echo out-2; printf 'err-2' >&2"])
+    revision = wait_revision(dev, "talker")
+    r = call(dev, "talker", **{"X-Clrk-Execution-ID": "talk-1"})
+    assert r.status_code == 200, r.text
+    name = r.headers["x-clrk-invocation"]
+    inv = invocation(dev, name)
+    assert inv["spec"]["agentName"] == "talker" and inv["spec"]["executionId"] == "talk-1"
+    assert inv["spec"]["trigger"] == "http" and inv["spec"]["revision"] == revision
+    st = inv["status"]
+    assert st["phase"] == "Succeeded" and st["exitCode"] == 0 and st["worker"] == "worker-0"
+    assert st["startTime"] <= st["completionTime"]
+    table = dev.kubectl("get", "inv", "-l", "clrk.apoxy.dev/agent=talker").stdout
+    assert name in table and "Succeeded" in table
+    assert "Succeeded" in dev.clrk("agents", "invocations", "talker").stdout
+    # Every line, in order, under the invocation; streams separable; tail; one invocation.
+    assert dev.clrk("agents", "logs", "talker").stdout.splitlines()[-4:] == [
+        "out-1", "err-1", "out-2", "err-2"]
+    assert dev.clrk("agents", "logs", f"talker/{name}", "--iostream", "stderr").stdout == \
+        "err-1\nerr-2\n"
+    assert dev.clrk("agents", "logs", f"talker/{name}", "--tail", "1").stdout == "err-2\n"
+    prefixed = dev.clrk("agents", "logs", f"talker/{name}", "--prefix").stdout
+    assert f"[{name} stdout] out-1" in prefixed
+    # The /logs subresource pages with limit + continue, and filters by time.
+    page = api_get(dev, "taskagents/talker/logs", invocation=name, limit="3").json()
+    assert [i["message"] for i in page["items"]] == ["out-1", "err-1", "out-2"]
+    rest = api_get(dev, "taskagents/talker/logs", invocation=name, limit="3",
+                   **{"continue": page["metadata"]["continue"]}).json()
+    assert [i["message"] for i in rest["items"]] == ["err-2"]
+    assert api_get(dev, "taskagents/talker/logs", since="2099-01-01T00:00:00Z").json()[
+        "items"] == []
+    assert api_get(dev, "taskagents/talker/logs", until="2000-01-01T00:00:00Z").json()[
+        "items"] == []
+    bad = api_get(dev, "taskagents/talker/logs", stream="stdin")
+    assert bad.status_code == 400 and "stdin" in bad.json()["message"]
+    bad = api_get(dev, "taskagents/talker/logs", tail="3")
+    assert bad.status_code == 400 and "tail" in bad.json()["message"]
+    # Invocations are the system's record: clients cannot write them.
+    created = dev.kubectl("create", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "Invocation",
+        "metadata": {"name": "forged"}, "spec": {"agentKind": "TaskAgent",
+                                                  "agentName": "talker"}}))
+    assert created.returncode != 0
+    assert dev.kubectl("delete", "inv", name, check=False).returncode != 0
+    assert invocation(dev, name)["status"]["phase"] == "Succeeded"
+
+
+def test_invocation_phases_for_failures(dev: DevServer, registry: Registry) -> None:
+    image = f"{registry.host}/test/shell:1"
+    agent(dev, "fails", image, ["echo partial; exit 3"])
+    r = call(dev, "fails")
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Failed" and st["exitCode"] == 3 and "3" in st["reason"]
+    agent(dev, "sleeper", image, ["sleep 30"], timeout="1s")
+    r = call(dev, "sleeper")
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Timeout" and "spec.timeout" in st["reason"]
+    agent(dev, "nowhere", image, ["true"], workerPoolRef="empty-pool")
+    r = call(dev, "nowhere")
+    assert r.status_code == 503
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Rejected" and st["reason"].startswith("NoWorker")
+
+
+async def test_invocation_watch_and_follow(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "ticker", f"{registry.host}/test/shell:1",
+          ["for i in 1 2 3 4; do echo tick-$i; sleep 0.5; done"], maxConcurrent=1)
+    watch = await asyncio.create_subprocess_exec(
+        "kubectl", "--kubeconfig", str(dev.kubeconfig), "get", "inv", "--watch-only",
+        "-l", "clrk.apoxy.dev/agent=ticker", "-o",
+        "jsonpath={.metadata.name} {.status.phase}{\"\\n\"}",
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        await asyncio.sleep(1)
+        async with httpx.AsyncClient(timeout=120) as client:
+            running = asyncio.create_task(client.post(f"{dev.ingress}/", content=b"{}", headers={
+                "X-Clrk-TaskAgent": "default/ticker", "content-type": "application/json"}))
+            name = ""
+            for _ in range(200):
+                items = json.loads((await asyncio.to_thread(
+                    dev.clrk, "agents", "invocations", "ticker", "-o", "json")).stdout)["items"]
+                live = [i for i in items if i["status"]["phase"] == "Running"]
+                if live:
+                    name = live[0]["metadata"]["name"]
+                    break
+                await asyncio.sleep(0.1)
+            assert name, "the invocation never ran"
+            followed = await asyncio.to_thread(dev.clrk, "agents", "logs", f"ticker/{name}",
+                                               "-f")
+            r = await running
+        assert r.status_code == 200
+        # -f returned by itself when the invocation ended, with every line.
+        assert followed.stdout.splitlines() == ["tick-1", "tick-2", "tick-3", "tick-4"]
+        seen: list[str] = []
+        assert watch.stdout is not None
+        while "Succeeded" not in seen:
+            line = (await asyncio.wait_for(watch.stdout.readline(), 30)).decode().split()
+            if line and line[0] == name:
+                seen.append(line[1])
+        assert seen[0] == "Pending" and seen[-1] == "Succeeded"
+        assert seen.index("Dispatched") < seen.index("Running")
+    finally:
+        watch.kill()
+        await watch.wait()
+
+
+def sandboxes(dev: DevServer) -> set[str]:
+    import subprocess
+
+    root = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes" / "runsc"
+    out = subprocess.run(["runsc", "--root", str(root), "list", "--quiet"],
+                         capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def wait_for(pred: Any, timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if got := pred():
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_warm_pool(dev: DevServer, registry: Registry) -> None:
+    image = f"{registry.host}/test/word-count:0.1"
+    assert sandboxes(dev) == set()
+    agent(dev, "warm-wc", image, warmPoolSize=2)
+    first = wait_for(lambda: s if len(s := sandboxes(dev)) == 2 else None, what="2 warm")
+    for i in range(3):
+        r = call(dev, "warm-wc", **{"X-Clrk-Execution-ID": f"warm-{i}"})
+        assert r.status_code == 200 and r.json() == {"word_count": 4,
+                                                      "envelope_id": f"warm-{i}"}
+        st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+        assert st["warmStart"] is True, st
+        # Each sandbox serves once; the pool refills to two.
+        wait_for(lambda: len(sandboxes(dev)) == 2, what="the refill")
+    log = Path(dev.data_dir) / "workers" / "worker-0" / "worker.log"
+    assert "warm hit for default/warm-wc" in log.read_text()
+    # A template change evicts the old revision's sandboxes and warms the new one.
+    before = sandboxes(dev)
+    agent(dev, "warm-wc", image, env={"TEMPLATE": "v2"}, warmPoolSize=2)
+    wait_for(lambda: not (sandboxes(dev) & before) and len(sandboxes(dev)) == 2,
+             what="eviction on the template change")
+    assert first.isdisjoint(sandboxes(dev))
+    # Metadata delivery waits in GET /v1/event until the invocation delivers its event.
+    agent(dev, "warm-meta", f"{registry.host}/test/shell:1", [METADATA_AGENT],
+          delivery={"mode": "Metadata"}, warmPoolSize=1)
+    wait_for(lambda: len(sandboxes(dev)) == 3, what="the metadata agent's warm sandbox")
+    r = call(dev, "warm-meta")
+    assert r.status_code == 200 and r.text.startswith("reply:"), r.text
+    assert invocation(dev, r.headers["x-clrk-invocation"])["status"]["warmStart"] is True
+    # Deleting the agents evicts everything they had warm.
+    dev.kubectl("delete", "ta", "warm-wc", "warm-meta")
+    wait_for(lambda: sandboxes(dev) == set(), what="eviction on deletion")
+
+
+def test_warm_pool_goes_cold_when_idle(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "idle-wc", f"{registry.host}/test/shell:1", ["cat >/dev/null; echo ok"],
+          warmPoolSize=1, warmPoolIdleTTL="2s")
+    wait_for(lambda: len(sandboxes(dev)) == 1, what="a warm sandbox")
+    wait_for(lambda: sandboxes(dev) == set(), what="the idle TTL eviction")
+    r = call(dev, "idle-wc")  # a cold start, which warms the pool again
+    assert r.status_code == 200 and r.text == "ok\n"
+    assert invocation(dev, r.headers["x-clrk-invocation"])["status"]["warmStart"] is False
+    wait_for(lambda: len(sandboxes(dev)) == 1, what="re-warming after use")
+    dev.kubectl("delete", "ta", "idle-wc")
+    wait_for(lambda: sandboxes(dev) == set(), what="eviction on deletion")
+
+
+def test_image_pull_secrets_of_the_pool(dev: DevServer, registry: Registry,
+                                        private: AuthRegistry) -> None:
+    image = f"{private.host}/test/shell:1"
+    agent(dev, "private", image, ["echo pulled with a secret"])
+    r = call(dev, "private")
+    assert r.status_code == 500
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Failed" and st["reason"].startswith("ImagePullFailed")
+    assert "refused a pull token" in st["reason"]
+    dev.kubectl("create", "secret", "docker-registry", "regcred",
+                f"--docker-server={private.host}", "--docker-username=puller",
+                "--docker-password=s3cret")
+    dev.kubectl("patch", "wp", "default", "--type=merge", "-p",
+                '{"spec":{"template":{"imagePullSecrets":[{"name":"regcred"}]}}}')
+    try:
+        r = wait_for(lambda: (r := call(dev, "private")).status_code == 200 and r,
+                     what="a pull with the pool's imagePullSecrets")
+        assert r.text == "pulled with a secret\n"
+        # run-task shows a pull it waits on as a progress bar.
+        registry.push("test/slow", "1", with_layer(
+            build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])),
+            Layer({"filler.bin": os.urandom(1 << 20)})))
+        private.blob_delay = 4.0
+        agent(dev, "slow-pull", f"{private.host}/test/slow:1", ["echo slow"])
+        wait_revision(dev, "slow-pull")
+        done = dev.clrk("agents", "run-task", "slow-pull")
+        assert done.stdout == "slow\n"
+        assert f"pulling {private.host}/test/slow:1" in done.stderr, done.stderr
+        assert "1.1 MB" in done.stderr or "MB" in done.stderr, done.stderr
+    finally:
+        private.blob_delay = 0.0
+        dev.kubectl("patch", "wp", "default", "--type=merge", "-p",
+                    '{"spec":{"template":{"imagePullSecrets":null}}}')

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from clrk.worker.images import pull_secrets
 from clrk.worker.images.layers import LayerError, extract
 from clrk.worker.images.reference import ReferenceError, parse
 from clrk.worker.images.registry import RegistryClient, RegistryError
 from clrk.worker.images.store import ImageStore
+from tests.auth_registry import AuthRegistry
 from tests.images import BuiltImage, Layer, Recipe, Registry, build, busybox_recipe
 
 
@@ -166,3 +170,56 @@ def test_unpack_rules(tmp_path: Path) -> None:
         extract(_tar([_entry("h3", tarfile.LNKTYPE, "no/such/file")]), root)
     with pytest.raises(LayerError, match="not a tar"):
         extract(io.BytesIO(b"garbage" * 100), root)
+
+
+async def test_bearer_token_auth(tmp_path: Path, registry: Registry) -> None:
+    registry.push("test/private", "1", build(busybox_recipe()))
+    front = AuthRegistry(registry.host)
+    try:
+        ref = f"{front.host}/test/private:1"
+        anonymous = ImageStore(tmp_path / "a", RegistryClient(insecure={front.host}))
+        with pytest.raises(RegistryError, match="refused a pull token"):
+            await anonymous.pull(ref)
+        wrong = ImageStore(tmp_path / "w", RegistryClient(
+            insecure={front.host}, credentials={front.host: ("puller", "nope")}))
+        with pytest.raises(RegistryError, match="refused a pull token"):
+            await wrong.pull(ref)
+        good = ImageStore(tmp_path / "g", RegistryClient(
+            insecure={front.host}, credentials={front.host: ("puller", "s3cret")}))
+        pulled = await good.pull(ref)
+        assert (pulled.rootfs / "bin" / "busybox").exists()
+        # The token is reused for the rest of the pull (one token request, not one per blob).
+        assert front.token_requests == 3
+    finally:
+        front.stop()
+    public = AuthRegistry(registry.host, anonymous=True)
+    try:
+        s = ImageStore(tmp_path / "p", RegistryClient(insecure={public.host}))
+        assert (await s.pull(f"{public.host}/test/private:1")).rootfs.exists()
+    finally:
+        public.stop()
+
+
+def _dockerconfig(auths: object) -> dict[str, object]:
+    raw = base64.b64encode(json.dumps({"auths": auths}).encode()).decode()
+    return {"metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": raw}}
+
+
+def test_pull_secret_formats() -> None:
+    auth = base64.b64encode(b"u2:p:w").decode()
+    creds = pull_secrets.credentials(_dockerconfig({
+        "registry.example.com:5000": {"username": "u1", "password": "p1"},
+        "https://index.docker.io/v1/": {"auth": auth},
+        "https://ghcr.io/": {"auth": auth}}))
+    assert creds == {"registry.example.com:5000": ("u1", "p1"), "docker.io": ("u2", "p:w"),
+                     "ghcr.io": ("u2", "p:w")}
+    legacy = {"metadata": {"name": "old"}, "data": {".dockercfg": base64.b64encode(
+        json.dumps({"quay.io": {"auth": auth}}).encode()).decode()}}
+    assert pull_secrets.credentials(legacy) == {"quay.io": ("u2", "p:w")}
+    for bad, words in (({"metadata": {"name": "x"}, "data": {}}, "neither"),
+                       ({"metadata": {"name": "x"}, "data": {".dockerconfigjson": "!!"}},
+                        "not base64 JSON"),
+                       (_dockerconfig({"h": {"username": "only"}}), "no username")):
+        with pytest.raises(pull_secrets.PullSecretError, match=words):
+            pull_secrets.credentials(bad)

@@ -16,7 +16,9 @@ class InvocationSpec(Model):
     revision: str | None = None
     trigger: str | None = Field(default=None, description="http, cron, ...")
     execution_id: str | None = None
-    worker: str | None = None
+    trace_id: str | None = Field(default=None, description="The trace of the execution's "
+                                 "spans and log records in the telemetry store.")
+    span_id: str | None = None
 
 
 class InvocationStatus(Model):
@@ -28,6 +30,9 @@ class InvocationStatus(Model):
     completion_time: str | None = None
     exit_code: int | None = None
     http_status: int | None = None
+    worker: str | None = None
+    warm_start: bool | None = Field(default=None, description="The execution ran in a "
+                                    "sandbox the warm pool had started ahead.")
 
 
 @register
@@ -41,6 +46,8 @@ class Invocation(Resource):
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Trigger", ".spec.trigger"),
             PrinterColumn("Exit", ".status.exitCode", "integer", priority=1),
+            PrinterColumn("Reason", ".status.reason", priority=1),
+            PrinterColumn("Worker", ".status.worker", priority=1),
             PrinterColumn("Started", ".status.startTime", "date"),
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),

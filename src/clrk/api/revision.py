@@ -19,9 +19,19 @@ class RevisionSpec(Model):
     template: AgentTemplate
 
 
+class ImagePull(Model):
+    """Progress of the image pull a worker started when the revision appeared."""
+
+    completed_bytes: int = Field(default=0, ge=0)
+    total_bytes: int = Field(default=0, ge=0)
+    layers: int = Field(default=0, ge=0)
+    done: bool = False
+
+
 class RevisionStatus(Model):
     conditions: list[Condition] | None = None
     image_digest: str | None = None
+    image_pull: ImagePull | None = None
 
 
 @register

@@ -27,7 +27,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error(err: APIError) -> Response:
-    return _json(err.status(), err.code)
+    return _json(err.status(), err.code, err.headers or None)
 
 
 async def read_body(request: HTTPRequest, limit: int = MAX_BODY) -> bytes:

@@ -17,9 +17,13 @@ class APIError(Exception):
 
     def __init__(self, code: int, message: str, reason: str | None = None, *,
                  name: str = "", group: str = "", kind: str = "",
-                 causes: list[dict[str, str]] | None = None) -> None:
+                 causes: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.headers = dict(headers or {})
+        if code == 429:
+            self.headers.setdefault("Retry-After", "1")
         self.message = message
         self.reason = reason or _REASONS.get(code, "Unknown")
         self.details: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, n
 from clrk.apiserver.selectors import Selector, SelectorError
 from clrk.apiserver.storage import Event, Key, Obj, Store, TooOld
 from clrk.apiserver.tables import table
-from clrk.apiserver.watch import WatchHub, WatchParams, stream
+from clrk.apiserver.watch import ReadOnlyKind, WatchHub, WatchParams, stream
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -196,6 +196,8 @@ class API:
         self.subresources: dict[tuple[str, str, str], Handler] = {}
         # Subresources whose bodies are not API objects (agent input) get their own limit.
         self.body_limits: dict[tuple[str, str, str], int] = {}
+        # Kinds kept outside SQLite (Invocations in the telemetry store): read-only here.
+        self.readers: dict[tuple[str, str], ReadOnlyKind] = {}
         self._lock = asyncio.Lock()
 
     def lookup(self, group: str, version: str, plural: str) -> Served | None:
@@ -230,6 +232,16 @@ class API:
             return result if isinstance(result, Reply) else Reply(body=result)
         if req.subresource == "status" and not req.served.info.has_status:
             raise APIError(404, f"{req.served.resource} has no status subresource")
+        reader = self.readers.get((req.served.info.group, req.served.resource))
+        if reader is not None and req.method != "GET":
+            raise APIError(405, f"{req.served.resource} are written by clrk itself; "
+                           f"{req.method} is not allowed", "MethodNotAllowed")
+        if reader is not None and req.name and not req.watch \
+                and not flag(req.query.get("watch")):
+            found = reader.get(req.namespace or "", req.name)
+            if found is None:
+                raise not_found(req.served.resource, req.name, req.served.info.group)
+            return Reply(body=self._render_one(req, found))
         if req.method == "GET":
             if req.watch or (flag(req.query.get("watch")) and not req.name):
                 return Reply(stream=self.watch(req))
@@ -271,9 +283,13 @@ class API:
         ns = req.namespace if served.info.namespaced else None
         limit = _int_param(req.query, "limit")
         page = _ListPage.decode(req.query["continue"]) if req.query.get("continue") else None
-        rv = page.rv if page else self._list_version(req)
         group, plural = served.info.group, served.resource
-        if rv == self.store.resource_version:
+        reader = self.readers.get((group, plural))
+        if reader is not None:
+            rv = page.rv if page else reader.resource_version
+            objs = reader.list_objects(group, plural, ns)
+        elif (rv := page.rv if page else self._list_version(req)) == \
+                self.store.resource_version:
             objs = self.store.list_objects(group, plural, ns)
         else:
             try:
@@ -341,7 +357,8 @@ class API:
             table_include=(req.query.get("includeObject", "Metadata")
                            if "as=Table" in req.accept else None),
             bookmark_interval=self.bookmark_interval)
-        return stream(self.store, self.hub, params)
+        source = self.readers.get((served.info.group, served.resource), self.store)
+        return stream(source, self.hub, params)
 
     # ---- writes ------------------------------------------------------------------------
 

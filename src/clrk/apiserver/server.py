@@ -15,6 +15,10 @@ from clrk.scheduler import endpoints
 from clrk.scheduler.invoke import Invoker
 from clrk.scheduler.registry import WorkerRegistry
 from clrk.serving import Server, url_host
+from clrk.telemetry import endpoints as telemetry_endpoints
+from clrk.telemetry.invocations import InvocationLedger
+from clrk.telemetry.logs import AgentLogs
+from clrk.telemetry.store import TelemetryStore, dsn_for
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -23,12 +27,15 @@ class APIServer:
     """The embedded Kubernetes-compatible API server, started and stopped in-process."""
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = 0, *,
-                 watch_history: int = 10_000, bookmark_interval: float = 30.0) -> None:
+                 watch_history: int = 10_000, bookmark_interval: float = 30.0,
+                 telemetry_dsn: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
         self.watch_history = watch_history
         self.bookmark_interval = bookmark_interval
+        self.telemetry_dsn = telemetry_dsn or dsn_for(self.data_dir / "telemetry")
+        self.telemetry: TelemetryStore | None = None
         self.url = ""
         self.ca_pem = b""
         self.token = ""
@@ -47,8 +54,15 @@ class APIServer:
         self.store = Store(self.data_dir / "state.db", history=self.watch_history)
         self.hub = WatchHub()
         self.api = API(self.store, self.hub, self.bookmark_interval)
+        self.telemetry = TelemetryStore(self.telemetry_dsn)
+        self.telemetry.open()
+        self.ledger = InvocationLedger(self.telemetry, self.hub, self.watch_history)
+        self.ledger.open()
+        self.api.readers[(self.ledger.group, self.ledger.plural)] = self.ledger
+        self.logs = AgentLogs(self.telemetry)
+        telemetry_endpoints.install(self.api, self.ledger, self.logs)
         self.registry = WorkerRegistry()
-        self.invoker = Invoker(self.store, self.registry)
+        self.invoker = Invoker(self.store, self.registry, self.ledger, self.logs)
         endpoints.install(self.api, self.invoker, self.registry)
         for ns in ("default", "clrk"):
             self.api.ensure_namespace(ns)
@@ -64,7 +78,11 @@ class APIServer:
     async def stop(self) -> None:
         if self._server is not None:
             self.hub.close_all()
+            self.logs.end_followers()
             await self._server.stop()
+        if self.telemetry is not None:
+            self.telemetry.close()
+            self.telemetry = None
         if getattr(self, "store", None) is not None:
             self.store.close()
 

@@ -14,13 +14,33 @@ import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from clrk.api.base import KindInfo
 from clrk.apiserver.errors import APIError
 from clrk.apiserver.selectors import Selector
-from clrk.apiserver.storage import Event, Obj, Store
+from clrk.apiserver.storage import Event, Obj
 from clrk.apiserver.tables import table
+
+
+class ReadSource(Protocol):
+    """What a list or watch reads: the SQLite store, or a kind kept elsewhere."""
+
+    @property
+    def resource_version(self) -> int: ...
+
+    def oldest_retained(self) -> int: ...
+
+    def events_since(self, rv: int, group: str, plural: str) -> list[Event]: ...
+
+    def list_objects(self, group: str, plural: str, namespace: str | None = None
+                     ) -> list[Obj]: ...
+
+
+class ReadOnlyKind(ReadSource, Protocol):
+    """A kind the system writes outside SQLite; the API serves it read-only."""
+
+    def get(self, namespace: str, name: str) -> Obj | None: ...
 
 
 class WatchHub:
@@ -93,7 +113,7 @@ class WatchParams:
         return self.line("DELETED", ev.object) if was else None
 
 
-async def stream(store: Store, hub: WatchHub, p: WatchParams) -> AsyncIterator[bytes]:
+async def stream(store: ReadSource, hub: WatchHub, p: WatchParams) -> AsyncIterator[bytes]:
     group, plural = p.info.group, p.info.plural
     queue = hub.subscribe(group, plural)
     try:

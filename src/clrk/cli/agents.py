@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import os
 import ssl
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 from lightkube import ApiError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from clrk import kubeconfig
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.columns import human_age, jsonpath
+from clrk.api.invocation import Invocation
 from clrk.api.revision import AgentSandboxRevision
 from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
-from clrk.client import local_kubeconfig, resource_class, to_dict
+from clrk.client import get_or_none_sync, local_kubeconfig, resource_class, to_dict
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
 
 app = typer.Typer(help="Inspect agents.", no_args_is_help=True)
@@ -141,20 +149,17 @@ def run_task(
     77 Rejected."""
     opts: Options = ctx.obj
     body = _input(input_)
+    _wait_for_pull(opts, name, timeout)
     headers = {"Content-Type": content_type, "X-Clrk-Trigger": "cli"}
     for item in header or []:
         if "=" not in item:
             raise CLIError(f"-H expects key=value, got {item!r}")
         k, v = item.split("=", 1)
         headers[k] = v
-    path = kubeconfig_path(opts)
-    server, ca, token = kubeconfig.read(path, opts.context)
     ns = opts.default_namespace()
-    url = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{ns}/taskagents/{name}/invoke")
-    ssl_ctx = ssl.create_default_context(cadata=ca.decode()) if ca else True
-    with httpx.Client(verify=ssl_ctx, timeout=httpx.Timeout(10, read=timeout)) as client, \
-            client.stream("POST", url, content=body,
-                          headers={**headers, "Authorization": f"Bearer {token}"}) as r:
+    with _http(opts, timeout) as (client, server), \
+            client.stream("POST", f"{server}{API}/namespaces/{ns}/taskagents/{name}/invoke",
+                          content=body, headers=headers) as r:
         if r.status_code >= 400 and r.headers.get("content-type", "").startswith(
                 "application/json") and r.status_code not in (500,):
             r.read()
@@ -174,6 +179,161 @@ def run_task(
             print(f"error: the execution ended with HTTP {r.status_code}{detail}"
                   f"{': ' + reason if reason else ''}", file=sys.stderr)
         raise SystemExit(EXIT_CODES.get(r.status_code, 1))
+
+
+API = "/apis/clrk.apoxy.dev/v1alpha1"
+
+
+def _ready(rev: dict[str, Any]) -> bool:
+    conds = (rev.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" for c in conds)
+
+
+def _wait_for_pull(opts: Options, name: str, timeout: float) -> None:
+    """While a worker is still pulling the agent's image, show the pull as a progress bar
+    (on stderr) instead of a silent wait; the invocation itself would wait for it too."""
+    client = opts.client()
+    ns = opts.default_namespace()
+    try:
+        agent = to_dict(client.get(resource_class(TaskAgent), name, namespace=ns))
+    except ApiError:
+        return  # the invocation reports a missing agent
+    rev_name = (agent.get("status") or {}).get("latestCreatedRevisionName")
+    res = resource_class(AgentSandboxRevision)
+    rev = get_or_none_sync(client, res, rev_name, ns) if rev_name else None
+    if rev is None or _ready(rev):
+        return
+    image = rev["spec"]["template"]["spec"]["image"]
+    console = Console(stderr=True)
+    columns = (TextColumn("pulling {task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(image, total=None)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pull = (rev.get("status") or {}).get("imagePull") or {}
+            if pull.get("totalBytes"):
+                bar.update(task, total=pull["totalBytes"], completed=pull["completedBytes"])
+            if _ready(rev):
+                if pull.get("done") and pull.get("totalBytes"):
+                    bar.update(task, completed=pull["totalBytes"])
+                return
+            time.sleep(0.25)
+            rev = get_or_none_sync(client, res, rev_name or "", ns) or rev
+
+
+@contextlib.contextmanager
+def _http(opts: Options, read_timeout: float | None) -> Iterator[tuple[httpx.Client, str]]:
+    """A client for the API server of the current context (for non-object endpoints)."""
+    server, ca, token = kubeconfig.read(kubeconfig_path(opts), opts.context)
+    ssl_ctx = ssl.create_default_context(cadata=ca.decode()) if ca else True
+    with httpx.Client(verify=ssl_ctx, timeout=httpx.Timeout(10, read=read_timeout),
+                      headers={"Authorization": f"Bearer {token}"}) as client:
+        yield client, server
+
+
+def _fail(r: httpx.Response) -> None:
+    r.read()
+    try:
+        message = r.json().get("message", r.text)
+    except ValueError:
+        message = r.text
+    raise CLIError(message)
+
+
+@app.command("invocations")
+def invocations(
+    ctx: typer.Context, name: str,
+    limit: Annotated[int, typer.Option("--limit", help="Newest N (0: all).")] = 20,
+    output_format: Annotated[str | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """List an agent's invocations, newest last."""
+    opts: Options = ctx.obj
+    cls, obj = find_agent(opts, name)
+    items = [to_dict(o) for o in opts.client().list(
+        resource_class(Invocation), namespace=obj["metadata"]["namespace"],
+        labels={"clrk.apoxy.dev/agent": name,
+                "clrk.apoxy.dev/agent-kind": cls.kind_info.kind})]
+    items.sort(key=lambda o: (o["metadata"].get("creationTimestamp", ""),
+                              int(o["metadata"].get("resourceVersion") or 0)))
+    if limit:
+        items = items[-limit:]
+    if output_format in ("yaml", "json"):
+        print(output.dump(items, output_format, single=False), end="")
+        return
+    if output_format is not None:
+        raise CLIError(f"unknown output format {output_format!r}: use yaml or json")
+    if not items:
+        print(f"No invocations of {name} yet.")
+        return
+    rows = []
+    for o in items:
+        st = o.get("status") or {}
+        rows.append([o["metadata"]["name"], st.get("phase", ""), o["spec"].get("trigger") or "",
+                     "" if st.get("exitCode") is None else str(st["exitCode"]),
+                     _duration(st), human_age(o["metadata"].get("creationTimestamp", "")),
+                     (st.get("reason") or "")[:80]])
+    output.print_table(["NAME", "PHASE", "TRIGGER", "EXIT", "DURATION", "AGE", "REASON"], rows)
+
+
+def _duration(status: dict[str, Any]) -> str:
+    if not status.get("startTime") or not status.get("completionTime"):
+        return ""
+    start = dt.datetime.fromisoformat(status["startTime"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(status["completionTime"].replace("Z", "+00:00"))
+    return f"{(end - start).total_seconds():.2f}s"
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[/INVOCATION]")],
+    follow: Annotated[bool, typer.Option("-f", "--follow")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="The last N lines (0: all).")] = 0,
+    iostream: Annotated[str | None, typer.Option("--iostream", help="stdout or stderr.")
+                        ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="5m, 1h or RFC 3339.")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps")] = False,
+    prefix: Annotated[bool, typer.Option("--prefix", help="Show invocation and stream.")
+                      ] = False,
+) -> None:
+    """Print an agent's stdout/stderr lines (all invocations, or one)."""
+    opts: Options = ctx.obj
+    name, _, invocation = target.partition("/")
+    if iostream not in (None, "stdout", "stderr"):
+        raise CLIError(f"--iostream {iostream!r}: use stdout or stderr")
+    cls, obj = find_agent(opts, name)
+    params: dict[str, str] = {}
+    for key, value in (("invocation", invocation), ("stream", iostream), ("since", since),
+                       ("tailLines", str(tail) if tail else ""),
+                       ("follow", "true" if follow else "")):
+        if value:
+            params[key] = value
+    path = (f"{API}/namespaces/{obj['metadata']['namespace']}/"
+            f"{cls.kind_info.plural}/{name}/logs")
+    with _http(opts, None if follow else 60) as (client, server):
+        if not follow:
+            r = client.get(server + path, params=params)
+            if r.status_code != 200:
+                _fail(r)
+            for item in r.json()["items"]:
+                _print_line(item, timestamps, prefix)
+            return
+        with client.stream("GET", server + path, params=params) as r:
+            if r.status_code != 200:
+                _fail(r)
+            for line in r.iter_lines():
+                if line:
+                    _print_line(json.loads(line), timestamps, prefix)
+
+
+def _print_line(item: dict[str, str], timestamps: bool, prefix: bool) -> None:
+    head = ""
+    if timestamps:
+        head += item["timestamp"] + " "
+    if prefix:
+        head += f"[{item['invocation']} {item['stream']}] "
+    print(head + item["message"], flush=True)
 
 
 def kubeconfig_path(opts: Options) -> Path:

@@ -18,9 +18,8 @@ from clrk.worker.agents.envelope import MAX_BODY
 
 
 def _error(err: APIError) -> Response:
-    headers = {"Retry-After": "1"} if err.code == 429 else None
     return Response(json.dumps(err.status()), err.code, media_type="application/json",
-                    headers=headers)
+                    headers=err.headers or None)
 
 
 class Ingress:

@@ -4,6 +4,10 @@ and turning the worker's frames into the agent's HTTP contract.
 The status code depends on how the agent exits, which is only known at the end. Output
 is held back until the agent exits or 64 KiB have accumulated; past that the response
 commits to 200 and streams (the final outcome is still recorded).
+
+Every call is an Invocation in the telemetry store: Pending on admission, Rejected when
+refused, Dispatched when a worker accepts, Running when the agent starts, then its
+outcome; the agent's output lines go to ``otel_logs`` under the invocation.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from typing import Any
 
 import httpx
 
-from clrk.api.agents import TaskAgent
+from clrk.api.agents import AgentTemplate, TaskAgent
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import Reply
 from clrk.apiserver.storage import Key, Store
+from clrk.controllers.revisions import ANNOTATION_HASH, template_hash
 from clrk.scheduler.registry import WorkerInfo, WorkerRegistry
+from clrk.telemetry.invocations import InvocationLedger, Started
+from clrk.telemetry.logs import AgentLogs, Source
 from clrk.worker.agents import envelope
 from clrk.worker.agents.task import Outcome
 from clrk.worker.protocol import Dispatch, parse_frame
@@ -30,59 +37,118 @@ HOLD_BACK = 64 * 1024
 
 
 @dataclass
+class _Execution:
+    """One admitted call: its concurrency slot, its Invocation and its log source."""
+
+    key: tuple[str, str]
+    exec_id: str
+    started: Started
+    source: Source
+    ended: bool = False
+
+
+@dataclass
 class Invoker:
     store: Store
     registry: WorkerRegistry
+    ledger: InvocationLedger
+    logs: AgentLogs
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def _agent(self, namespace: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _agent(self, namespace: str, name: str
+               ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
         agent = self.store.get(Key(GROUP, "taskagents", namespace, name))
         if agent is None:
             raise not_found("taskagents", name, GROUP)
         template = agent["spec"]["template"]
         rev_name = (agent.get("status") or {}).get("latestCreatedRevisionName")
         if rev_name:
+            # Until the controller has cut a revision for a new template, the agent's own
+            # template is what runs (never the previous revision's).
             rev = self.store.get(Key(GROUP, "agentsandboxrevisions", namespace, rev_name))
-            if rev is not None:
-                template = rev["spec"]["template"]
-        return agent, template
+            want = template_hash(AgentTemplate.model_validate(template))
+            if rev is None or rev["metadata"].get("annotations", {}).get(
+                    ANNOTATION_HASH) != want:
+                rev_name = None
+        return agent, template, rev_name
 
     async def invoke(self, namespace: str, name: str, body: bytes,
                      headers: Mapping[str, str]) -> Reply:
-        agent_doc, template = self._agent(namespace, name)
+        agent_doc, template, revision = self._agent(namespace, name)
         agent = TaskAgent.model_validate(agent_doc)
         lower = {k.lower(): v for k, v in headers.items()}
         exec_id = envelope.execution_id(lower)
         event = envelope.build(namespace, name, exec_id, body,
                                lower.get("content-type", ""), lower.get("x-clrk-trigger"))
-        key = (namespace, name)
+        started = self.ledger.begin(namespace, "TaskAgent", name, revision=revision,
+                                    trigger=lower.get("x-clrk-trigger") or "http",
+                                    execution_id=exec_id)
+        ex = _Execution((namespace, name), exec_id, started, Source(
+            namespace, "TaskAgent", name, started.name, started.trace_id, started.span_id,
+            revision))
         limit = agent.spec.max_concurrent
-        if limit and self.in_flight.get(key, 0) >= limit:
-            raise APIError(429, f"TaskAgent {namespace}/{name} already runs {limit} "
+        if limit and self.in_flight.get(ex.key, 0) >= limit:
+            err = APIError(429, f"TaskAgent {namespace}/{name} already runs {limit} "
                            "execution(s) (spec.maxConcurrent)", "TooManyRequests",
                            name=name, kind="taskagents")
+            self._reject(ex, "MaxConcurrent", err)
+            raise err
         pool = agent.spec.worker_pool_ref
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        self.in_flight[ex.key] = self.in_flight.get(ex.key, 0) + 1
         try:
-            frames, worker = await self._dispatch(namespace, pool, agent_doc, template, event)
-        except BaseException:
-            self._done(key)
+            frames, worker = await self._dispatch(namespace, pool, Dispatch(
+                agent_doc, template, event, revision))
+        except APIError as err:
+            self._done(ex.key)
+            self._reject(ex, "NoCapacity" if err.code == 429 else "NoWorker", err)
             raise
-        return await self._reply(frames, worker, key, exec_id)
+        except BaseException:
+            self._done(ex.key)
+            self._end(ex, "Failed", reason="DispatchFailed: the call ended before a worker "
+                      "took it")
+            raise
+        self.ledger.transition(namespace, started.name, "Dispatched", worker=worker.name)
+        ex.source = Source(namespace, "TaskAgent", name, started.name, started.trace_id,
+                           started.span_id, revision, worker.name)
+        return await self._reply(frames, worker, ex)
+
+    def _reject(self, ex: _Execution, reason: str, err: APIError) -> None:
+        err.headers["X-Clrk-Invocation"] = ex.started.name
+        err.headers["X-Clrk-Execution-ID"] = ex.exec_id
+        self._end(ex, "Rejected", reason=f"{reason}: {err.message}", httpStatus=err.code)
+
+    def _end(self, ex: _Execution, phase: str, **status: Any) -> None:
+        if ex.ended:
+            return
+        ex.ended = True
+        self.logs.close(ex.source)
+        self.ledger.finish(ex.started.namespace, ex.started.name, phase, **status)
+
+    def _finish(self, ex: _Execution, outcome: Outcome) -> None:
+        self._end(ex, outcome.phase, reason=outcome.reason or None,
+                  exitCode=outcome.exit_code, httpStatus=outcome.http_status,
+                  warmStart=outcome.warm)
+
+    def _frame(self, ex: _Execution, kind: str, value: bytes | Outcome) -> None:
+        """Bookkeeping shared by held-back and streamed replies."""
+        if kind == "started":
+            self.ledger.transition(ex.started.namespace, ex.started.name, "Running")
+        elif kind in ("stdout", "stderr"):
+            assert isinstance(value, bytes)
+            self.logs.write(ex.source, kind, value)
 
     def _done(self, key: tuple[str, str]) -> None:
         self.in_flight[key] -= 1
         if not self.in_flight[key]:
             del self.in_flight[key]
 
-    async def _dispatch(self, namespace: str, pool: str, agent: dict[str, Any],
-                        template: dict[str, Any], event: dict[str, Any]
+    async def _dispatch(self, namespace: str, pool: str, dispatch: Dispatch
                         ) -> tuple[AsyncIterator[bytes], WorkerInfo]:
         """Send to the best worker; a dispatch refused before the agent starts goes to the
         next one."""
         tried: list[str] = []
-        body = Dispatch(agent, template, event).to_json()
-        for worker in self.registry.candidates(namespace, pool):
+        body = dispatch.to_json()
+        for worker in self.registry.candidates(namespace, pool, dispatch.revision or ""):
             self.registry.reserve(worker)
             client = httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
             try:
@@ -121,8 +187,13 @@ class Invoker:
         raise APIError(503, f"no ready worker in WorkerPool {namespace}/{pool}{detail}",
                        "ServiceUnavailable")
 
+    @staticmethod
+    def _lost(worker: WorkerInfo, detail: str) -> Outcome:
+        return Outcome("Failed", 502, None, f"WorkerLost: worker {worker.name} ended the "
+                       f"execution without a result{detail}")
+
     async def _reply(self, frames: AsyncIterator[bytes], worker: WorkerInfo,
-                     key: tuple[str, str], exec_id: str) -> Reply:
+                     ex: _Execution) -> Reply:
         held = bytearray()
         outcome: Outcome | None = None
         lost = ""
@@ -133,46 +204,61 @@ class Invoker:
                     assert isinstance(value, Outcome)
                     outcome = value
                     break
+                self._frame(ex, kind, value)
                 if kind == "stdout":
                     assert isinstance(value, bytes)
                     held.extend(value)
                     if len(held) > HOLD_BACK:
-                        return self._streaming(bytes(held), frames, key, exec_id)
+                        return self._streaming(bytes(held), frames, worker, ex)
         except httpx.HTTPError as err:  # the worker died or the connection broke
             lost = f": {err}"
         except BaseException:
-            self._done(key)
+            self._done(ex.key)
+            self._end(ex, "Failed", reason="Cancelled: the caller went away")
             raise
-        self._done(key)
+        self._done(ex.key)
         if outcome is None:
-            outcome = Outcome("Failed", 502, None,
-                              f"worker {worker.name} ended the execution without a result"
-                              f"{lost}")
-        headers = {"X-Clrk-Execution-ID": exec_id, **outcome.headers}
+            outcome = self._lost(worker, lost)
+        self._finish(ex, outcome)
+        headers = {"X-Clrk-Execution-ID": ex.exec_id, "X-Clrk-Invocation": ex.started.name,
+                   **outcome.headers}
         if outcome.reason:
             headers["X-Clrk-Reason"] = outcome.reason[:512]
         return Reply(status=outcome.http_status, raw=bytes(held), headers=headers,
                      media_type="application/octet-stream")
 
-    def _streaming(self, head: bytes, frames: AsyncIterator[bytes], key: tuple[str, str],
-                   exec_id: str) -> Reply:
+    def _streaming(self, head: bytes, frames: AsyncIterator[bytes], worker: WorkerInfo,
+                   ex: _Execution) -> Reply:
         async def body() -> AsyncIterator[bytes]:
+            outcome: Outcome | None = None
             try:
                 yield head
                 async for line in frames:
                     kind, value = parse_frame(line)
+                    if kind == "result":
+                        assert isinstance(value, Outcome)
+                        outcome = value
+                        if value.phase != "Succeeded":
+                            log.warning("execution %s ended %s after its response started: %s",
+                                        ex.exec_id, value.phase, value.reason)
+                        continue
+                    self._frame(ex, kind, value)
                     if kind == "stdout":
                         assert isinstance(value, bytes)
                         yield value
-                    elif kind == "result":
-                        assert isinstance(value, Outcome)
-                        if value.phase != "Succeeded":
-                            log.warning("execution %s ended %s after its response started: %s",
-                                        exec_id, value.phase, value.reason)
+                if outcome is None:
+                    outcome = self._lost(worker, "")
             except httpx.HTTPError as err:
-                log.warning("execution %s lost its worker mid-response: %s", exec_id, err)
+                log.warning("execution %s lost its worker mid-response: %s", ex.exec_id, err)
+                outcome = self._lost(worker, f": {err}")
             finally:
-                self._done(key)
+                self._done(ex.key)
+                if outcome is not None:
+                    self._finish(ex, outcome)
+                else:
+                    self._end(ex, "Failed", reason="Cancelled: the caller went away before "
+                              "the result")
 
-        return Reply(status=200, stream=body(), headers={"X-Clrk-Execution-ID": exec_id},
-                     media_type="application/octet-stream")
+        return Reply(status=200, stream=body(), headers={
+            "X-Clrk-Execution-ID": ex.exec_id, "X-Clrk-Invocation": ex.started.name},
+            media_type="application/octet-stream")

@@ -8,16 +8,21 @@ import logging
 import signal
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 from lightkube import AsyncClient, KubeConfig
 
 from clrk import kubeconfig
+from clrk.api.core import Secret
 from clrk.api.workerpool import WorkerPool
 from clrk.client import get_or_none, resource_class
 from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.agents.task import Networking
+from clrk.worker.agents.warm import WarmPool
+from clrk.worker.images import pull_secrets
+from clrk.worker.images.pull_secrets import PullSecretError
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
 from clrk.worker.metadata import MetadataService
@@ -25,6 +30,7 @@ from clrk.worker.prepull import Prepuller
 from clrk.worker.sandbox.network import Network
 from clrk.worker.sandbox.runner import Runtime
 from clrk.worker.server import Worker
+from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker")
 HEARTBEAT_SECONDS = 2.0
@@ -51,17 +57,40 @@ async def _heartbeats(worker: Worker, url: str, kube: Path, namespace: str, pool
                 await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
 
 
+async def _pull_credentials(client: AsyncClient, namespace: str, pool_doc: dict[str, Any],
+                            warned: set[str]) -> dict[str, tuple[str, str]]:
+    creds: dict[str, tuple[str, str]] = {}
+    refs = (pool_doc["spec"].get("template") or {}).get("imagePullSecrets") or []
+    for ref in refs:
+        secret = await get_or_none(client, resource_class(Secret), ref["name"], namespace)
+        try:
+            if secret is None:
+                raise PullSecretError(f"imagePullSecrets: Secret {namespace}/{ref['name']} "
+                                      "does not exist")
+            creds.update(pull_secrets.credentials(secret))
+        except PullSecretError as err:
+            if str(err) not in warned:
+                warned.add(str(err))
+                log.warning("%s", err)
+    return creds
+
+
 async def _follow_pool(client: AsyncClient, worker: Worker, namespace: str, pool: str,
                        fixed: bool, stop: asyncio.Event) -> None:
-    """Keep the worker's capacity at its pool's maxExecutionsPerWorker (unless fixed)."""
+    """Keep the worker's capacity at its pool's maxExecutionsPerWorker (unless fixed) and
+    its registry credentials at the pool's imagePullSecrets."""
     res = resource_class(WorkerPool)
+    warned: set[str] = set()
     while not stop.is_set():
         pool_doc = None
-        if not fixed:
-            with contextlib.suppress(Exception):  # the API may be briefly away
-                pool_doc = await get_or_none(client, res, pool, namespace)
+        with contextlib.suppress(Exception):  # the API may be briefly away
+            pool_doc = await get_or_none(client, res, pool, namespace)
         if pool_doc is not None:
-            worker.capacity = int(pool_doc["spec"].get("maxExecutionsPerWorker") or 32)
+            if not fixed:
+                worker.capacity = int(pool_doc["spec"].get("maxExecutionsPerWorker") or 32)
+            with contextlib.suppress(Exception):
+                worker.images.registry.credentials = await _pull_credentials(
+                    client, namespace, pool_doc, warned)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
 
@@ -87,7 +116,9 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         await network.install()
         await metadata_server.start()
         networking = Networking(network, metadata)
-    worker = Worker(name, runtime, images, capacity or 32, networking)
+    client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
+    warm = WarmPool(client, runtime, images, networking, namespace, pool)
+    worker = Worker(name, runtime, images, capacity or 32, networking, warm)
     server = Server(worker.app(), host, port, grace=30)
     url = f"http://{url_host(host)}:{server.port}"
     stop = asyncio.Event()
@@ -96,8 +127,10 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
-    client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
-    daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name).run(stop))
+    warming = asyncio.create_task(warm.run(stop))
+    telemetry = TelemetryReporter(kube, name)
+    daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,
+                                                   telemetry).run(stop))
     prepull = asyncio.create_task(Prepuller(client, images).run(stop))
     follow = asyncio.create_task(_follow_pool(client, worker, namespace, pool,
                                               capacity is not None, stop))
@@ -107,6 +140,8 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     worker.draining = True
     await beats
     await daemons
+    await warming
+    await telemetry.close()
     await prepull
     await follow
     await client.close()

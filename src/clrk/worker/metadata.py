@@ -2,12 +2,15 @@
 
 It knows a sandbox by its source address: `GET /v1/event` returns that execution's
 envelope, `POST /v1/response` records its reply (204 the first time, 409 after).
-Requests from addresses that are not a running sandbox get 403.
+Requests from addresses that are not a running sandbox get 403. A warm sandbox is
+reserved before its event exists: its `GET /v1/event` waits until an invocation
+delivers one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,22 +23,34 @@ MAX_RESPONSE = 32 * 1024 * 1024
 
 @dataclass
 class Slot:
-    event: dict[str, Any]
+    event: dict[str, Any] | None = None
     response: bytes | None = None
     content_type: str = ""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        self.event = event
+        self.ready.set()
 
 
 class MetadataService:
     def __init__(self) -> None:
         self._slots: dict[str, Slot] = {}
 
-    def register(self, address: str, event: dict[str, Any]) -> Slot:
-        slot = Slot(event)
+    def reserve(self, address: str) -> Slot:
+        slot = Slot()
         self._slots[address] = slot
         return slot
 
+    def register(self, address: str, event: dict[str, Any]) -> Slot:
+        slot = self.reserve(address)
+        slot.deliver(event)
+        return slot
+
     def unregister(self, address: str) -> None:
-        self._slots.pop(address, None)
+        slot = self._slots.pop(address, None)
+        if slot is not None:
+            slot.ready.set()  # a waiting GET ends (410: the sandbox is going away)
 
     def _slot(self, request: Request) -> Slot | None:
         host = request.client.host if request.client else ""
@@ -45,6 +60,9 @@ class MetadataService:
         slot = self._slot(request)
         if slot is None:
             return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        await slot.ready.wait()
+        if slot.event is None:
+            return JSONResponse({"message": "this sandbox is being removed"}, 410)
         return JSONResponse(slot.event)
 
     async def response(self, request: Request) -> Response:

@@ -20,6 +20,7 @@ from clrk.worker.images.registry import RegistryError
 from clrk.worker.images.store import ImageStore
 
 log = logging.getLogger("clrk.worker.prepull")
+PROGRESS_SECONDS = 0.5
 
 
 class Prepuller:
@@ -57,10 +58,25 @@ class Prepuller:
                 log.warning("revision watch failed (%s); retrying", err)
                 await asyncio.sleep(1)
 
+    async def _report(self, md: dict[str, Any], image: str) -> None:
+        """The pull's progress in the revision's status (what `clrk` shows as a bar)."""
+        while True:
+            await asyncio.sleep(PROGRESS_SECONDS)
+            p = self.images.progress.get(image)
+            if p is None:  # still resolving (or done: the pull task cancels this one)
+                continue
+            with contextlib.suppress(Exception):
+                await self.client.patch(
+                    self.res.Status, md["name"], {"status": {"imagePull": {
+                        "completedBytes": p.completed, "totalBytes": p.total,
+                        "layers": p.layers, "done": False}}},
+                    namespace=md["namespace"], patch_type=PatchType.MERGE)
+
     async def _pull(self, rev: dict[str, Any]) -> None:
         md = rev["metadata"]
         image = rev["spec"]["template"]["spec"]["image"]
         status = dict(rev.get("status") or {})
+        reporter = asyncio.create_task(self._report(md, image))
         try:
             pulled = await self.images.pull(image)
         except (RegistryError, ReferenceError) as err:
@@ -70,7 +86,12 @@ class Prepuller:
         else:
             conds = set_condition(status.get("conditions") or [], "Ready", True, "ImagePulled",
                                   f"{image} is {pulled.digest}", None)
-            patch = {"conditions": conds, "imageDigest": pulled.digest}
+            patch = {"conditions": conds, "imageDigest": pulled.digest,
+                     "imagePull": {"done": True}}
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter
         with contextlib.suppress(Exception):
             await self.client.patch(self.res.Status, md["name"], {"status": patch},
                                     namespace=md["namespace"], patch_type=PatchType.MERGE)

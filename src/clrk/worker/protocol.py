@@ -20,6 +20,7 @@ class Dispatch:
     agent: dict[str, Any]  # the TaskAgent, as stored
     template: dict[str, Any]  # the revision's template
     event: dict[str, Any]  # the CloudEvents envelope
+    revision: str | None = None  # the revision of ``template`` (a warm sandbox's key)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -29,15 +30,18 @@ def output_frame(stream: str, data: bytes) -> bytes:
     return json.dumps({"type": stream, "data": base64.b64encode(data).decode()}).encode() + b"\n"
 
 
+STARTED_FRAME = b'{"type":"started"}\n'  # the agent's process is about to run
+
+
 def result_frame(outcome: Outcome) -> bytes:
     return json.dumps({"type": "result", "phase": outcome.phase,
                        "httpStatus": outcome.http_status, "exitCode": outcome.exit_code,
-                       "reason": outcome.reason}).encode() + b"\n"
+                       "reason": outcome.reason, "warm": outcome.warm}).encode() + b"\n"
 
 
 def parse_frame(line: bytes) -> tuple[str, bytes | Outcome]:
     doc = json.loads(line)
     if doc["type"] == "result":
         return "result", Outcome(doc["phase"], doc["httpStatus"], doc["exitCode"],
-                                 doc["reason"])
-    return str(doc["type"]), base64.b64decode(doc["data"])
+                                 doc["reason"], bool(doc.get("warm")))
+    return str(doc["type"]), base64.b64decode(doc.get("data", ""))

@@ -19,9 +19,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from clrk.api.agents import AgentTemplate, TaskAgent
-from clrk.worker.agents.task import Networking, execute
+from clrk.worker.agents.task import Networking, discard, execute
+from clrk.worker.agents.warm import WarmPool
 from clrk.worker.images.store import ImageStore
-from clrk.worker.protocol import output_frame, result_frame
+from clrk.worker.protocol import STARTED_FRAME, output_frame, result_frame
 from clrk.worker.sandbox.runner import Runtime
 
 log = logging.getLogger("clrk.worker")
@@ -34,6 +35,7 @@ class Worker:
     images: ImageStore
     capacity: int = 32
     networking: Networking | None = None
+    warm: WarmPool | None = None
     in_flight: int = 0
     draining: bool = False
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,7 +43,8 @@ class Worker:
     def status(self) -> dict[str, object]:
         return {"name": self.name, "capacity": self.capacity, "inFlight": self.in_flight,
                 "draining": self.draining, "cachedImages": self.images.cached(),
-                "warmRevisions": []}
+                "warmRevisions": self.warm.warm_revisions() if self.warm else [],
+                **(self.warm.status() if self.warm else {})}
 
     async def drain(self) -> None:
         """Stop taking work and wait for what is running."""
@@ -61,22 +64,26 @@ class Worker:
             agent = TaskAgent.model_validate(doc["agent"])
             template = AgentTemplate.model_validate(doc["template"])
             event = doc["event"]
+            revision = doc.get("revision")
         except (ValueError, KeyError, TypeError) as err:
             return JSONResponse({"message": f"bad dispatch: {err}"}, 400)
         self.in_flight += 1
-        return StreamingResponse(self._run(agent, template, event),
+        return StreamingResponse(self._run(agent, template, event, revision),
                                  media_type="application/x-ndjson")
 
     async def _run(self, agent: TaskAgent, template: AgentTemplate,
-                   event: dict[str, object]) -> AsyncIterator[bytes]:
+                   event: dict[str, object], revision: str | None) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        md = agent.metadata
+        warm = self.warm.take(md["namespace"], md["name"], revision) if self.warm else None
 
         async def work() -> None:
             try:
                 outcome = await execute(
                     self.runtime, self.images, agent, template, event,
                     lambda b: queue.put_nowait(output_frame("stdout", b)),
-                    lambda b: queue.put_nowait(output_frame("stderr", b)), self.networking)
+                    lambda b: queue.put_nowait(output_frame("stderr", b)), self.networking,
+                    lambda: queue.put_nowait(STARTED_FRAME), warm)
                 queue.put_nowait(result_frame(outcome))
             finally:
                 queue.put_nowait(None)
@@ -90,6 +97,8 @@ class Worker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            if warm is not None and not warm.sandbox.used:  # cancelled before it ran
+                await discard(warm, self.networking)
             self.in_flight -= 1
             self._idle.set()
 

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from clrk.worker.images.registry import RegistryError
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Runtime
 from clrk.worker.sandbox.spec import SpecError, run_spec
+from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.daemon")
 
@@ -44,8 +46,9 @@ class _Running:
 
 class DaemonSupervisor:
     def __init__(self, client: AsyncClient, runtime: Runtime, images: ImageStore,
-                 worker: str) -> None:
+                 worker: str, telemetry: TelemetryReporter | None = None) -> None:
         self.client = client
+        self.telemetry = telemetry
         self.runtime = runtime
         self.images = images
         self.worker = worker
@@ -118,21 +121,38 @@ class DaemonSupervisor:
         except (RegistryError, SpecError, ValueError) as err:
             await self._status(ns, name, phase="Failed", message=str(err))
             return
+        revision = (agent.status.latest_created_revision_name
+                    if agent.status is not None else None)
+        tel = self.telemetry
         while not stop.is_set():
             started = time.monotonic()
             await self._status(ns, name, phase="Running", upSince=_now(),
                                restartCount=history.restarts, message="")
-            result = await self.runtime.run(
-                run, b"", lifetime,
-                lambda b: log.info("%s/%s stdout: %s", ns, name, b.decode(errors="replace")),
-                lambda b: log.info("%s/%s stderr: %s", ns, name, b.decode(errors="replace")),
-                stop=stop)
+            inv = await tel.begin(ns, name, revision) if tel else None
+
+            def out(stream: str, inv: str | None = inv) -> Callable[[bytes], None]:
+                if tel is None:
+                    return lambda b: log.info("%s/%s %s: %s", ns, name, stream,
+                                              b.decode(errors="replace"))
+                return lambda b: tel.output(ns, name, inv, stream, b)
+
+            result = await self.runtime.run(run, b"", lifetime, out("stdout"), out("stderr"),
+                                            stop=stop)
+            recycled = result.timed_out and bool(lifetime)
+            if tel is not None:
+                phase = "Succeeded" if result.exit_code == 0 or stop.is_set() or recycled \
+                    else "Failed"
+                reason = ("Stopped: the agent was changed, deleted or moved" if stop.is_set()
+                          else "Recycled: maxLifetimeSeconds reached" if recycled
+                          else result.reason or (f"the agent exited with code "
+                                                 f"{result.exit_code}"
+                                                 if result.exit_code else ""))
+                await tel.end(ns, name, inv, phase, result.exit_code, reason)
             if stop.is_set():
                 await self._status(ns, name, phase="Stopped", lastExitCode=result.exit_code)
                 return
             decision = decide(spec.restart_policy, spec.max_restarts, result.exit_code,
-                              time.monotonic() - started, result.timed_out and bool(lifetime),
-                              history)
+                              time.monotonic() - started, recycled, history)
             await self._status(ns, name, phase=decision.phase, restartCount=history.restarts,
                                lastExitCode=result.exit_code, message=decision.reason)
             if not decision.restart:

@@ -17,9 +17,9 @@ from clrk.worker.agents import envelope
 from clrk.worker.images.reference import ReferenceError
 from clrk.worker.images.registry import RegistryError
 from clrk.worker.images.store import ImageStore
-from clrk.worker.metadata import MetadataService
-from clrk.worker.sandbox.network import Network
-from clrk.worker.sandbox.runner import Result, Runtime
+from clrk.worker.metadata import MetadataService, Slot
+from clrk.worker.sandbox.network import Network, SandboxNet
+from clrk.worker.sandbox.runner import Result, Runtime, Sandbox
 from clrk.worker.sandbox.spec import SpecError, run_spec
 
 Phase = Literal["Succeeded", "Failed", "Timeout"]
@@ -31,6 +31,7 @@ class Outcome:
     http_status: int
     exit_code: int | None
     reason: str
+    warm: bool = False  # ran in a sandbox started ahead by the warm pool
 
     @property
     def headers(self) -> dict[str, str]:
@@ -47,43 +48,96 @@ class Networking:
     metadata: MetadataService
 
 
-async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
-                  template: AgentTemplate, event: dict[str, Any],
-                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
-                  networking: Networking | None = None) -> Outcome:
-    """Run one execution to the end. Failures before the agent starts are Failed outcomes."""
-    timeout = parse_duration(agent.spec.timeout).total_seconds()
+@dataclass
+class Prepared:
+    """A started sandbox waiting for its one execution (the agent blocked on stdin, or
+    on ``GET /v1/event``), with its network."""
+
+    sandbox: Sandbox
+    exec_key: str
+    net: SandboxNet | None = None
+    slot: Slot | None = None
+    warm: bool = False
+
+
+class PrepareError(Exception):
+    """The sandbox cannot be made: the message is the Invocation's reason."""
+
+
+async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
+                  metadata_mode: bool, networking: Networking | None) -> Prepared:
     try:
         image = await images.pull(template.spec.image)
         spec = run_spec(template.spec, image)
-    except (RegistryError, ReferenceError, SpecError) as err:
-        return Outcome("Failed", 500, None, f"ImagePullFailed: {err}"
-                       if not isinstance(err, SpecError) else f"InvalidSpec: {err}")
-    metadata_mode = agent.spec.delivery.mode == "Metadata"
-    stdin = b"" if metadata_mode else envelope.encode(event)
+    except (RegistryError, ReferenceError) as err:
+        raise PrepareError(f"ImagePullFailed: {err}") from None
+    except SpecError as err:
+        raise PrepareError(f"InvalidSpec: {err}") from None
+    exec_key = uuid.uuid4().hex
     if networking is None:
         if metadata_mode:
-            return Outcome("Failed", 500, None, "InvalidSpec: delivery mode Metadata needs a "
-                           "worker with sandbox networking")
-        result = await runtime.run(spec, stdin, timeout, on_stdout, on_stderr)
-        return _outcome(agent, result)
-    exec_key = uuid.uuid4().hex
+            raise PrepareError("InvalidSpec: delivery mode Metadata needs a worker with "
+                               "sandbox networking")
+        return Prepared(await runtime.start(spec), exec_key)
     net = await networking.network.setup(exec_key)
     url = f"http://{net.host_ip}:{networking.network.metadata_port}/v1"
-    spec = replace(spec, netns=net.netns_path,
-                   env=[*spec.env, f"CLRK_METADATA_URL={url}"])
-    slot = networking.metadata.register(net.sandbox_ip, event)
+    spec = replace(spec, netns=net.netns_path, env=[*spec.env, f"CLRK_METADATA_URL={url}"])
+    slot = networking.metadata.reserve(net.sandbox_ip) if metadata_mode else None
+    try:
+        return Prepared(await runtime.start(spec), exec_key, net, slot)
+    except BaseException:
+        await _release_net(networking, exec_key, net)
+        raise
+
+
+async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
+    networking.metadata.unregister(net.sandbox_ip)
+    await networking.network.teardown(exec_key, net)
+
+
+async def release(prepared: Prepared, networking: Networking | None) -> None:
+    """Give back what :func:`prepare` took besides the sandbox (which cleans itself)."""
+    if networking is not None and prepared.net is not None:
+        await _release_net(networking, prepared.exec_key, prepared.net)
+
+
+async def discard(prepared: Prepared, networking: Networking | None) -> None:
+    await prepared.sandbox.discard()
+    await release(prepared, networking)
+
+
+async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
+                  template: AgentTemplate, event: dict[str, Any],
+                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
+                  networking: Networking | None = None,
+                  on_start: Callable[[], None] = lambda: None,
+                  warm: Prepared | None = None) -> Outcome:
+    """Run one execution to the end, in ``warm`` if given. Failures before the agent
+    starts are Failed outcomes."""
+    timeout = parse_duration(agent.spec.timeout).total_seconds()
+    metadata_mode = agent.spec.delivery.mode == "Metadata"
+    prepared = warm
+    if prepared is None:
+        try:
+            prepared = await prepare(runtime, images, template, metadata_mode, networking)
+        except PrepareError as err:
+            return Outcome("Failed", 500, None, str(err))
     held: list[bytes] = []
     try:
-        result = await runtime.run(spec, stdin, timeout,
-                                   held.append if metadata_mode else on_stdout, on_stderr)
+        on_start()
+        if prepared.slot is not None:
+            prepared.slot.deliver(event)
+        stdin = b"" if metadata_mode else envelope.encode(event)
+        result = await prepared.sandbox.finish(
+            stdin, timeout, held.append if metadata_mode else on_stdout, on_stderr)
     finally:
-        networking.metadata.unregister(net.sandbox_ip)
-        await networking.network.teardown(exec_key, net)
+        await release(prepared, networking)
     if metadata_mode:
         # The posted reply is the response body; without one, stdout is.
-        on_stdout(slot.response if slot.response is not None else b"".join(held))
-    return _outcome(agent, result)
+        slot = prepared.slot
+        on_stdout(slot.response if slot is not None and slot.response is not None
+                  else b"".join(held))
+    return replace(_outcome(agent, result), warm=prepared.warm)
 
 
 def _outcome(agent: TaskAgent, result: Result) -> Outcome:

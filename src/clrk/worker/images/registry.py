@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ class RegistryClient:
             raise RegistryError(f"blob {digest} of {ref} does not match its digest")
         return resp.content
 
-    async def fetch_blob(self, ref: Reference, digest: str, dest: Path) -> None:
+    async def fetch_blob(self, ref: Reference, digest: str, dest: Path,
+                         on_bytes: Callable[[int], None] = lambda n: None) -> None:
         """Stream a blob to ``dest`` (atomically), verifying its digest."""
         tmp = dest.with_suffix(".partial")
         h = hashlib.sha256()
@@ -182,6 +184,7 @@ class RegistryClient:
                     async for chunk in resp.aiter_bytes(1 << 20):
                         h.update(chunk)
                         out.write(chunk)
+                        on_bytes(len(chunk))
             finally:
                 await resp.aclose()
         if "sha256:" + h.hexdigest() != digest:

@@ -36,10 +36,19 @@ class Image:
         return str((self.config.get("config") or {}).get("WorkingDir") or "/")
 
 
+@dataclass
+class PullProgress:
+    total: int  # bytes, from the manifest's layer sizes
+    layers: int
+    completed: int = 0
+    done: bool = False
+
+
 class ImageStore:
     def __init__(self, root: Path, registry: RegistryClient | None = None) -> None:
         self.root = root
         self.registry = registry or RegistryClient()
+        self.progress: dict[str, PullProgress] = {}  # pulls under way, by reference
         self.blobs = root / "blobs" / "sha256"
         self.images = root / "images"
         self.blobs.mkdir(parents=True, exist_ok=True)
@@ -77,16 +86,27 @@ class ImageStore:
         if cached is not None:
             return cached
         layers = resolved.manifest.get("layers") or []
-        for layer in layers:
-            await self._blob(ref, layer["digest"])
-        return self._unpack(str(ref), resolved.digest, resolved.config, layers)
+        progress = PullProgress(sum(int(la.get("size") or 0) for la in layers), len(layers))
+        self.progress[text] = progress
+        try:
+            for layer in layers:
+                await self._blob(ref, layer["digest"], progress)
+            return self._unpack(str(ref), resolved.digest, resolved.config, layers)
+        finally:
+            progress.done = True
+            self.progress.pop(text, None)
 
-    async def _blob(self, ref: Reference, digest: str) -> Path:
+    async def _blob(self, ref: Reference, digest: str, progress: PullProgress) -> Path:
         if not digest.startswith("sha256:"):
             raise RegistryError(f"unsupported digest {digest!r} in {ref}")
         path = self.blobs / digest.split(":", 1)[1]
-        if not path.exists():
-            await self.registry.fetch_blob(ref, digest, path)
+        if path.exists():
+            progress.completed += path.stat().st_size
+        else:
+            def count(n: int) -> None:
+                progress.completed += n
+
+            await self.registry.fetch_blob(ref, digest, path, count)
         return path
 
     def _unpack(self, reference: str, digest: str, config: dict[str, Any],

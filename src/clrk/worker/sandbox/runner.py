@@ -71,83 +71,22 @@ class Runtime:
         out, _ = await proc.communicate()
         return proc.returncode or 0, out
 
-    async def run(self, spec: RunSpec, stdin: bytes, timeout: float | None,
-                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
-                  stop: asyncio.Event | None = None) -> Result:
+    async def start(self, spec: RunSpec) -> Sandbox:
+        """Start the agent; it runs until it blocks on stdin (read in :meth:`Sandbox.finish`).
+        A warm pool starts sandboxes ahead this way."""
         sid = f"clrk-{uuid.uuid4().hex[:12]}"
         bdir = bundle.write(self.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
         proc = await asyncio.create_subprocess_exec(
             *self._run_command(spec, bdir, sid),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        assert proc.stdin and proc.stdout and proc.stderr
-        stderr_tail = bytearray()
+        return Sandbox(self, spec, sid, bdir, proc, asyncio.create_task(_watch_memory(sid)))
 
-        async def pump(stream: asyncio.StreamReader, sink: Callable[[bytes], None],
-                       keep: bytearray | None) -> None:
-            while chunk := await stream.read(65536):
-                sink(chunk)
-                if keep is not None:
-                    keep.extend(chunk)
-                    del keep[:-8192]
-
-        async def feed() -> None:
-            assert proc.stdin
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                proc.stdin.write(stdin)
-                await proc.stdin.drain()
-            proc.stdin.close()
-
-        watch = asyncio.create_task(_watch_memory(sid))
-        pumps = [asyncio.create_task(pump(proc.stdout, on_stdout, None)),
-                 asyncio.create_task(pump(proc.stderr, on_stderr, stderr_tail)),
-                 asyncio.create_task(feed())]
-        timed_out = stopped = False
-        code: int | None = None
-        # The pipes' EOF is the reliable end of a fast exit; then collect the status.
-        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
-        stopping: asyncio.Future[Any] = asyncio.ensure_future(
-            stop.wait() if stop else asyncio.Event().wait())
-        try:
-            done, _ = await asyncio.wait([ended, stopping], timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if ended in done:
-                code = await proc.wait()
-            elif stopping in done:
-                stopped = True
-                await self._runsc("kill", "--all", sid, "TERM")
-                try:
-                    await asyncio.wait_for(asyncio.shield(ended), STOP_GRACE)
-                except TimeoutError:
-                    await self._runsc("kill", "--all", sid, "KILL")
-                code = await proc.wait()
-            else:
-                timed_out = True
-                await self._runsc("kill", "--all", sid, "KILL")
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        finally:
-            stopping.cancel()
-            if not ended.done():
-                ended.cancel()
-            with contextlib.suppress(BaseException):
-                await ended
-            watch.cancel()
-            self._cleanup_later(sid, bdir)
-        oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
-            _MEMORY_HITS.pop(sid, False)
-        reason = ""
-        if timed_out:
-            reason = f"timed out after {timeout:g}s"
-        elif stopped:
-            reason = "stopped"
-        elif code == 137 and oom:
-            reason = f"OOMKilled: the memory limit of {spec.memory} bytes was exceeded"
-        elif code and code >= 128:
-            reason = f"killed by signal {code - 128}"
-        return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
-                      stopped)
+    async def run(self, spec: RunSpec, stdin: bytes, timeout: float | None,
+                  on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
+                  stop: asyncio.Event | None = None) -> Result:
+        sandbox = await self.start(spec)
+        return await sandbox.finish(stdin, timeout, on_stdout, on_stderr, stop)
 
     def _cleanup_later(self, sid: str, bdir: Path) -> None:
         task = asyncio.create_task(self._delete(sid, bdir))
@@ -178,6 +117,109 @@ class Runtime:
             shutil.rmtree(bdir, ignore_errors=True)
             _remove_cgroups(bdir.name)
         return leftovers
+
+
+@dataclass
+class Sandbox:
+    """One started sandbox: feed it stdin once, collect its output and outcome."""
+
+    runtime: Runtime
+    spec: RunSpec
+    sid: str
+    bdir: Path
+    proc: asyncio.subprocess.Process
+    watch: asyncio.Task[bool]
+    used: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def discard(self) -> None:
+        """Kill a sandbox that will not be used (warm pool eviction)."""
+        self.used = True
+        await self.runtime._runsc("kill", "--all", self.sid, "KILL")
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.communicate()
+        self.watch.cancel()
+        _MEMORY_HITS.pop(self.sid, None)
+        self.runtime._cleanup_later(self.sid, self.bdir)
+
+    async def finish(self, stdin: bytes, timeout: float | None,
+                     on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
+                     stop: asyncio.Event | None = None) -> Result:
+        assert not self.used, "a sandbox runs one execution"
+        self.used = True
+        proc, sid, runtime = self.proc, self.sid, self.runtime
+        assert proc.stdin and proc.stdout and proc.stderr
+        stderr_tail = bytearray()
+
+        async def pump(stream: asyncio.StreamReader, sink: Callable[[bytes], None],
+                       keep: bytearray | None) -> None:
+            while chunk := await stream.read(65536):
+                sink(chunk)
+                if keep is not None:
+                    keep.extend(chunk)
+                    del keep[:-8192]
+
+        async def feed() -> None:
+            assert proc.stdin
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                proc.stdin.write(stdin)
+                await proc.stdin.drain()
+            proc.stdin.close()
+
+        pumps = [asyncio.create_task(pump(proc.stdout, on_stdout, None)),
+                 asyncio.create_task(pump(proc.stderr, on_stderr, stderr_tail)),
+                 asyncio.create_task(feed())]
+        timed_out = stopped = False
+        code: int | None = None
+        # The pipes' EOF is the reliable end of a fast exit; then collect the status.
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(
+            stop.wait() if stop else asyncio.Event().wait())
+        try:
+            done, _ = await asyncio.wait([ended, stopping], timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if ended in done:
+                code = await proc.wait()
+            elif stopping in done:
+                stopped = True
+                await runtime._runsc("kill", "--all", sid, "TERM")
+                try:
+                    await asyncio.wait_for(asyncio.shield(ended), STOP_GRACE)
+                except TimeoutError:
+                    await runtime._runsc("kill", "--all", sid, "KILL")
+                code = await proc.wait()
+            else:
+                timed_out = True
+                await runtime._runsc("kill", "--all", sid, "KILL")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        finally:
+            stopping.cancel()
+            if not ended.done():
+                ended.cancel()
+            with contextlib.suppress(BaseException):
+                await ended
+            self.watch.cancel()
+            runtime._cleanup_later(sid, self.bdir)
+        watch = self.watch
+        oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
+            _MEMORY_HITS.pop(sid, False)
+        reason = ""
+        if timed_out:
+            reason = f"timed out after {timeout:g}s"
+        elif stopped:
+            reason = "stopped"
+        elif code == 137 and oom:
+            reason = f"OOMKilled: the memory limit of {self.spec.memory} bytes was exceeded"
+        elif code and code >= 128:
+            reason = f"killed by signal {code - 128}"
+        return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
+                      stopped)
 
 
 _MEMORY_HITS: dict[str, bool] = {}

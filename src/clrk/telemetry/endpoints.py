@@ -1,0 +1,194 @@
+"""The ``/logs`` subresource of TaskAgents and DaemonAgents, and the reports workers
+send for DaemonAgent runs (``POST daemonagents/NAME/runs`` and ``.../logs``).
+
+``GET .../{taskagents|daemonagents}/NAME/logs`` answers an ``AgentLogList``; with
+``follow=true`` it streams one JSON record per line, first what is stored, then live
+lines, ending when the followed invocation ends (or at ``timeoutSeconds``).
+Parameters: invocation, stream (stdout|stderr), since and until (RFC 3339 or a
+duration back from now), limit, tailLines, continue, follow, timeoutSeconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from clrk.apiserver.errors import APIError, not_found
+from clrk.apiserver.handlers import API, Reply, Request, flag
+from clrk.apiserver.storage import Key
+from clrk.telemetry.invocations import TERMINAL, InvocationLedger
+from clrk.telemetry.logs import (
+    AgentLogs,
+    LogLine,
+    Query,
+    Source,
+    decode_continue,
+    encode_continue,
+    parse_time,
+)
+
+GROUP = "clrk.apoxy.dev"
+KINDS = {"taskagents": "TaskAgent", "daemonagents": "DaemonAgent"}
+PARAMS = {"invocation", "stream", "since", "until", "limit", "tailLines", "continue",
+          "follow", "timeoutSeconds", "pretty"}
+
+
+def _int(query: dict[str, str], name: str) -> int:
+    text = query.get(name) or "0"
+    if not text.isdigit():
+        raise APIError(400, f"invalid {name} {text!r}: a non-negative integer is required")
+    return int(text)
+
+
+def parse_query(req: Request) -> Query:
+    unknown = sorted(set(req.query) - PARAMS)
+    if unknown:
+        raise APIError(400, f"unknown logs parameter(s) {', '.join(unknown)}; known: "
+                       f"{', '.join(sorted(PARAMS))}")
+    q = Query(req.namespace or "", KINDS[req.served.resource], req.name or "",
+              invocation=req.query.get("invocation") or None,
+              limit=_int(req.query, "limit"), tail=_int(req.query, "tailLines"))
+    stream = req.query.get("stream") or None
+    if stream not in (None, "stdout", "stderr"):
+        raise APIError(400, f"invalid stream {stream!r}: use stdout or stderr")
+    q.stream = stream
+    try:
+        if req.query.get("since"):
+            q.since_ns = parse_time(req.query["since"])
+        if req.query.get("until"):
+            q.until_ns = parse_time(req.query["until"])
+        if req.query.get("continue"):
+            q.after_ns = decode_continue(req.query["continue"])
+    except ValueError as err:
+        raise APIError(400, str(err)) from None
+    if q.tail and (q.limit or q.after_ns is not None):
+        raise APIError(400, "tailLines cannot be combined with limit or continue")
+    return q
+
+
+def _body(req: Request) -> dict[str, Any]:
+    try:
+        doc = json.loads(req.body)
+    except ValueError as err:
+        raise APIError(400, f"the body is not JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise APIError(400, "the body must be a JSON object")
+    return doc
+
+
+def _daemon_source(ledger: InvocationLedger, req: Request, invocation: str) -> Source:
+    inv = ledger.get(req.namespace or "", invocation)
+    if inv is None or inv["spec"].get("agentName") != req.name \
+            or inv["spec"].get("agentKind") != "DaemonAgent":
+        raise not_found("invocations", invocation, GROUP)
+    spec = inv["spec"]
+    return Source(req.namespace or "", "DaemonAgent", req.name or "", invocation,
+                  spec.get("traceId", ""), spec.get("spanId", ""), spec.get("revision"),
+                  (inv.get("status") or {}).get("worker"))
+
+
+def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
+    async def runs(req: Request) -> Reply:
+        """A worker starts or ends a DaemonAgent run."""
+        if req.method != "POST":
+            raise APIError(405, "runs accepts POST only", "MethodNotAllowed")
+        doc = _body(req)
+        ns, name = req.namespace or "", req.name or ""
+        if doc.get("action") == "begin":
+            if api.store.get(Key(GROUP, "daemonagents", ns, name)) is None:
+                raise not_found("daemonagents", name, GROUP)
+            started = ledger.begin(ns, "DaemonAgent", name, revision=doc.get("revision"),
+                                   trigger="daemon", execution_id=secrets.token_hex(8))
+            ledger.transition(ns, started.name, "Running", worker=doc.get("worker"))
+            return Reply(body={"invocation": started.name, "traceId": started.trace_id})
+        if doc.get("action") == "end":
+            source = _daemon_source(ledger, req, str(doc.get("invocation", "")))
+            phase = doc.get("phase")
+            if phase not in ("Succeeded", "Failed", "Timeout"):
+                raise APIError(400, f"invalid phase {phase!r}")
+            logs.close(source)
+            ledger.finish(ns, source.invocation, phase, exitCode=doc.get("exitCode"),
+                          reason=doc.get("reason") or None)
+            return Reply(body={"invocation": source.invocation})
+        raise APIError(400, f"invalid action {doc.get('action')!r}: use begin or end")
+
+    async def handler(req: Request) -> Reply:
+        if req.method == "POST" and req.served.resource == "daemonagents":
+            doc = _body(req)
+            source = _daemon_source(ledger, req, str(doc.get("invocation", "")))
+            for record in doc.get("records") or []:
+                stream = record.get("stream")
+                if stream not in ("stdout", "stderr"):
+                    raise APIError(400, f"invalid stream {stream!r}")
+                logs.write(source, stream, base64.b64decode(record.get("data", "")))
+            return Reply(body={"invocation": source.invocation})
+        if req.method != "GET":
+            raise APIError(405, "logs accepts GET only", "MethodNotAllowed")
+        if api.store.get(Key(GROUP, req.served.resource, req.namespace or "",
+                             req.name or "")) is None and not req.query.get("invocation"):
+            raise not_found(req.served.resource, req.name or "", GROUP)
+        q = parse_query(req)
+        if q.invocation is not None:
+            inv = ledger.get(q.namespace, q.invocation)
+            if inv is None or inv["spec"].get("agentName") != q.agent_name:
+                raise not_found("invocations", q.invocation, GROUP)
+        if flag(req.query.get("follow")):
+            timeout = float(_int(req.query, "timeoutSeconds")) or None
+            return Reply(stream=_follow(ledger, logs, q, timeout),
+                         media_type="application/x-ndjson")
+        lines = logs.read(q)
+        meta: dict[str, Any] = {}
+        if q.limit and len(lines) == q.limit:
+            meta["continue"] = encode_continue(lines[-1].timestamp_ns)
+        return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentLogList",
+                           "metadata": meta, "items": [ln.to_json() for ln in lines]})
+
+    for plural in KINDS:
+        api.subresources[(GROUP, plural, "logs")] = handler
+    api.subresources[(GROUP, "daemonagents", "runs")] = runs
+
+
+def _line(ln: LogLine) -> bytes:
+    return json.dumps(ln.to_json(), separators=(",", ":")).encode() + b"\n"
+
+
+async def _follow(ledger: InvocationLedger, logs: AgentLogs, q: Query,
+                  timeout: float | None) -> AsyncIterator[bytes]:
+    queue, stop = logs.follow(Query(q.namespace, q.agent_kind, q.agent_name, q.invocation,
+                                    q.stream, q.since_ns, q.until_ns))
+    try:
+        last = 0
+        for ln in logs.read(q):
+            last = ln.timestamp_ns
+            yield _line(ln)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout if timeout else None
+        while True:
+            if q.invocation is not None:
+                inv = ledger.get(q.namespace, q.invocation)
+                if inv is None or inv["status"]["phase"] in TERMINAL:
+                    # Lines are written before the phase ends, so the queue holds the rest.
+                    while not queue.empty():
+                        got = queue.get_nowait()
+                        if got is not None and got.timestamp_ns > last:
+                            yield _line(got)
+                    return
+            wait = 0.5
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return
+            with contextlib.suppress(TimeoutError):
+                got = await asyncio.wait_for(queue.get(), wait)
+                if got is None:
+                    return
+                if got.timestamp_ns > last:
+                    last = got.timestamp_ns
+                    yield _line(got)
+    finally:
+        stop()

@@ -1,0 +1,112 @@
+"""The telemetry store: one clickhouse-connect client (``chdb://PATH`` embedded, or
+``http(s)://`` for a server), batched inserts, and read-your-writes queries.
+
+chDB inserts cost ~10 ms each whatever their size, so rows are buffered and written
+in batches every ``flush_interval`` (or sooner when a batch fills); a query first
+writes what is buffered, so a reader always sees every row handed to the store.
+chDB allows one open path per process: this object is that process's only client.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from clrk.telemetry import schema
+
+log = logging.getLogger("clrk.telemetry")
+COLUMNS = {"otel_logs": schema.LOG_COLUMNS, "otel_traces": schema.TRACE_COLUMNS,
+           "clrk_invocations": schema.INVOCATION_COLUMNS}
+
+
+class TelemetryError(Exception):
+    pass
+
+
+def dsn_for(path: Path) -> str:
+    return f"chdb://{Path(path).resolve()}"
+
+
+class TelemetryStore:
+    def __init__(self, dsn: str, *, flush_interval: float = 0.2, batch: int = 5000) -> None:
+        self.dsn = dsn
+        self.flush_interval = flush_interval
+        self.batch = batch
+        self._lock = threading.RLock()
+        self._pending: dict[str, list[Sequence[Any]]] = {t: [] for t in COLUMNS}
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        if self.dsn.startswith("chdb://"):
+            Path(self.dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+        try:
+            self._client = clickhouse_connect.get_client(dsn=self.dsn)
+            for ddl in schema.TABLES:
+                self._client.command(ddl)
+        except ClickHouseError as err:
+            raise TelemetryError(f"cannot open the telemetry store {self.dsn}: {err}") from err
+        self._thread = threading.Thread(target=self._flusher, name="telemetry-flush",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            if self._client is not None:
+                self._flush_locked()
+                self._client.close()
+                self._client = None
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Queue rows (in ``COLUMNS[table]`` order) for the next batch."""
+        with self._lock:
+            pending = self._pending[table]
+            pending.extend(rows)
+            if len(pending) >= self.batch:
+                self._wake.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._flush_locked()
+            if self._client is None:
+                raise TelemetryError("the telemetry store is closed")
+            return list(self._client.query(sql, parameters=parameters or {}).result_rows)
+
+    def _flush_locked(self) -> None:
+        if self._client is None:
+            return
+        for table, rows in self._pending.items():
+            if not rows:
+                continue
+            self._pending[table] = []
+            try:
+                self._client.insert(table, rows, column_names=list(COLUMNS[table]))
+            except (ClickHouseError, ValueError, TypeError) as err:
+                # Dropping is better than retrying a batch that can never succeed; the
+                # error names the table so a schema problem is visible at once.
+                log.error("dropped %d row(s) for %s: %s", len(rows), table, err)
+
+    def _flusher(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # keep flushing whatever one batch did
+                log.exception("telemetry flush failed")

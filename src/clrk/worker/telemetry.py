@@ -1,0 +1,93 @@
+"""A worker's reports to the API server, which owns the telemetry store: DaemonAgent
+runs as Invocations and their output as log lines (batched every half second).
+
+Reporting never stops an agent: a failed report is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from clrk import kubeconfig
+
+log = logging.getLogger("clrk.worker.telemetry")
+API = "/apis/clrk.apoxy.dev/v1alpha1"
+FLUSH_SECONDS = 0.5
+
+
+class TelemetryReporter:
+    def __init__(self, kube: Path, worker: str) -> None:
+        server, ca, token = kubeconfig.read(kube)
+        self.server = server
+        self.worker = worker
+        self._client = httpx.AsyncClient(
+            verify=ssl.create_default_context(cadata=ca.decode()), timeout=10,
+            headers={"Authorization": f"Bearer {token}"})
+        self._pending: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _url(self, ns: str, name: str, sub: str) -> str:
+        return f"{self.server}{API}/namespaces/{ns}/daemonagents/{name}/{sub}"
+
+    async def begin(self, ns: str, name: str, revision: str | None) -> str | None:
+        """A new run; returns its Invocation's name (None when the API is away)."""
+        doc = await self._post(self._url(ns, name, "runs"),
+                               {"action": "begin", "revision": revision, "worker": self.worker})
+        return str(doc["invocation"]) if doc else None
+
+    async def end(self, ns: str, name: str, invocation: str | None, phase: str,
+                  exit_code: int | None, reason: str) -> None:
+        if invocation is None:
+            return
+        await self.flush()
+        await self._post(self._url(ns, name, "runs"), {
+            "action": "end", "invocation": invocation, "phase": phase,
+            "exitCode": exit_code, "reason": reason})
+
+    def output(self, ns: str, name: str, invocation: str | None, stream: str,
+               data: bytes) -> None:
+        if invocation is None:
+            return
+        self._pending.setdefault((ns, name, invocation), []).append(
+            {"stream": stream, "data": base64.b64encode(data).decode()})
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for (ns, name, invocation), records in pending.items():
+            await self._post(self._url(ns, name, "logs"),
+                             {"invocation": invocation, "records": records})
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self._client.aclose()
+
+    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            r = await self._client.post(url, json=body)
+        except httpx.HTTPError as err:
+            log.warning("telemetry report to %s failed: %s", url, err)
+            return None
+        if r.status_code != 200:
+            log.warning("telemetry report to %s refused: %s %s", url, r.status_code,
+                        r.text[:200])
+            return None
+        doc: dict[str, Any] = r.json()
+        return doc
