@@ -1,8 +1,10 @@
-"""Cold TaskAgent invocations through the `clrk dev` ingress, with real workers and runsc.
+"""TaskAgent invocations through the `clrk dev` ingress, with real workers and runsc.
 
-Prints p50/p99 for a busybox agent and the Python word-count agent (image cached on
-the worker, no warm pool), and the wall time of 50 concurrent invocations.
-Run: .venv/bin/python benchmarks/invoke_latency.py [--n 30]
+Prints p50/p99 for cold invocations of a busybox agent and the Python word-count agent
+(image cached on the worker, no warm pool), warm invocations of the word-count agent
+(warmPoolSize 2, stdin mode, one call every --gap seconds so the pool refills between
+calls), and the wall time of 50 concurrent invocations.
+Run: .venv/bin/python benchmarks/invoke_latency.py [--n 30] [--gap 0.6]
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from tests.conftest import DevServer, start_dev  # noqa: E402
 from tests.images import Registry, build, busybox_recipe, word_count_image  # noqa: E402
 
 
-def apply(dev: DevServer, name: str, image: str, args: list[str] | None = None) -> None:
+def apply(dev: DevServer, name: str, image: str, args: list[str] | None = None,
+          **extra: object) -> None:
     spec: dict[str, object] = {"image": image}
     if args:
         spec["args"] = args
     dev.kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
-        "metadata": {"name": name}, "spec": {"template": {"spec": spec}}}))
+        "metadata": {"name": name}, "spec": {"template": {"spec": spec}, **extra}}))
 
 
 def pct(values: list[float], q: float) -> float:
@@ -39,16 +42,29 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def measure(dev: DevServer, name: str, n: int) -> list[float]:
+async def measure(dev: DevServer, name: str, n: int, gap: float = 0.0,
+                  want_warm: bool | None = None) -> list[float]:
+    """Latencies of n calls (after two unmeasured ones); with ``want_warm``, only the
+    calls whose Invocation says they did (or did not) start warm count."""
     out = []
     async with httpx.AsyncClient(timeout=120) as client:
-        for _ in range(n + 2):
+        for i in range(n + 2):
+            if gap:
+                await asyncio.sleep(gap)
             t = time.perf_counter()
             r = await client.post(f"{dev.ingress}/", content=b'{"text":"a b c"}', headers={
                 "X-Clrk-TaskAgent": f"default/{name}", "content-type": "application/json"})
+            ms = (time.perf_counter() - t) * 1000
             assert r.status_code == 200, r.text
-            out.append((time.perf_counter() - t) * 1000)
-    return out[2:]  # the first calls pull and unpack the image
+            if i < 2:
+                continue  # the first calls pull and unpack the image
+            if want_warm is not None:
+                inv = json.loads(dev.kubectl("get", "inv", r.headers["x-clrk-invocation"],
+                                             "-o", "json").stdout)
+                if bool(inv["status"].get("warmStart")) != want_warm:
+                    continue
+            out.append(ms)
+    return out
 
 
 async def concurrent(dev: DevServer, name: str, n: int) -> tuple[float, int, int]:
@@ -66,6 +82,7 @@ async def concurrent(dev: DevServer, name: str, n: int) -> tuple[float, int, int
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30)
+    parser.add_argument("--gap", type=float, default=0.6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "registry")
@@ -80,11 +97,15 @@ def main() -> None:
                     time.sleep(0.2)
                 apply(dev, "bb", f"{registry.host}/bench/shell:1", ["cat"])
                 apply(dev, "wc", f"{registry.host}/bench/word-count:1")
+                apply(dev, "wc-warm", f"{registry.host}/bench/word-count:1", warmPoolSize=2)
                 time.sleep(1)
-                for label, name in (("cold busybox", "bb"), ("cold python word-count", "wc")):
-                    ms = asyncio.run(measure(dev, name, args.n))
+                for label, name, gap, warm in (
+                        ("cold busybox", "bb", 0.0, None),
+                        ("cold python word-count", "wc", 0.0, None),
+                        ("warm python word-count", "wc-warm", args.gap, True)):
+                    ms = asyncio.run(measure(dev, name, args.n, gap, warm))
                     print(f"{label:<26} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
-                          f"p99={pct(ms, 0.99):7.1f} ms")
+                          f"p99={pct(ms, 0.99):7.1f} ms", flush=True)
                 wall, ok, shed = asyncio.run(concurrent(dev, "bb", 50))
                 print(f"{'50 concurrent busybox':<26} wall={wall * 1000:7.0f} ms  "
                       f"200={ok} 429={shed}")

@@ -50,8 +50,11 @@ def dev(registry: Registry, private: AuthRegistry,
 
 
 def agent(dev: DevServer, name: str, image: str, args: list[str] | None = None,
-          env: dict[str, str] | None = None, **spec: object) -> None:
+          env: dict[str, str] | None = None, command: list[str] | None = None,
+          **spec: object) -> None:
     template: dict[str, object] = {"image": image}
+    if command:
+        template["command"] = command
     if args:
         template["args"] = args
     if env:
@@ -636,3 +639,35 @@ def test_image_pull_secrets_of_the_pool(dev: DevServer, registry: Registry,
         private.blob_delay = 0.0
         dev.kubectl("patch", "wp", "default", "--type=merge", "-p",
                     '{"spec":{"template":{"imagePullSecrets":null}}}')
+
+
+VENV_AGENT = """
+import json, sys
+import anthropic, mcp, openai
+event = json.load(sys.stdin)
+print(json.dumps({"sdks": [m.__name__ for m in (anthropic, mcp, openai)],
+                  "prefix": sys.prefix, "data": event["data"]}))
+"""
+
+
+def test_python_image_venv_with_offline_wheels(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "venv", f"{registry.host}/test/word-count:0.1",
+          command=["/opt/venv/bin/python", "-c", VENV_AGENT])
+    r = call(dev, "venv", body=b'{"q": 1}')
+    assert r.status_code == 200, r.text
+    assert r.json() == {"sdks": ["anthropic", "mcp", "openai"], "prefix": "/opt/venv",
+                        "data": {"q": 1}}
+
+
+def test_daemon_has_a_network_and_the_metadata_service(dev: DevServer,
+                                                       registry: Registry) -> None:
+    script = ('echo "url=$CLRK_METADATA_URL"; '
+              'timeout 5 wget -q -O /dev/null "$CLRK_METADATA_URL/event" 2>&1 | grep -o 404; '
+              'sleep 100')
+    daemon(dev, "netd", f"{registry.host}/test/shell:1", script)
+    try:
+        out = wait_for(lambda: "404" in (o := dev.clrk("agents", "logs", "netd").stdout) and o,
+                       what="the daemon's metadata probe")
+        assert "url=http://10.213." in out and out.rstrip().endswith("404")
+    finally:
+        dev.kubectl("delete", "da", "netd")

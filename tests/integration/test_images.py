@@ -67,9 +67,9 @@ async def test_concurrent_pulls_share_one_download(tmp_path: Path, registry: Reg
     fetched: list[str] = []
     original = client.fetch_blob
 
-    async def counting(ref, digest, dest):  # type: ignore[no-untyped-def]
+    async def counting(ref, digest, dest, on_bytes):  # type: ignore[no-untyped-def]
         fetched.append(digest)
-        await original(ref, digest, dest)
+        await original(ref, digest, dest, on_bytes)
 
     client.fetch_blob = counting  # type: ignore[method-assign]
     s = ImageStore(tmp_path / "images", client)

@@ -130,7 +130,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     warming = asyncio.create_task(warm.run(stop))
     telemetry = TelemetryReporter(kube, name)
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,
-                                                   telemetry).run(stop))
+                                                   telemetry, networking).run(stop))
     prepull = asyncio.create_task(Prepuller(client, images).run(stop))
     follow = asyncio.create_task(_follow_pool(client, worker, namespace, pool,
                                               capacity is not None, stop))
@@ -150,4 +150,5 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await runtime.drain()
     if networking is not None and metadata_server is not None:
         await metadata_server.stop()
+        await networking.network.drain()
         await networking.network.uninstall()

@@ -27,6 +27,7 @@ class Slot:
     response: bytes | None = None
     content_type: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    daemon: bool = False  # a DaemonAgent's sandbox: it has no event
 
     def deliver(self, event: dict[str, Any]) -> None:
         self.event = event
@@ -47,6 +48,11 @@ class MetadataService:
         slot.deliver(event)
         return slot
 
+    def register_daemon(self, address: str) -> Slot:
+        slot = Slot(daemon=True)
+        self._slots[address] = slot
+        return slot
+
     def unregister(self, address: str) -> None:
         slot = self._slots.pop(address, None)
         if slot is not None:
@@ -60,6 +66,8 @@ class MetadataService:
         slot = self._slot(request)
         if slot is None:
             return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        if slot.daemon:
+            return JSONResponse({"message": "a DaemonAgent has no event"}, 404)
         await slot.ready.wait()
         if slot.event is None:
             return JSONResponse({"message": "this sandbox is being removed"}, 410)
@@ -69,6 +77,8 @@ class MetadataService:
         slot = self._slot(request)
         if slot is None:
             return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        if slot.daemon:
+            return JSONResponse({"message": "a DaemonAgent has no response to post"}, 404)
         if slot.response is not None:
             return JSONResponse({"message": "a response was already posted"}, 409)
         body = await request.body()

@@ -24,10 +24,9 @@ from lightkube.types import PatchType
 from clrk.api.agents import DaemonAgent
 from clrk.client import resource_class, to_dict
 from clrk.worker.agents.supervision import History, decide
-from clrk.worker.images.registry import RegistryError
+from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
 from clrk.worker.images.store import ImageStore
-from clrk.worker.sandbox.runner import Runtime
-from clrk.worker.sandbox.spec import SpecError, run_spec
+from clrk.worker.sandbox.runner import Result, Runtime
 from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.daemon")
@@ -46,9 +45,11 @@ class _Running:
 
 class DaemonSupervisor:
     def __init__(self, client: AsyncClient, runtime: Runtime, images: ImageStore,
-                 worker: str, telemetry: TelemetryReporter | None = None) -> None:
+                 worker: str, telemetry: TelemetryReporter | None = None,
+                 networking: Networking | None = None) -> None:
         self.client = client
         self.telemetry = telemetry
+        self.networking = networking
         self.runtime = runtime
         self.images = images
         self.worker = worker
@@ -116,9 +117,8 @@ class DaemonSupervisor:
         history = History()
         lifetime = float(spec.max_lifetime_seconds) or None
         try:
-            image = await self.images.pull(spec.template.spec.image)
-            run = run_spec(spec.template.spec, image)
-        except (RegistryError, SpecError, ValueError) as err:
+            run = await resolve(self.images, spec.template)
+        except PrepareError as err:
             await self._status(ns, name, phase="Failed", message=str(err))
             return
         revision = (agent.status.latest_created_revision_name
@@ -136,8 +136,20 @@ class DaemonSupervisor:
                                               b.decode(errors="replace"))
                 return lambda b: tel.output(ns, name, inv, stream, b)
 
-            result = await self.runtime.run(run, b"", lifetime, out("stdout"), out("stderr"),
-                                            stop=stop)
+            failure = ""
+            try:
+                sandbox = await start(self.runtime, run, False, self.networking, daemon=True)
+            except Exception as err:  # e.g. the address pool is exhausted: retry later
+                log.warning("cannot start %s/%s: %s", ns, name, err)
+                sandbox, failure = None, f"SandboxFailed: {err}"
+            if sandbox is None:
+                result = Result(1, False, b"", failure)
+            else:
+                try:
+                    result = await sandbox.sandbox.finish(b"", lifetime, out("stdout"),
+                                                          out("stderr"), stop)
+                finally:
+                    await release(sandbox, self.networking)
             recycled = result.timed_out and bool(lifetime)
             if tel is not None:
                 phase = "Succeeded" if result.exit_code == 0 or stop.is_set() or recycled \

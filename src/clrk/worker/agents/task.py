@@ -20,7 +20,7 @@ from clrk.worker.images.store import ImageStore
 from clrk.worker.metadata import MetadataService, Slot
 from clrk.worker.sandbox.network import Network, SandboxNet
 from clrk.worker.sandbox.runner import Result, Runtime, Sandbox
-from clrk.worker.sandbox.spec import SpecError, run_spec
+from clrk.worker.sandbox.spec import RunSpec, SpecError, run_spec
 
 Phase = Literal["Succeeded", "Failed", "Timeout"]
 
@@ -64,15 +64,19 @@ class PrepareError(Exception):
     """The sandbox cannot be made: the message is the Invocation's reason."""
 
 
-async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
-                  metadata_mode: bool, networking: Networking | None) -> Prepared:
+async def resolve(images: ImageStore, template: AgentTemplate) -> RunSpec:
+    """The image pulled (or found cached) and the run spec built from the template."""
     try:
-        image = await images.pull(template.spec.image)
-        spec = run_spec(template.spec, image)
+        return run_spec(template.spec, await images.pull(template.spec.image))
     except (RegistryError, ReferenceError) as err:
         raise PrepareError(f"ImagePullFailed: {err}") from None
     except SpecError as err:
         raise PrepareError(f"InvalidSpec: {err}") from None
+
+
+async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
+                networking: Networking | None, daemon: bool = False) -> Prepared:
+    """A sandbox with its own netns and veth, started and waiting for its input."""
     exec_key = uuid.uuid4().hex
     if networking is None:
         if metadata_mode:
@@ -82,7 +86,11 @@ async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
     net = await networking.network.setup(exec_key)
     url = f"http://{net.host_ip}:{networking.network.metadata_port}/v1"
     spec = replace(spec, netns=net.netns_path, env=[*spec.env, f"CLRK_METADATA_URL={url}"])
-    slot = networking.metadata.reserve(net.sandbox_ip) if metadata_mode else None
+    slot = None
+    if daemon:
+        networking.metadata.register_daemon(net.sandbox_ip)
+    elif metadata_mode:
+        slot = networking.metadata.reserve(net.sandbox_ip)
     try:
         return Prepared(await runtime.start(spec), exec_key, net, slot)
     except BaseException:
@@ -90,13 +98,19 @@ async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
         raise
 
 
+async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
+                  metadata_mode: bool, networking: Networking | None) -> Prepared:
+    return await start(runtime, await resolve(images, template), metadata_mode, networking)
+
+
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
     networking.metadata.unregister(net.sandbox_ip)
-    await networking.network.teardown(exec_key, net)
+    networking.network.teardown_later(exec_key, net)
 
 
 async def release(prepared: Prepared, networking: Networking | None) -> None:
-    """Give back what :func:`prepare` took besides the sandbox (which cleans itself)."""
+    """Give back what :func:`prepare` took besides the sandbox (which cleans itself);
+    the network goes in the background, off the response path."""
     if networking is not None and prepared.net is not None:
         await _release_net(networking, prepared.exec_key, prepared.net)
 

@@ -32,6 +32,15 @@ async def _run(*args: str, check: bool = True) -> str:
     return out.decode()
 
 
+async def _run_batch(cmd: list[str], lines: list[str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate("\n".join(lines).encode() + b"\n")
+    if proc.returncode:
+        raise NetworkError(f"{' '.join(cmd)} failed: {out.decode(errors='replace').strip()}")
+
+
 @dataclass(frozen=True)
 class SandboxNet:
     netns: str
@@ -53,6 +62,7 @@ class Network:
     cidr: str = "10.213.0.0/16"
     _free: list[ipaddress.IPv4Network] = field(default_factory=list)
     _used: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
+    _teardowns: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         base = ipaddress.IPv4Network(self.cidr)
@@ -105,19 +115,29 @@ class Network:
         net = SandboxNet(f"clrk-{self.index}-{short}", f"{self.prefix}{short}", host_ip,
                          sandbox_ip)
         try:
-            await _run("ip", "netns", "add", net.netns)
-            await _run("ip", "link", "add", net.host_if, "type", "veth", "peer", "name",
-                       "eth0", "netns", net.netns)
-            await _run("ip", "addr", "add", f"{host_ip}/30", "dev", net.host_if)
-            await _run("ip", "link", "set", net.host_if, "up")
-            await _run("ip", "-n", net.netns, "addr", "add", f"{sandbox_ip}/30", "dev", "eth0")
-            await _run("ip", "-n", net.netns, "link", "set", "eth0", "up")
-            await _run("ip", "-n", net.netns, "link", "set", "lo", "up")
-            await _run("ip", "-n", net.netns, "route", "add", "default", "via", host_ip)
+            # Two `ip -batch` runs instead of eight processes: this is on every cold start.
+            await _run_batch(["ip", "-batch", "-"], [
+                f"netns add {net.netns}",
+                f"link add {net.host_if} type veth peer name eth0 netns {net.netns}",
+                f"addr add {host_ip}/30 dev {net.host_if}",
+                f"link set {net.host_if} up"])
+            await _run_batch(["ip", "-n", net.netns, "-batch", "-"], [
+                f"addr add {sandbox_ip}/30 dev eth0", "link set eth0 up", "link set lo up",
+                f"route add default via {host_ip}"])
         except BaseException:
             await self.teardown(sid, net)
             raise
         return net
+
+    def teardown_later(self, sid: str, net: SandboxNet) -> None:
+        """Tear down off the response path (the addresses return to the pool after)."""
+        task = asyncio.create_task(self.teardown(sid, net))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def drain(self) -> None:
+        while self._teardowns:
+            await asyncio.gather(*list(self._teardowns), return_exceptions=True)
 
     async def teardown(self, sid: str, net: SandboxNet) -> None:
         await _run("ip", "link", "del", net.host_if, check=False)

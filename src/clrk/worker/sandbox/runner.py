@@ -144,6 +144,7 @@ class Sandbox:
         await self.proc.communicate()
         self.watch.cancel()
         _MEMORY_HITS.pop(self.sid, None)
+        _PIDS_HITS.pop(self.sid, None)
         self.runtime._cleanup_later(self.sid, self.bdir)
 
     async def finish(self, stdin: bytes, timeout: float | None,
@@ -209,6 +210,7 @@ class Sandbox:
         watch = self.watch
         oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
             _MEMORY_HITS.pop(sid, False)
+        pids_hit = _PIDS_HITS.pop(sid, False)
         reason = ""
         if timed_out:
             reason = f"timed out after {timeout:g}s"
@@ -216,6 +218,9 @@ class Sandbox:
             reason = "stopped"
         elif code == 137 and oom:
             reason = f"OOMKilled: the memory limit of {self.spec.memory} bytes was exceeded"
+        elif code and pids_hit:
+            reason = (f"PidsLimit: the sandbox reached its limit of {self.spec.pids} host "
+                      "tasks (a fork bomb, or too many processes)")
         elif code and code >= 128:
             reason = f"killed by signal {code - 128}"
         return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
@@ -223,12 +228,14 @@ class Sandbox:
 
 
 _MEMORY_HITS: dict[str, bool] = {}
+_PIDS_HITS: dict[str, bool] = {}
 
 
 async def _watch_memory(sid: str) -> bool:
-    """Notice the memory limit being hit while the sandbox runs (runsc removes the cgroup
-    when it exits, taking the evidence with it)."""
+    """Notice the memory or pids limit being hit while the sandbox runs (runsc removes the
+    cgroups when it exits, taking the evidence with it). True for memory."""
     cgroup = CGROUP_ROOT / "memory" / CGROUP_PARENT / sid
+    pids = CGROUP_ROOT / "pids" / CGROUP_PARENT / sid
     while True:
         with contextlib.suppress(OSError, ValueError):
             fields = dict(line.split() for line in
@@ -239,6 +246,15 @@ async def _watch_memory(sid: str) -> bool:
                     or usage >= 0.95 * limit:
                 _MEMORY_HITS[sid] = True
                 return True
+        if sid not in _PIDS_HITS:
+            with contextlib.suppress(OSError, ValueError):
+                events = dict(line.split() for line in
+                              (pids / "pids.events").read_text().splitlines())
+                current = int((pids / "pids.current").read_text())
+                most = (pids / "pids.max").read_text().strip()
+                if int(events.get("max", "0")) > 0 or (most.isdigit()
+                                                       and current >= int(most) - 1):
+                    _PIDS_HITS[sid] = True
         await asyncio.sleep(0.02)
 
 
