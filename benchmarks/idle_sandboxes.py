@@ -16,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.images import Registry, build, busybox_recipe, python_base  # noqa: E402
+
 from clrk.api.agents import AgentTemplate  # noqa: E402
 from clrk.worker.agents.task import Networking, discard, prepare  # noqa: E402
 from clrk.worker.images.registry import RegistryClient  # noqa: E402
@@ -23,7 +25,6 @@ from clrk.worker.images.store import ImageStore  # noqa: E402
 from clrk.worker.metadata import MetadataService  # noqa: E402
 from clrk.worker.sandbox.network import Network  # noqa: E402
 from clrk.worker.sandbox.runner import Runtime  # noqa: E402
-from tests.images import Registry, build, busybox_recipe, python_base  # noqa: E402
 
 
 def mem_available() -> int:
