@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from clrk.apiserver.watch import WatchHub
+from clrk.telemetry.client import TelemetryStore, dsn_for
 from clrk.telemetry.invocations import InvocationLedger
 from clrk.telemetry.logs import MAX_LINE, AgentLogs, Query, Source, parse_time
-from clrk.telemetry.store import TelemetryStore, dsn_for
 
 
 @pytest.fixture

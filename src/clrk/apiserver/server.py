@@ -16,9 +16,9 @@ from clrk.scheduler.invoke import Invoker
 from clrk.scheduler.registry import WorkerRegistry
 from clrk.serving import Server, url_host
 from clrk.telemetry import endpoints as telemetry_endpoints
+from clrk.telemetry.client import TelemetryStore, dsn_for
 from clrk.telemetry.invocations import InvocationLedger
 from clrk.telemetry.logs import AgentLogs
-from clrk.telemetry.store import TelemetryStore, dsn_for
 
 log = logging.getLogger("clrk.apiserver")
 
@@ -80,6 +80,7 @@ class APIServer:
             self.hub.close_all()
             self.logs.end_followers()
             await self._server.stop()
+            await self.invoker.close()
         if self.telemetry is not None:
             self.telemetry.close()
             self.telemetry = None

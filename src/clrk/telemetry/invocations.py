@@ -23,7 +23,7 @@ from typing import Any
 from clrk.api.invocation import Invocation
 from clrk.apiserver.storage import Event, Obj
 from clrk.apiserver.watch import WatchHub
-from clrk.telemetry.store import TelemetryStore
+from clrk.telemetry.client import TelemetryStore
 
 log = logging.getLogger("clrk.telemetry")
 GROUP = Invocation.kind_info.group

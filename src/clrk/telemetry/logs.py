@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from clrk.telemetry.store import TelemetryStore
+from clrk.telemetry.client import TelemetryStore
 
 MAX_LINE = 16 * 1024  # a longer line becomes several records
 MAX_PER_STREAM = 4 * 1024 * 1024  # per invocation and stream; the rest is counted, not kept

@@ -1,10 +1,12 @@
-"""The telemetry store: one clickhouse-connect client (``chdb://PATH`` embedded, or
-``http(s)://`` for a server), batched inserts, and read-your-writes queries.
+"""The telemetry store's owner: one clickhouse-connect client (``chdb://PATH`` embedded,
+or ``http(s)://`` for a server), batched inserts, and read-your-writes queries.
 
 chDB inserts cost ~10 ms each whatever their size, so rows are buffered and written
 in batches every ``flush_interval`` (or sooner when a batch fills); a query first
 writes what is buffered, so a reader always sees every row handed to the store.
-chDB allows one open path per process: this object is that process's only client.
+chDB allows one open path per process and holds the GIL while it works, so this runs
+in a process of its own (:mod:`clrk.telemetry.owner`); the API server talks to it
+through :class:`clrk.telemetry.client.TelemetryStore`.
 """
 
 from __future__ import annotations
@@ -29,11 +31,7 @@ class TelemetryError(Exception):
     pass
 
 
-def dsn_for(path: Path) -> str:
-    return f"chdb://{Path(path).resolve()}"
-
-
-class TelemetryStore:
+class BatchingStore:
     def __init__(self, dsn: str, *, flush_interval: float = 0.2, batch: int = 5000) -> None:
         self.dsn = dsn
         self.flush_interval = flush_interval

@@ -21,6 +21,7 @@ class Dispatch:
     template: dict[str, Any]  # the revision's template
     event: dict[str, Any]  # the CloudEvents envelope
     revision: str | None = None  # the revision of ``template`` (a warm sandbox's key)
+    image_digest: str | None = None  # what the revision's image resolved to
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

@@ -65,14 +65,16 @@ class Worker:
             template = AgentTemplate.model_validate(doc["template"])
             event = doc["event"]
             revision = doc.get("revision")
+            digest = doc.get("image_digest")
         except (ValueError, KeyError, TypeError) as err:
             return JSONResponse({"message": f"bad dispatch: {err}"}, 400)
         self.in_flight += 1
-        return StreamingResponse(self._run(agent, template, event, revision),
+        return StreamingResponse(self._run(agent, template, event, revision, digest),
                                  media_type="application/x-ndjson")
 
     async def _run(self, agent: TaskAgent, template: AgentTemplate,
-                   event: dict[str, object], revision: str | None) -> AsyncIterator[bytes]:
+                   event: dict[str, object], revision: str | None, digest: str | None
+                   ) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         md = agent.metadata
         warm = self.warm.take(md["namespace"], md["name"], revision) if self.warm else None
@@ -83,7 +85,7 @@ class Worker:
                     self.runtime, self.images, agent, template, event,
                     lambda b: queue.put_nowait(output_frame("stdout", b)),
                     lambda b: queue.put_nowait(output_frame("stderr", b)), self.networking,
-                    lambda: queue.put_nowait(STARTED_FRAME), warm)
+                    lambda: queue.put_nowait(STARTED_FRAME), warm, digest)
                 queue.put_nowait(result_frame(outcome))
             finally:
                 queue.put_nowait(None)
@@ -99,6 +101,8 @@ class Worker:
                     await task
             if warm is not None and not warm.sandbox.used:  # cancelled before it ran
                 await discard(warm, self.networking)
+            if self.warm is not None:
+                self.warm.refill(md["namespace"], md["name"])
             self.in_flight -= 1
             self._idle.set()
 

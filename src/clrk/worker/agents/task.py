@@ -64,10 +64,13 @@ class PrepareError(Exception):
     """The sandbox cannot be made: the message is the Invocation's reason."""
 
 
-async def resolve(images: ImageStore, template: AgentTemplate) -> RunSpec:
-    """The image pulled (or found cached) and the run spec built from the template."""
+async def resolve(images: ImageStore, template: AgentTemplate,
+                  digest: str | None = None) -> RunSpec:
+    """The image pulled (or found cached) and the run spec built from the template. With
+    the digest the revision's tag resolved to, a cached image needs no registry at all."""
     try:
-        return run_spec(template.spec, await images.pull(template.spec.image))
+        image = images.load(digest) if digest else None
+        return run_spec(template.spec, image or await images.pull(template.spec.image))
     except (RegistryError, ReferenceError) as err:
         raise PrepareError(f"ImagePullFailed: {err}") from None
     except SpecError as err:
@@ -99,8 +102,10 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
 
 
 async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
-                  metadata_mode: bool, networking: Networking | None) -> Prepared:
-    return await start(runtime, await resolve(images, template), metadata_mode, networking)
+                  metadata_mode: bool, networking: Networking | None,
+                  digest: str | None = None) -> Prepared:
+    return await start(runtime, await resolve(images, template, digest), metadata_mode,
+                       networking)
 
 
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
@@ -125,7 +130,7 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
                   on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
                   networking: Networking | None = None,
                   on_start: Callable[[], None] = lambda: None,
-                  warm: Prepared | None = None) -> Outcome:
+                  warm: Prepared | None = None, digest: str | None = None) -> Outcome:
     """Run one execution to the end, in ``warm`` if given. Failures before the agent
     starts are Failed outcomes."""
     timeout = parse_duration(agent.spec.timeout).total_seconds()
@@ -133,7 +138,8 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
     prepared = warm
     if prepared is None:
         try:
-            prepared = await prepare(runtime, images, template, metadata_mode, networking)
+            prepared = await prepare(runtime, images, template, metadata_mode, networking,
+                                     digest)
         except PrepareError as err:
             return Outcome("Failed", 500, None, str(err))
     held: list[bytes] = []

@@ -39,6 +39,7 @@ class _Entry:
     size: int
     idle_ttl: float | None
     metadata_mode: bool
+    digest: str | None
     ready: list[Prepared] = field(default_factory=list)
     filling: asyncio.Task[None] | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -80,12 +81,18 @@ class WarmPool:
                     self._evict([candidate])
         if found is None:
             self.misses += 1
+            self._fill(namespace, name, entry)
         else:
             self.hits += 1
             found.warm = True
             log.info("warm hit for %s/%s (%s)", namespace, name, revision)
-        self._fill(namespace, name, entry)
         return found
+
+    def refill(self, namespace: str, name: str) -> None:
+        """After an execution: booting a replacement while it ran would take CPU from it."""
+        entry = self.entries.get((namespace, name))
+        if entry is not None:
+            self._fill(namespace, name, entry)
 
     def warm_revisions(self) -> list[str]:
         return sorted({e.revision for e in self.entries.values() if e.ready})
@@ -149,7 +156,8 @@ class WarmPool:
             entry = None
         if entry is None:
             entry = _Entry(revision, template, agent.spec.warm_pool_size, ttl,
-                           agent.spec.delivery.mode == "Metadata")
+                           agent.spec.delivery.mode == "Metadata",
+                           (rev.get("status") or {}).get("imageDigest"))
             self.entries[key] = entry
         else:
             entry.size, entry.idle_ttl = agent.spec.warm_pool_size, ttl
@@ -185,7 +193,7 @@ class WarmPool:
                 and self.entries.get((namespace, name)) is entry:
             try:
                 prepared = await prepare(self.runtime, self.images, entry.template,
-                                         entry.metadata_mode, self.networking)
+                                         entry.metadata_mode, self.networking, entry.digest)
             except (PrepareError, Exception) as err:
                 log.warning("cannot warm a sandbox for %s/%s: %s", namespace, name, err)
                 with contextlib.suppress(TimeoutError):

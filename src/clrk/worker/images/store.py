@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ class Image:
     @property
     def working_dir(self) -> str:
         return str((self.config.get("config") or {}).get("WorkingDir") or "/")
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -64,6 +68,8 @@ class ImageStore:
         return self.images / digest.replace(":", "-", 1)
 
     def load(self, digest: str) -> Image | None:
+        if not DIGEST.fullmatch(digest):  # it names a directory: nothing else may pass
+            return None
         meta = self._image_dir(digest) / "image.json"
         if not meta.exists():
             return None

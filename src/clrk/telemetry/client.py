@@ -1,0 +1,97 @@
+"""The API server's handle on the telemetry store, which lives in an owner process
+(:mod:`clrk.telemetry.owner`), so chDB's work never stalls the API server's event loop
+and each API server has its own chDB path whatever else runs in the process."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from clrk.telemetry.store import TelemetryError
+
+__all__ = ["TelemetryError", "TelemetryStore", "dsn_for"]
+
+
+def dsn_for(path: Path) -> str:
+    return f"chdb://{Path(path).resolve()}"
+
+
+class TelemetryStore:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Connection | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # one request on the wire at a time
+
+    def open(self) -> None:
+        ours, theirs = socket.socketpair()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "clrk.telemetry.owner", str(theirs.fileno()), self.dsn],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        status, detail = self._reply()
+        if status != "ok":
+            self.close()
+            raise TelemetryError(str(detail))
+
+    def _reply(self) -> tuple[str, Any]:
+        assert self._conn is not None
+        try:
+            reply: tuple[str, Any] = self._conn.recv()
+        except (EOFError, OSError):
+            raise TelemetryError(f"the telemetry store process for {self.dsn} is gone") \
+                from None
+        return reply
+
+    def _call(self, *request: Any) -> Any:
+        with self._lock:
+            if self._conn is None:
+                raise TelemetryError("the telemetry store is closed")
+            try:
+                self._conn.send(request)
+            except OSError:
+                raise TelemetryError(f"the telemetry store process for {self.dsn} is gone") \
+                    from None
+            status, detail = self._reply()
+        if status != "ok":
+            raise TelemetryError(str(detail))
+        return detail
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            if self._conn is None:
+                raise TelemetryError("the telemetry store is closed")
+            with contextlib.suppress(OSError):  # a dead owner shows on the next query
+                self._conn.send(("insert", table, list(rows)))
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._call("query", sql, parameters or {})
+        return rows
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(TelemetryError):
+                self._call("close")
+            with self._lock:
+                self._conn.close()
+                self._conn = None
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
