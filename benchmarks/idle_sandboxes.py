@@ -53,7 +53,7 @@ def pss_of(sids: set[str]) -> int:
     return total
 
 
-async def main(n: int, kind: str) -> None:
+async def main(n: int, kind: str, settle: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "registry")
         try:
@@ -78,7 +78,8 @@ async def main(n: int, kind: str) -> None:
                 for _ in range(n):
                     started.append(await prepare(runtime, images, template, False, networking))
                 took = time.perf_counter() - t
-                await asyncio.sleep(3)  # let the sandboxes settle into their idle state
+                # Let every agent finish booting (they start in the background) and idle.
+                await asyncio.sleep(settle if settle is not None else max(3.0, 0.3 * n))
                 alive = sum(1 for p in started if p.sandbox.alive)
                 used = before - mem_available()
                 pss = pss_of({p.sandbox.sid for p in started})
@@ -101,5 +102,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--image", choices=["busybox", "python"], default="busybox")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="Seconds to wait before measuring (default 0.3 s per sandbox).")
     a = parser.parse_args()
-    asyncio.run(main(a.n, a.image))
+    asyncio.run(main(a.n, a.image, a.settle))
