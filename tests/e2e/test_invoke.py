@@ -99,6 +99,8 @@ def test_exit_codes_timeouts_and_limits(dev: DevServer, registry: Registry) -> N
     assert r.status_code == 504
     r = call(dev, "fails", body=b"x" * (33 * 1024 * 1024))
     assert r.status_code == 413
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert st["phase"] == "Rejected" and st["reason"].startswith("BodyTooLarge"), st
     r = call(dev, "nobody")
     assert r.status_code == 404
 
@@ -275,6 +277,11 @@ probe 127.0.0.1 {port}
 probe "$host" {port}
 probe "$host" {api}
 probe "$host" "$mport"
+base6=${{CLRK_METADATA_URL_V6#http://[}}; host6=${{base6%%]*}}
+probe ::1 {port}
+probe "$host6" {port}
+probe "$host6" {api}
+probe "$host6" "$mport"
 exit 0
 """
 
@@ -284,7 +291,14 @@ def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Reg
     import socket
     import threading
 
-    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), http.server.SimpleHTTPRequestHandler)
+    class DualStack(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+        def server_bind(self) -> None:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    server = DualStack(("::", 0), http.server.SimpleHTTPRequestHandler)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api_port = dev.url.rsplit(":", 1)[1]
@@ -296,10 +310,11 @@ def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Reg
         r = call(dev, "prober")
         assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-reason"), r.text)
         lines = r.text.split()
-        # The host's loopback, other host ports and the API server are dropped; only the
-        # worker's metadata service answers (the positive control for the probe itself).
+        # The host's loopback, other host ports and the API server are dropped over IPv4
+        # and IPv6; only the worker's metadata service answers (the positive control for
+        # the probe itself).
         assert [w for w in lines if w in ("reached", "blocked")] == [
-            "blocked", "blocked", "blocked", "reached"], r.text
+            "blocked", "blocked", "blocked", "reached"] * 2, r.text
     finally:
         server.shutdown()
 
@@ -671,3 +686,19 @@ def test_daemon_has_a_network_and_the_metadata_service(dev: DevServer,
         assert "url=http://10.213." in out and out.rstrip().endswith("404")
     finally:
         dev.kubectl("delete", "da", "netd")
+
+
+METADATA_V6_AGENT = """
+case "$CLRK_METADATA_URL_V6" in http://?fd0c:c1a0:*) ;; *) exit 21 ;; esac
+wget -q -O /tmp/event "$CLRK_METADATA_URL_V6/event" || exit 22
+wget -q -O /dev/null --post-data "v6:$(grep -o '"subject":"[a-z]*"' /tmp/event)" \
+  "$CLRK_METADATA_URL_V6/response" || exit 23
+"""
+
+
+def test_metadata_service_over_ipv6(dev: DevServer, registry: Registry) -> None:
+    agent(dev, "meta6", f"{registry.host}/test/shell:1", [METADATA_V6_AGENT],
+          delivery={"mode": "Metadata"})
+    r = call(dev, "meta6")
+    assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-exit-code"), r.text)
+    assert r.text == 'v6:"subject":"http"'

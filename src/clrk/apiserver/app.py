@@ -162,7 +162,13 @@ class Router:
         body = b""
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             limit = self.api.body_limits.get((group, plural, sub), MAX_BODY)
-            body = await read_body(request, limit)
+            try:
+                body = await read_body(request, limit)
+            except APIError as err:
+                hook = self.api.body_refused.get((group, plural, sub))
+                if hook is not None and namespace is not None and name is not None:
+                    hook(namespace, name, dict(request.headers), err)
+                raise
         req = Request(
             method=request.method, served=served, namespace=namespace, name=name,
             subresource=sub, query=dict(request.query_params),

@@ -196,6 +196,9 @@ class API:
         self.subresources: dict[tuple[str, str, str], Handler] = {}
         # Subresources whose bodies are not API objects (agent input) get their own limit.
         self.body_limits: dict[tuple[str, str, str], int] = {}
+        # Told when such a body is refused (413), e.g. to record a Rejected Invocation.
+        self.body_refused: dict[tuple[str, str, str],
+                                Callable[[str, str, dict[str, str], APIError], None]] = {}
         # Kinds kept outside SQLite (Invocations in the telemetry store): read-only here.
         self.readers: dict[tuple[str, str], ReadOnlyKind] = {}
         self._lock = asyncio.Lock()

@@ -31,4 +31,5 @@ def install(api: API, invoker: Invoker, registry: WorkerRegistry) -> None:
 
     api.subresources[(GROUP, "taskagents", "invoke")] = invoke
     api.body_limits[(GROUP, "taskagents", "invoke")] = MAX_BODY
+    api.body_refused[(GROUP, "taskagents", "invoke")] = invoker.refused
     api.subresources[(GROUP, "workerpools", "heartbeat")] = heartbeat

@@ -39,6 +39,10 @@ class Ingress:
             return _error(APIError(400, "set the X-Clrk-TaskAgent header to namespace/name"))
         try:
             body = await read_body(request, MAX_BODY)
+        except APIError as err:
+            self.invoker.refused(ns, name, dict(request.headers), err)
+            return _error(err)
+        try:
             reply = await self.invoker.invoke(ns, name, body, dict(request.headers))
         except APIError as err:
             return _error(err)

@@ -131,6 +131,19 @@ class Invoker:
                            started.span_id, revision, worker.name)
         return await self._reply(frames, worker, ex)
 
+    def refused(self, namespace: str, name: str, headers: Mapping[str, str],
+                err: APIError) -> None:
+        """A call refused before its body was read (413) is still a Rejected Invocation
+        of the agent, if the agent exists."""
+        if self.store.get(Key(GROUP, "taskagents", namespace, name)) is None:
+            return
+        lower = {k.lower(): v for k, v in headers.items()}
+        started = self.ledger.begin(namespace, "TaskAgent", name, revision=None,
+                                    trigger=lower.get("x-clrk-trigger") or "http",
+                                    execution_id=envelope.execution_id(lower))
+        self._reject(_Execution((namespace, name), started.execution_id, started, Source(
+            namespace, "TaskAgent", name, started.name)), "BodyTooLarge", err)
+
     def _reject(self, ex: _Execution, reason: str, err: APIError) -> None:
         err.headers["X-Clrk-Invocation"] = ex.started.name
         err.headers["X-Clrk-Execution-ID"] = ex.exec_id

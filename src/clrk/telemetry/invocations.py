@@ -54,6 +54,7 @@ class Started:
     agent_kind: str
     agent_name: str
     revision: str | None
+    execution_id: str
 
 
 class InvocationLedger:
@@ -143,7 +144,8 @@ class InvocationLedger:
         }
         with self._lock:
             self._write(obj, None)
-        return Started(namespace, name, trace_id, span_id, agent_kind, agent_name, revision)
+        return Started(namespace, name, trace_id, span_id, agent_kind, agent_name, revision,
+                       execution_id)
 
     def transition(self, namespace: str, name: str, phase: str, **status: Any) -> Obj | None:
         """Move a live Invocation on; a finished one never changes again."""

@@ -108,7 +108,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     metadata_server: Server | None = None
     if networked:
         metadata = MetadataService()
-        metadata_server = Server(metadata.app(), "0.0.0.0", 0)
+        metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
         network = Network(index, metadata_server.port)
         gone = await network.sweep()
         if gone:

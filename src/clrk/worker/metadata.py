@@ -38,29 +38,34 @@ class MetadataService:
     def __init__(self) -> None:
         self._slots: dict[str, Slot] = {}
 
-    def reserve(self, address: str) -> Slot:
+    def reserve(self, *addresses: str) -> Slot:
+        """A slot for the sandbox with these source addresses (IPv4 and IPv6)."""
         slot = Slot()
-        self._slots[address] = slot
+        for address in addresses:
+            self._slots[address] = slot
         return slot
 
-    def register(self, address: str, event: dict[str, Any]) -> Slot:
-        slot = self.reserve(address)
+    def register(self, event: dict[str, Any], *addresses: str) -> Slot:
+        slot = self.reserve(*addresses)
         slot.deliver(event)
         return slot
 
-    def register_daemon(self, address: str) -> Slot:
+    def register_daemon(self, *addresses: str) -> Slot:
         slot = Slot(daemon=True)
-        self._slots[address] = slot
+        for address in addresses:
+            self._slots[address] = slot
         return slot
 
-    def unregister(self, address: str) -> None:
-        slot = self._slots.pop(address, None)
-        if slot is not None:
-            slot.ready.set()  # a waiting GET ends (410: the sandbox is going away)
+    def unregister(self, *addresses: str) -> None:
+        for address in addresses:
+            slot = self._slots.pop(address, None)
+            if slot is not None:
+                slot.ready.set()  # a waiting GET ends (410: the sandbox is going away)
 
     def _slot(self, request: Request) -> Slot | None:
         host = request.client.host if request.client else ""
-        return self._slots.get(host)
+        # One dual-stack socket serves both families; IPv4 peers arrive v4-mapped.
+        return self._slots.get(host.removeprefix("::ffff:"))
 
     async def event(self, request: Request) -> Response:
         slot = self._slot(request)

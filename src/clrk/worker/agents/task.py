@@ -87,13 +87,15 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
                                "sandbox networking")
         return Prepared(await runtime.start(spec), exec_key)
     net = await networking.network.setup(exec_key)
-    url = f"http://{net.host_ip}:{networking.network.metadata_port}/v1"
-    spec = replace(spec, netns=net.netns_path, env=[*spec.env, f"CLRK_METADATA_URL={url}"])
+    port = networking.network.metadata_port
+    spec = replace(spec, netns=net.netns_path, env=[
+        *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",
+        f"CLRK_METADATA_URL_V6=http://[{net.host_ip6}]:{port}/v1"])
     slot = None
     if daemon:
-        networking.metadata.register_daemon(net.sandbox_ip)
+        networking.metadata.register_daemon(*net.sandbox_addresses)
     elif metadata_mode:
-        slot = networking.metadata.reserve(net.sandbox_ip)
+        slot = networking.metadata.reserve(*net.sandbox_addresses)
     try:
         return Prepared(await runtime.start(spec), exec_key, net, slot)
     except BaseException:
@@ -109,7 +111,7 @@ async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
 
 
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
-    networking.metadata.unregister(net.sandbox_ip)
+    networking.metadata.unregister(*net.sandbox_addresses)
     networking.network.teardown_later(exec_key, net)
 
 

@@ -32,6 +32,9 @@ async def _run(*args: str, check: bool = True) -> str:
     return out.decode()
 
 
+TABLES = ("iptables", "ip6tables")
+
+
 async def _run_batch(cmd: list[str], lines: list[str]) -> None:
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -47,10 +50,16 @@ class SandboxNet:
     host_if: str
     host_ip: str
     sandbox_ip: str
+    host_ip6: str
+    sandbox_ip6: str
 
     @property
     def netns_path(self) -> str:
         return f"{NETNS_DIR}/{self.netns}"
+
+    @property
+    def sandbox_addresses(self) -> tuple[str, str]:
+        return self.sandbox_ip, self.sandbox_ip6
 
 
 @dataclass
@@ -60,14 +69,23 @@ class Network:
     index: int  # distinct per worker on a host
     metadata_port: int
     cidr: str = "10.213.0.0/16"
+    cidr6: str = "fd0c:c1a0::/48"  # a /64 per worker; a /126 per sandbox
     _free: list[ipaddress.IPv4Network] = field(default_factory=list)
     _used: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
     _teardowns: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         base = ipaddress.IPv4Network(self.cidr)
-        worker_block = list(base.subnets(new_prefix=20))[self.index]
-        self._free = list(worker_block.subnets(new_prefix=30))
+        self._block = list(base.subnets(new_prefix=20))[self.index]
+        self._free = list(self._block.subnets(new_prefix=30))
+        base6 = ipaddress.IPv6Network(self.cidr6)
+        self._base6 = int(base6.network_address) + (self.index << 64)
+
+    def _v6(self, block: ipaddress.IPv4Network) -> tuple[str, str]:
+        """The IPv6 pair that goes with a v4 /30: the same position in the worker's /64."""
+        k = (int(block.network_address) - int(self._block.network_address)) // 4
+        return (str(ipaddress.IPv6Address(self._base6 + 4 * k + 1)),
+                str(ipaddress.IPv6Address(self._base6 + 4 * k + 2)))
 
     @property
     def prefix(self) -> str:
@@ -77,10 +95,15 @@ class Network:
     def chain(self) -> str:
         return f"CLRK-W{self.index}"
 
-    def rules(self) -> list[list[str]]:
-        """The filter rules for traffic from this worker's sandboxes."""
+    def rules(self, tool: str = "iptables") -> list[list[str]]:
+        """The filter rules for traffic from this worker's sandboxes. IPv6 also needs
+        neighbour discovery (what ARP, which iptables never sees, does for IPv4)."""
         wild = f"{self.prefix}+"
+        ndp = [["-A", self.chain, "-i", wild, "-p", "ipv6-icmp", "--icmpv6-type", kind,
+                "-j", "ACCEPT"] for kind in ("neighbour-solicitation",
+                                             "neighbour-advertisement")]
         return [
+            *(ndp if tool == "ip6tables" else []),
             ["-A", self.chain, "-i", wild, "-p", "tcp", "--dport", str(self.metadata_port),
              "-j", "ACCEPT"],
             ["-A", self.chain, "-i", wild, "-j", "DROP"],
@@ -88,22 +111,24 @@ class Network:
 
     async def install(self) -> None:
         await self.uninstall()
-        await _run("iptables", "-N", self.chain)
-        for rule in self.rules():
-            await _run("iptables", *rule)
-        await _run("iptables", "-I", "INPUT", "-i", f"{self.prefix}+", "-j", self.chain)
-        await _run("iptables", "-I", "FORWARD", "-i", f"{self.prefix}+", "-j", "DROP")
+        for tool in TABLES:
+            await _run(tool, "-N", self.chain)
+            for rule in self.rules(tool):
+                await _run(tool, *rule)
+            await _run(tool, "-I", "INPUT", "-i", f"{self.prefix}+", "-j", self.chain)
+            await _run(tool, "-I", "FORWARD", "-i", f"{self.prefix}+", "-j", "DROP")
 
     async def uninstall(self) -> None:
         wild = f"{self.prefix}+"
-        while (await _run("iptables", "-D", "INPUT", "-i", wild, "-j", self.chain,
-                          check=False)) == "":
-            pass
-        while (await _run("iptables", "-D", "FORWARD", "-i", wild, "-j", "DROP",
-                          check=False)) == "":
-            pass
-        await _run("iptables", "-F", self.chain, check=False)
-        await _run("iptables", "-X", self.chain, check=False)
+        for tool in TABLES:
+            while (await _run(tool, "-D", "INPUT", "-i", wild, "-j", self.chain,
+                              check=False)) == "":
+                pass
+            while (await _run(tool, "-D", "FORWARD", "-i", wild, "-j", "DROP",
+                              check=False)) == "":
+                pass
+            await _run(tool, "-F", self.chain, check=False)
+            await _run(tool, "-X", self.chain, check=False)
 
     async def setup(self, sid: str) -> SandboxNet:
         if not self._free:
@@ -111,19 +136,23 @@ class Network:
         block = self._free.pop(0)
         self._used[sid] = block
         host_ip, sandbox_ip = (str(h) for h in list(block.hosts())[:2])
+        host_ip6, sandbox_ip6 = self._v6(block)
         short = sid.removeprefix("clrk-")[:8]
         net = SandboxNet(f"clrk-{self.index}-{short}", f"{self.prefix}{short}", host_ip,
-                         sandbox_ip)
+                         sandbox_ip, host_ip6, sandbox_ip6)
         try:
             # Two `ip -batch` runs instead of eight processes: this is on every cold start.
             await _run_batch(["ip", "-batch", "-"], [
                 f"netns add {net.netns}",
                 f"link add {net.host_if} type veth peer name eth0 netns {net.netns}",
                 f"addr add {host_ip}/30 dev {net.host_if}",
+                f"addr add {host_ip6}/126 dev {net.host_if} nodad",
                 f"link set {net.host_if} up"])
             await _run_batch(["ip", "-n", net.netns, "-batch", "-"], [
-                f"addr add {sandbox_ip}/30 dev eth0", "link set eth0 up", "link set lo up",
-                f"route add default via {host_ip}"])
+                f"addr add {sandbox_ip}/30 dev eth0",
+                f"addr add {sandbox_ip6}/126 dev eth0 nodad", "link set eth0 up",
+                "link set lo up", f"route add default via {host_ip}",
+                f"route add ::/0 via {host_ip6}"])
         except BaseException:
             await self.teardown(sid, net)
             raise
