@@ -88,6 +88,73 @@ def test_word_count_through_the_ingress_and_the_api(dev: DevServer, registry: Re
     assert api.json() == {"word_count": 2, "envelope_id": "req-9"}
 
 
+def leftovers(dev: DevServer) -> list[str]:
+    """Whatever of the worker's sandboxes exists: runsc sandboxes, bundles, cgroups,
+    network namespaces and veths, mounts, processes."""
+    import subprocess
+
+    wdir = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes"
+    found = sorted(sandboxes(dev))
+    found += [f"bundle {p.name}" for p in (wdir / "bundles").iterdir()]
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/clrk/clrk-*")]
+    found += [f"netns {n}" for n in subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        if n.startswith("clrk-0-")]
+    found += [f"link {n}" for n in subprocess.run(
+        ["ip", "-o", "link"], capture_output=True, text=True).stdout.split()
+        if n.startswith("clk0x")]
+    found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines()
+              if str(wdir) in line]
+    found += [f"process {line}" for line in subprocess.run(
+        ["pgrep", "-af", "runsc"], capture_output=True, text=True).stdout.splitlines()
+        if str(wdir) in line]
+    return found
+
+
+def spec_curl(dev: DevServer, execution_id: str) -> dict[str, Any]:
+    """The quickstart's curl command, against the ingress, with an execution id."""
+    import subprocess
+
+    out = subprocess.run(
+        ["curl", "-sS", f"{dev.ingress}/", "-H", "X-Clrk-TaskAgent: default/word-count",
+         "-H", "X-Clrk-Trigger: http", "-H", "content-type: application/json",
+         "-H", f"X-Clrk-Execution-ID: {execution_id}",
+         "--data", '{"text":"hello world from clrk"}'],
+        capture_output=True, text=True, check=True, timeout=120).stdout
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def test_spec_word_count_manifest_curl_run_task_and_metadata(
+        dev: DevServer, registry: Registry, tmp_path: Path) -> None:
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" /
+                               "word-count" / "taskagent.yaml").read_text())
+    manifest["spec"]["template"]["spec"]["image"] = f"{registry.host}/test/word-count:0.1"
+    path = tmp_path / "taskagent.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    # Start from the manifest alone (other tests apply word-count with kubectl, whose
+    # fields server-side apply would rightly report as conflicts).
+    dev.kubectl("delete", "ta", "word-count", "--ignore-not-found")
+    dev.clrk("apply", "-f", str(path))
+    assert spec_curl(dev, "spec-1") == {"word_count": 4, "envelope_id": "spec-1"}
+    r = dev.clrk("agents", "run-task", "word-count", "-i", '{"text":"hello world from clrk"}',
+                 "-H", "X-Clrk-Execution-ID=spec-2")
+    assert json.loads(r.stdout) == {"word_count": 4, "envelope_id": "spec-2"}
+    manifest["spec"]["delivery"] = {"mode": "Metadata"}
+    path.write_text(yaml.safe_dump(manifest))
+    dev.clrk("apply", "-f", str(path))
+    assert spec_curl(dev, "spec-3") == {"word_count": 4, "envelope_id": "spec-3"}
+    inv = json.loads(dev.kubectl("get", "inv", "-l", "clrk.apoxy.dev/agent=word-count", "-o",
+                                 "json").stdout)["items"]
+    mine = [i for i in inv if i["spec"]["executionId"] == "spec-3"]
+    assert mine and mine[0]["status"]["phase"] == "Succeeded"
+    manifest["spec"].pop("delivery")
+    path.write_text(yaml.safe_dump(manifest))
+    dev.clrk("apply", "-f", str(path))
+
+
 def test_exit_codes_timeouts_and_limits(dev: DevServer, registry: Registry) -> None:
     image = f"{registry.host}/test/shell:1"
     agent(dev, "fails", image, ["echo partial; exit 3"])
@@ -97,6 +164,7 @@ def test_exit_codes_timeouts_and_limits(dev: DevServer, registry: Registry) -> N
     agent(dev, "sleeper", image, ["sleep 30"], timeout="1s")
     r = call(dev, "sleeper")
     assert r.status_code == 504
+    wait_for(lambda: leftovers(dev) == [], what="the timed-out sandbox's cleanup")
     r = call(dev, "fails", body=b"x" * (33 * 1024 * 1024))
     assert r.status_code == 413
     st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
