@@ -293,6 +293,17 @@ def test_daemon_crash_loop_never_and_recycle(dev: DevServer, registry: Registry)
     ended = [r for r in runs if r["status"]["phase"] == "Failed"]
     assert len(ended) >= 3 and all(r["spec"]["trigger"] == "daemon" for r in runs)
     assert ended[0]["status"]["exitCode"] == 1 and ended[0]["status"]["worker"] == "worker-0"
+    # CrashLoopBackOff: the pause before each restart grows (1 s, 2 s, 4 s, ...).
+    def t(ts: str) -> float:
+        import datetime as dt
+        return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+    ordered = sorted(ended, key=lambda r: r["status"]["startTime"])
+    gaps = [t(b["status"]["startTime"]) - t(a["status"]["completionTime"])
+            for a, b in zip(ordered, ordered[1:], strict=False)]
+    assert len(gaps) >= 2 and all(g2 > g1 * 1.5 for g1, g2 in zip(gaps, gaps[1:],
+                                                                   strict=False)), gaps
+    assert gaps[0] >= 0.9, gaps
     run = ended[0]["metadata"]["name"]
     assert dev.clrk("agents", "logs", f"crasher/{run}").stdout == "crash\n"
     assert dev.clrk("agents", "logs", "crasher").stdout.count("crash\n") >= 3
@@ -350,13 +361,27 @@ probe ::1 {port}
 probe "$host6" {port}
 probe "$host6" {api}
 probe "$host6" "$mport"
+probe {neighbour} 8080
+probe 192.0.2.1 80
 exit 0
 """
+
+
+def forward_drops() -> int:
+    """Packets the worker's FORWARD rule has dropped (what leaves a sandbox for anywhere
+    but the host)."""
+    import subprocess
+
+    out = subprocess.run(["iptables", "-L", "FORWARD", "-v", "-x", "-n"], capture_output=True,
+                         text=True, check=True).stdout
+    return sum(int(line.split()[0]) for line in out.splitlines()
+               if "clk0x+" in line and "DROP" in line)
 
 
 def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Registry) -> None:
     import http.server
     import socket
+    import subprocess
     import threading
 
     class DualStack(http.server.ThreadingHTTPServer):
@@ -367,24 +392,47 @@ def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Reg
             super().server_bind()
 
     server = DualStack(("::", 0), http.server.SimpleHTTPRequestHandler)
+    was: str | None = None
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api_port = dev.url.rsplit(":", 1)[1]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass  # the host itself can reach it
+        # A second sandbox, listening: a daemon that says where it is.
+        daemon(dev, "listener", f"{registry.host}/test/shell:1",
+               'echo "url=$CLRK_METADATA_URL"; while :; do nc -l -p 8080 </dev/null; done')
+        logs = wait_for(lambda: "url=" in (o := dev.clrk("agents", "logs", "listener").stdout)
+                        and o, what="the listener's address")
+        host_ip = logs.split("url=http://")[1].split(":")[0]
+        neighbour = host_ip.rsplit(".", 1)[0] + "." + str(int(host_ip.rsplit(".", 1)[1]) + 1)
+        # Routers and Kubernetes nodes forward; make this host one for the probe, so the
+        # worker's own FORWARD rule is what stops sandbox-to-sandbox traffic. The outside
+        # address is blackholed first: even a broken rule sends nothing off this machine.
+        subprocess.run(["ip", "route", "add", "blackhole", "192.0.2.1/32"], check=True)
+        forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+        was = forwarding.read_text()
+        forwarding.write_text("1")
+        dropped = forward_drops()
         agent(dev, "prober", f"{registry.host}/test/shell:1",
-              [ISOLATION_AGENT.format(port=port, api=api_port)])
+              [ISOLATION_AGENT.format(port=port, api=api_port, neighbour=neighbour)])
         r = call(dev, "prober")
         assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-reason"), r.text)
         lines = r.text.split()
         # The host's loopback, other host ports and the API server are dropped over IPv4
         # and IPv6; only the worker's metadata service answers (the positive control for
-        # the probe itself).
+        # the probe itself); the other sandbox and an outside address are dropped too,
+        # by the worker's FORWARD rule (its counter shows the packets never left).
         assert [w for w in lines if w in ("reached", "blocked")] == [
-            "blocked", "blocked", "blocked", "reached"] * 2, r.text
+            "blocked", "blocked", "blocked", "reached"] * 2 + ["blocked", "blocked"], r.text
+        assert forward_drops() > dropped
     finally:
+        if was is not None:
+            forwarding.write_text(was)
+        subprocess.run(["ip", "route", "del", "blackhole", "192.0.2.1/32"], check=False,
+                       capture_output=True)
         server.shutdown()
+        dev.kubectl("delete", "da", "listener", "--ignore-not-found")
 
 
 async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -> None:
