@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -15,7 +16,15 @@ import pytest
 
 from tests.auth_registry import AuthRegistry
 from tests.conftest import DevServer, start_dev
-from tests.images import Layer, Registry, build, busybox_recipe, with_layer, word_count_image
+from tests.images import (
+    Layer,
+    Recipe,
+    Registry,
+    build,
+    busybox_recipe,
+    with_layer,
+    word_count_image,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -300,9 +309,8 @@ def test_daemon_crash_loop_never_and_recycle(dev: DevServer, registry: Registry)
 
     ordered = sorted(ended, key=lambda r: r["status"]["startTime"])
     gaps = [t(b["status"]["startTime"]) - t(a["status"]["completionTime"])
-            for a, b in zip(ordered, ordered[1:], strict=False)]
-    assert len(gaps) >= 2 and all(g2 > g1 * 1.5 for g1, g2 in zip(gaps, gaps[1:],
-                                                                   strict=False)), gaps
+            for a, b in itertools.pairwise(ordered)]
+    assert len(gaps) >= 2 and all(g2 > g1 * 1.5 for g1, g2 in itertools.pairwise(gaps)), gaps
     assert gaps[0] >= 0.9, gaps
     run = ended[0]["metadata"]["name"]
     assert dev.clrk("agents", "logs", f"crasher/{run}").stdout == "crash\n"
@@ -818,3 +826,40 @@ def test_metadata_service_over_ipv6(dev: DevServer, registry: Registry) -> None:
     r = call(dev, "meta6")
     assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-exit-code"), r.text)
     assert r.text == 'v6:"subject":"http"'
+
+
+def test_bad_images_fail_with_clear_reasons(dev: DevServer, registry: Registry) -> None:
+    """A malformed reference, a missing image, a registry that is down and a layer with
+    ``../`` entries: each fails its revision and its invocations with a reason, and the
+    hostile layer writes nothing outside the worker's image cache."""
+    images = Path(dev.data_dir) / "workers" / "worker-0" / "images"
+    escaped = images.parent / "escaped"
+    registry.push("test/evil", "1", build(Recipe(
+        "evil-e2e", [Layer({"../../escaped": b"x"})], {"Env": []})))  # type: ignore[arg-type]
+    bad = dev.kubectl("apply", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+        "metadata": {"name": "malformed"},
+        "spec": {"workerPoolRef": "default",
+                 "template": {"spec": {"image": "Bad//Image::ref"}}}}))
+    assert bad.returncode != 0 and "spec.template.spec.image" in bad.stderr, bad.stderr
+    cases = {"missing": (f"{registry.host}/test/no-such-image:1", "not found"),
+             "down": ("127.0.0.1:1/test/shell:1", "unreachable"),
+             "evil": (f"{registry.host}/test/evil:1", "escapes the root")}
+    for name, (image, _) in cases.items():
+        agent(dev, f"bad-{name}", image, ["true"])
+    for name, (_, words) in cases.items():
+        cond = wait_for(lambda n=name: next(
+            (c for c in json.loads(dev.kubectl("get", "asr", f"bad-{n}-00001", "-o", "json",
+                                               check=False).stdout or "{}")
+             .get("status", {}).get("conditions") or [] if c["type"] == "Ready"), None),
+            what=f"the bad-{name} revision's verdict")
+        assert cond["status"] == "False" and cond["reason"] == "ImagePullFailed", cond
+        assert words in cond["message"], cond
+        r = call(dev, f"bad-{name}")
+        st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+        assert r.status_code == 500 and st["phase"] == "Failed", st
+        assert st["reason"].startswith("ImagePullFailed") and words in st["reason"], st
+    assert not escaped.exists()
+    assert not list(images.glob("images/.unpack-*"))
+    for name in cases:
+        dev.kubectl("delete", "ta", f"bad-{name}")
