@@ -863,3 +863,31 @@ def test_bad_images_fail_with_clear_reasons(dev: DevServer, registry: Registry) 
     assert not list(images.glob("images/.unpack-*"))
     for name in cases:
         dev.kubectl("delete", "ta", f"bad-{name}")
+
+
+def test_bombs_are_contained_and_the_worker_stays_healthy(dev: DevServer,
+                                                          registry: Registry) -> None:
+    image = f"{registry.host}/test/shell:1"
+    small = {"resources": {"limits": {"memory": "64Mi"}}}
+    doc = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+           "metadata": {"name": "membomb"},
+           "spec": {"workerPoolRef": "default", "timeout": "60s", "template": {"spec": {
+               "image": image, "args": ["a=xxxxxxxxxxxxxxxx; while :; do a=$a$a; done"],
+               **small}}}}
+    dev.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    agent(dev, "forkbomb", image, ["while :; do sleep 30 & done"])
+    agent(dev, "tmpfill", image, ["dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null;"
+                                  " ls -l /tmp/fill | tr -s ' ' | cut -d' ' -f5"])
+    r = call(dev, "membomb")
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert r.status_code == 500 and st["phase"] == "Failed", st
+    assert st["reason"].startswith("OOMKilled"), st
+    r = call(dev, "forkbomb")
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert r.status_code == 500 and st["reason"].startswith("PidsLimit"), st
+    r = call(dev, "tmpfill")
+    assert r.status_code == 200 and 0 < int(r.text) <= 64 * 1024 * 1024, r.text
+    # The worker is fine: it serves the next call and leaves nothing behind.
+    agent(dev, "after", image, ["echo still-fine"])
+    assert call(dev, "after").text == "still-fine\n"
+    wait_for(lambda: leftovers(dev) == [], what="cleanup after the bombs")
