@@ -576,7 +576,9 @@ def wait_revision(dev: DevServer, name: str) -> str:
 
 def test_invocations_and_logs(dev: DevServer, registry: Registry) -> None:
     agent(dev, "talker", f"{registry.host}/test/shell:1",
-          ["echo out-1; echo err-1 >&2; echo out-2; printf 'err-2' >&2"])
+          # Two pipes: lines keep their order across streams only when time separates them.
+          ["echo out-1; sleep 0.2; echo err-1 >&2; sleep 0.2; echo out-2; sleep 0.2; "
+           "printf 'err-2' >&2"])
     revision = wait_revision(dev, "talker")
     r = call(dev, "talker", **{"X-Clrk-Execution-ID": "talk-1"})
     assert r.status_code == 200, r.text
