@@ -1,0 +1,1 @@
+"""Envoy: the binary, its generated configuration (xDS over files) and its supervisor."""

@@ -1,0 +1,97 @@
+"""The node-local Envoy: started with the generated bootstrap, restarted when it dies
+(with a growing pause if it keeps dying), stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import httpx
+
+from clrk.egress.envoy import xds_files
+from clrk.egress.envoy.binary import envoy_binary
+
+log = logging.getLogger("clrk.egress.envoy")
+
+
+class EnvoySupervisor:
+    def __init__(self, config_dir: Path, admin_port: int, node_id: str,
+                 concurrency: int = 1) -> None:
+        self.config_dir = config_dir
+        self.admin_port = admin_port
+        self.node_id = node_id
+        self.concurrency = concurrency
+        self.restarts = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    async def start(self) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        if not (self.config_dir / "lds.json").exists():
+            xds_files.write(self.config_dir, [], [])
+        boot = self.config_dir / "bootstrap.json"
+        boot.write_text(json.dumps(xds_files.bootstrap(self.config_dir, self.node_id,
+                                                       self.admin_port)))
+        await self._spawn()
+        self._task = asyncio.create_task(self._watch())
+
+    async def _spawn(self) -> None:
+        log_file = (self.config_dir / "envoy.log").open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            str(envoy_binary()), "-c", str(self.config_dir / "bootstrap.json"),
+            "--concurrency", str(self.concurrency), "--disable-hot-restart",
+            "--log-level", "warning", stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file, stderr=log_file)
+        log_file.close()
+
+    async def _watch(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self._stopping.is_set():
+                return
+            self.restarts += 1
+            log.warning("envoy exited with %s; restarting in %.1fs", code, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            await self._spawn()
+            delay = min(delay * 2, 30.0)
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Until the admin endpoint says LIVE (the config loaded)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(timeout=1) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(f"{self.admin_url}/ready")
+                    if r.status_code == 200:
+                        return
+                if loop.time() > deadline:
+                    raise TimeoutError(f"envoy did not become ready; see "
+                                       f"{self.config_dir / 'envoy.log'}")
+                await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

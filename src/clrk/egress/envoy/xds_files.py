@@ -1,0 +1,54 @@
+"""xDS over files: Envoy watches ``lds.json`` and ``cds.json`` in a directory; a change
+is a new file renamed over the old one (atomic, so Envoy never reads half a file), and
+Envoy applies it without dropping open connections (listeners drain, not close)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def bootstrap(config_dir: Path, node_id: str, admin_port: int) -> dict[str, Any]:
+    """The static part: admin on loopback, listeners and clusters from the files."""
+    def source(name: str) -> dict[str, Any]:
+        return {"path_config_source": {
+                    "path": str(config_dir / name),
+                    "watched_directory": {"path": str(config_dir)}},
+                "resource_api_version": "V3"}
+
+    return {
+        "node": {"id": node_id, "cluster": "clrk-egress"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                 "port_value": admin_port}}},
+        "dynamic_resources": {"lds_config": source("lds.json"),
+                              "cds_config": source("cds.json")},
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {
+            # The worker's Envoy serves only its own sandboxes.
+            "overload.global_downstream_max_connections": 50000}}]},
+    }
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
+
+
+def write(config_dir: Path, listeners: list[dict[str, Any]],
+          clusters: list[dict[str, Any]]) -> None:
+    """Clusters first: a listener may name a cluster only once Envoy has it."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    _write(config_dir / "cds.json", {"version_info": str(_version(clusters)),
+                                     "resources": [{"@type": CLUSTER, **c} for c in clusters]})
+    _write(config_dir / "lds.json", {"version_info": str(_version(listeners)),
+                                     "resources": [{"@type": LISTENER, **li}
+                                                   for li in listeners]})
+
+
+def _version(resources: list[dict[str, Any]]) -> int:
+    return abs(hash(json.dumps(resources, sort_keys=True))) % (1 << 62)
