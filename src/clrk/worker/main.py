@@ -21,6 +21,7 @@ from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.agents.task import Networking
 from clrk.worker.agents.warm import WarmPool
+from clrk.worker.egress import EgressPlane, port_range
 from clrk.worker.images import pull_secrets
 from clrk.worker.images.pull_secrets import PullSecretError
 from clrk.worker.images.registry import RegistryClient
@@ -109,14 +110,17 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     if networked:
         metadata = MetadataService()
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
-        network = Network(index, metadata_server.port)
+        network = Network(index, metadata_server.port, egress_ports=port_range(index))
         gone = await network.sweep()
         if gone:
             log.info("removed %d network namespace(s) left by a previous worker", len(gone))
         await network.install()
         await metadata_server.start()
-        networking = Networking(network, metadata)
     client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
+    egress: EgressPlane | None = None
+    if networked:
+        egress = EgressPlane(client, data_dir, namespace, index, name)
+        networking = Networking(network, metadata, egress)
     warm = WarmPool(client, runtime, images, networking, namespace, pool)
     worker = Worker(name, runtime, images, capacity or 32, networking, warm)
     server = Server(worker.app(), host, port, grace=30)
@@ -128,6 +132,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await server.start()
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
     warming = asyncio.create_task(warm.run(stop))
+    egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
     telemetry = TelemetryReporter(kube, name)
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,
                                                    telemetry, networking).run(stop))
@@ -141,6 +146,8 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     await beats
     await daemons
     await warming
+    if egressing is not None:
+        await egressing
     await telemetry.close()
     await prepull
     await follow

@@ -138,7 +138,10 @@ class DaemonSupervisor:
 
             failure = ""
             try:
-                sandbox = await start(self.runtime, run, False, self.networking, daemon=True)
+                port = self.networking.egress_port(ns, spec.template, spec.egress_refs) \
+                    if self.networking else None
+                sandbox = await start(self.runtime, run, False, self.networking, daemon=True,
+                                      egress_port=port)
             except Exception as err:  # e.g. the address pool is exhausted: retry later
                 log.warning("cannot start %s/%s: %s", ns, name, err)
                 sandbox, failure = None, f"SandboxFailed: {err}"

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from clrk.api.agents import AgentTemplate, TaskAgent
+from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.worker.agents import envelope
+from clrk.worker.egress import EgressPlane
 from clrk.worker.images.reference import ReferenceError
 from clrk.worker.images.registry import RegistryError
 from clrk.worker.images.store import ImageStore
@@ -42,10 +43,20 @@ class Outcome:
 
 @dataclass
 class Networking:
-    """A worker's sandbox networking and the metadata service behind it."""
+    """A worker's sandbox networking, the metadata service and the egress plane."""
 
     network: Network
     metadata: MetadataService
+    egress: EgressPlane | None = None
+
+    def egress_port(self, namespace: str, template: AgentTemplate,
+                    refs: list[EgressRef] | None) -> int | None:
+        """The agent's gateway (the template's egressRefs, else the agent's; the first
+        one): its TCP goes there. None: no gateway, or one this worker does not know."""
+        chosen = template.spec.egress_refs or refs
+        if not chosen or self.egress is None:
+            return None
+        return self.egress.port_for(namespace, chosen[0].gateway_ref)
 
 
 @dataclass
@@ -78,7 +89,8 @@ async def resolve(images: ImageStore, template: AgentTemplate,
 
 
 async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
-                networking: Networking | None, daemon: bool = False) -> Prepared:
+                networking: Networking | None, daemon: bool = False,
+                egress_port: int | None = None) -> Prepared:
     """A sandbox with its own netns and veth, started and waiting for its input."""
     exec_key = uuid.uuid4().hex
     if networking is None:
@@ -86,7 +98,7 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
             raise PrepareError("InvalidSpec: delivery mode Metadata needs a worker with "
                                "sandbox networking")
         return Prepared(await runtime.start(spec), exec_key)
-    net = await networking.network.setup(exec_key)
+    net = await networking.network.setup(exec_key, egress_port)
     port = networking.network.metadata_port
     spec = replace(spec, netns=net.netns_path, env=[
         *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",
@@ -105,9 +117,9 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
 
 async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
                   metadata_mode: bool, networking: Networking | None,
-                  digest: str | None = None) -> Prepared:
+                  digest: str | None = None, egress_port: int | None = None) -> Prepared:
     return await start(runtime, await resolve(images, template, digest), metadata_mode,
-                       networking)
+                       networking, egress_port=egress_port)
 
 
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
@@ -140,8 +152,10 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
     prepared = warm
     if prepared is None:
         try:
+            port = networking.egress_port(agent.metadata["namespace"], template,
+                                          agent.spec.egress_refs) if networking else None
             prepared = await prepare(runtime, images, template, metadata_mode, networking,
-                                     digest)
+                                     digest, port)
         except PrepareError as err:
             return Outcome("Failed", 500, None, str(err))
     held: list[bytes] = []

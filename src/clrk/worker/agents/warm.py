@@ -19,7 +19,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 
-from clrk.api.agents import AgentTemplate, TaskAgent
+from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.api.revision import AgentSandboxRevision
 from clrk.client import get_or_none, resource_class, to_dict
@@ -40,6 +40,7 @@ class _Entry:
     idle_ttl: float | None
     metadata_mode: bool
     digest: str | None
+    egress_refs: list[EgressRef] | None
     ready: list[Prepared] = field(default_factory=list)
     filling: asyncio.Task[None] | None = None
     last_used: float = field(default_factory=time.monotonic)
@@ -157,7 +158,8 @@ class WarmPool:
         if entry is None:
             entry = _Entry(revision, template, agent.spec.warm_pool_size, ttl,
                            agent.spec.delivery.mode == "Metadata",
-                           (rev.get("status") or {}).get("imageDigest"))
+                           (rev.get("status") or {}).get("imageDigest"),
+                           agent.spec.egress_refs)
             self.entries[key] = entry
         else:
             entry.size, entry.idle_ttl = agent.spec.warm_pool_size, ttl
@@ -192,8 +194,12 @@ class WarmPool:
         while not entry.cold and not self._closed.is_set() and len(entry.ready) < entry.size \
                 and self.entries.get((namespace, name)) is entry:
             try:
+                port = self.networking.egress_port(namespace, entry.template,
+                                                   entry.egress_refs) \
+                    if self.networking else None
                 prepared = await prepare(self.runtime, self.images, entry.template,
-                                         entry.metadata_mode, self.networking, entry.digest)
+                                         entry.metadata_mode, self.networking, entry.digest,
+                                         port)
             except (PrepareError, Exception) as err:
                 log.warning("cannot warm a sandbox for %s/%s: %s", namespace, name, err)
                 with contextlib.suppress(TimeoutError):

@@ -52,6 +52,7 @@ class SandboxNet:
     sandbox_ip: str
     host_ip6: str
     sandbox_ip6: str
+    egress_port: int | None = None  # the egress gateway its TCP is redirected to
 
     @property
     def netns_path(self) -> str:
@@ -68,6 +69,7 @@ class Network:
 
     index: int  # distinct per worker on a host
     metadata_port: int
+    egress_ports: tuple[int, int] | None = None  # the worker's egress gateway port range
     cidr: str = "10.213.0.0/16"
     cidr6: str = "fd0c:c1a0::/48"  # a /64 per worker; a /126 per sandbox
     _free: list[ipaddress.IPv4Network] = field(default_factory=list)
@@ -102,21 +104,55 @@ class Network:
         ndp = [["-A", self.chain, "-i", wild, "-p", "ipv6-icmp", "--icmpv6-type", kind,
                 "-j", "ACCEPT"] for kind in ("neighbour-solicitation",
                                              "neighbour-advertisement")]
+        # Connections the nat chain redirected to an egress gateway (never a direct
+        # connection to a gateway's port: that one is not DNAT'd, so it is dropped).
+        redirected = ["-A", self.chain, "-i", wild, "-p", "tcp", "-m", "conntrack",
+                      "--ctstate", "DNAT", "-j", "ACCEPT"]
         return [
             *(ndp if tool == "ip6tables" else []),
             ["-A", self.chain, "-i", wild, "-p", "tcp", "--dport", str(self.metadata_port),
              "-j", "ACCEPT"],
+            *([redirected] if tool == "iptables" else []),
             ["-A", self.chain, "-i", wild, "-j", "DROP"],
         ]
 
+    @property
+    def nat_chain(self) -> str:
+        return f"CLRK-N{self.index}"
+
+    def _nat_entry(self) -> list[str]:
+        return ["PREROUTING", "-i", f"{self.prefix}+", "-j", self.nat_chain]
+
+    def _nat_exemptions(self) -> list[list[str]]:
+        """Nothing addressed to the host itself, another sandbox or link-local is
+        redirected (it stays subject to the filter chain, which drops all but the
+        metadata service); the sandboxes' own REDIRECT rules follow these."""
+        return [["-A", self.nat_chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j",
+                 "RETURN"],
+                ["-A", self.nat_chain, "-d", self.cidr, "-j", "RETURN"],
+                ["-A", self.nat_chain, "-d", "169.254.0.0/16", "-j", "RETURN"]]
+
     async def install(self) -> None:
         await self.uninstall()
+        try:
+            await self._install()
+        except BaseException:
+            await self.uninstall()  # never leave half a firewall behind
+            raise
+
+    async def _install(self) -> None:
         for tool in TABLES:
             await _run(tool, "-N", self.chain)
             for rule in self.rules(tool):
                 await _run(tool, *rule)
             await _run(tool, "-I", "INPUT", "-i", f"{self.prefix}+", "-j", self.chain)
             await _run(tool, "-I", "FORWARD", "-i", f"{self.prefix}+", "-j", "DROP")
+        await _run("iptables", "-t", "nat", "-N", self.nat_chain)
+        for rule in self._nat_exemptions():
+            await _run("iptables", "-t", "nat", *rule)
+        await _run("iptables", "-t", "nat", "-A", *self._nat_entry())
+        if self.egress_ports is not None:
+            await _run("iptables", "-I", "INPUT", *self._guard())
 
     async def uninstall(self) -> None:
         wild = f"{self.prefix}+"
@@ -129,8 +165,29 @@ class Network:
                 pass
             await _run(tool, "-F", self.chain, check=False)
             await _run(tool, "-X", self.chain, check=False)
+        while (await _run("iptables", "-t", "nat", "-D", *self._nat_entry(),
+                          check=False)) == "":
+            pass
+        if self.egress_ports is not None:
+            while (await _run("iptables", "-D", "INPUT", *self._guard(), check=False)) == "":
+                pass
+        await _run("iptables", "-t", "nat", "-F", self.nat_chain, check=False)
+        await _run("iptables", "-t", "nat", "-X", self.nat_chain, check=False)
 
-    async def setup(self, sid: str) -> SandboxNet:
+    def _guard(self) -> list[str]:
+        """The gateway ports take only what a sandbox's redirect sent them (no open
+        proxy for anything else that reaches this host)."""
+        assert self.egress_ports is not None
+        return ["-p", "tcp", "--dport", f"{self.egress_ports[0]}:{self.egress_ports[1]}",
+                "-m", "conntrack", "!", "--ctstate", "DNAT", "-j", "DROP"]
+
+    def _redirect(self, net: SandboxNet, port: int) -> list[str]:
+        return [self.nat_chain, "-i", net.host_if, "-p", "tcp", "-j", "REDIRECT",
+                "--to-ports", str(port)]
+
+    async def setup(self, sid: str, egress_port: int | None = None) -> SandboxNet:
+        """The sandbox's netns and veth; with ``egress_port``, its outbound TCP goes to
+        the egress gateway listening there (without one, it is dropped)."""
         if not self._free:
             raise NetworkError("the worker's sandbox address pool is exhausted")
         block = self._free.pop(0)
@@ -139,7 +196,7 @@ class Network:
         host_ip6, sandbox_ip6 = self._v6(block)
         short = sid.removeprefix("clrk-")[:8]
         net = SandboxNet(f"clrk-{self.index}-{short}", f"{self.prefix}{short}", host_ip,
-                         sandbox_ip, host_ip6, sandbox_ip6)
+                         sandbox_ip, host_ip6, sandbox_ip6, egress_port)
         try:
             # Two `ip -batch` runs instead of eight processes: this is on every cold start.
             await _run_batch(["ip", "-batch", "-"], [
@@ -153,6 +210,8 @@ class Network:
                 f"addr add {sandbox_ip6}/126 dev eth0 nodad", "link set eth0 up",
                 "link set lo up", f"route add default via {host_ip}",
                 f"route add ::/0 via {host_ip6}"])
+            if egress_port is not None:
+                await _run("iptables", "-t", "nat", "-A", *self._redirect(net, egress_port))
         except BaseException:
             await self.teardown(sid, net)
             raise
@@ -169,6 +228,9 @@ class Network:
             await asyncio.gather(*list(self._teardowns), return_exceptions=True)
 
     async def teardown(self, sid: str, net: SandboxNet) -> None:
+        if net.egress_port is not None:
+            await _run("iptables", "-t", "nat", "-D", *self._redirect(net, net.egress_port),
+                       check=False)
         await _run("ip", "link", "del", net.host_if, check=False)
         await _run("ip", "netns", "del", net.netns, check=False)
         block = self._used.pop(sid, None)

@@ -1,0 +1,108 @@
+"""The worker's egress plane: its node-local Envoy, one listener per EgressGateway of
+the pool's namespace, and the port each gateway's sandboxes are redirected to.
+
+Gateway ports come from a fixed range per worker (``15000 + 64 * index``), so one
+firewall rule keeps everything but redirected sandbox traffic away from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient
+
+from clrk.api.gateway import EgressGateway
+from clrk.client import resource_class, to_dict
+from clrk.egress.envoy import xds_files
+from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
+from clrk.egress.envoy.supervisor import EnvoySupervisor
+
+log = logging.getLogger("clrk.worker.egress")
+PORTS_PER_WORKER = 64
+
+
+def port_range(index: int) -> tuple[int, int]:
+    first = 15000 + PORTS_PER_WORKER * index
+    return first, first + PORTS_PER_WORKER - 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EgressPlane:
+    def __init__(self, client: AsyncClient, state_dir: Path, namespace: str, index: int,
+                 node_id: str) -> None:
+        self.client = client
+        self.state_dir = state_dir
+        self.namespace = namespace
+        self.first, self.last = port_range(index)
+        self.envoy = EnvoySupervisor(state_dir / "envoy", _free_port(), node_id)
+        self.gateways: dict[str, dict[str, Any]] = {}
+        self.ports: dict[str, int] = {}
+
+    def port_for(self, namespace: str, gateway: str) -> int | None:
+        """Where a sandbox of an agent using ``gateway`` is redirected (None: unknown
+        gateway, so its traffic is dropped: fail closed)."""
+        if namespace != self.namespace or gateway not in self.gateways:
+            return None
+        return self.ports.get(gateway)
+
+    def access_log(self, gateway: str) -> Path:
+        return self.state_dir / "envoy" / f"access-{self.namespace}-{gateway}.log"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.envoy.start()
+        try:
+            await self.envoy.ready()
+        except TimeoutError as err:
+            log.error("%s", err)
+        watcher = asyncio.create_task(self._watch())
+        await stop.wait()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await self.envoy.stop()
+
+    async def _watch(self) -> None:
+        res = resource_class(EgressGateway)
+        while True:
+            try:
+                async for op, obj in self.client.watch(res, namespace=self.namespace):
+                    doc = to_dict(obj)
+                    name = doc["metadata"]["name"]
+                    if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
+                        self.gateways.pop(name, None)
+                    else:
+                        self.gateways[name] = doc
+                    self._apply()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.warning("EgressGateway watch failed (%s); retrying", err)
+                await asyncio.sleep(1)
+
+    def _apply(self) -> None:
+        listeners = []
+        for name, doc in sorted(self.gateways.items()):
+            port = self.ports.get(name)
+            if port is None:
+                taken = set(self.ports.values())
+                port = next((p for p in range(self.first, self.last + 1) if p not in taken),
+                            None)
+                if port is None:
+                    log.error("no port left for EgressGateway %s (at most %d per worker)",
+                              name, PORTS_PER_WORKER)
+                    continue
+                self.ports[name] = port
+            policy = (doc.get("spec") or {}).get("defaultPolicy") or "deny-all"
+            listeners.append(listener(GatewayListener(self.namespace, name, port, policy,
+                                                      self.access_log(name))))
+        xds_files.write(self.envoy.config_dir, listeners, base_clusters())

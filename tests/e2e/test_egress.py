@@ -1,0 +1,138 @@
+"""Egress through the worker's Envoy, from inside real sandboxes: an agent's TCP is
+redirected to its EgressGateway's listener; allow-all reaches an outside address (a
+server in a network namespace the test creates), deny-all and no gateway do not, and
+every connection is in the gateway's access log."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import DevServer, start_dev
+from tests.images import Registry, build, busybox_recipe
+
+pytestmark = pytest.mark.e2e
+UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
+
+ONE_ECHO = """
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 9000)); s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"echo:" + c.recv(100)); c.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    tag = secrets.token_hex(3)
+    ns, host_if = f"clrk-up-{tag}", f"clku{tag}"
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        for cmd in (["ip", "netns", "add", ns],
+                    ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+                     "netns", ns],
+                    ["ip", "addr", "add", "198.51.100.9/30", "dev", host_if],
+                    ["ip", "link", "set", host_if, "up"],
+                    ["ip", "-n", ns, "addr", "add", f"{UPSTREAM}/30", "dev", "eth0"],
+                    ["ip", "-n", ns, "link", "set", "eth0", "up"],
+                    ["ip", "-n", ns, "route", "add", "default", "via", "198.51.100.9"]):
+            subprocess.run(cmd, check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", ONE_ECHO])
+        yield UPSTREAM
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, upstream: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    server = start_dev(tmp_path_factory.mktemp("egress") / "clrk", "--insecure-registry",
+                       registry.host, workers=1)
+    try:
+        deadline = time.monotonic() + 60
+        while server.kubectl("get", "wp", "default", "-o",
+                             "jsonpath={.status.readyReplicas}", check=False).stdout != "1":
+            assert time.monotonic() < deadline, "the worker never became ready"
+            time.sleep(0.3)
+        yield server
+    finally:
+        server.stop()
+
+
+def apply(dev: DevServer, *docs: dict[str, object]) -> None:
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def gateway(name: str, policy: str) -> dict[str, object]:
+    return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressGateway",
+            "metadata": {"name": name}, "spec": {"defaultPolicy": policy}}
+
+
+def caller(name: str, image: str, gw: str | None) -> dict[str, object]:
+    spec: dict[str, object] = {"workerPoolRef": "default", "timeout": "30s", "template": {
+        "spec": {"image": image, "args": [
+            f"echo hello | timeout 5 nc {UPSTREAM} 9000; echo rc=$?"]}}}
+    if gw:
+        spec["egressRefs"] = [{"gatewayRef": gw}]
+    return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+            "metadata": {"name": name}, "spec": spec}
+
+
+def call(dev: DevServer, name: str) -> str:
+    r = httpx.post(f"{dev.ingress}/", content=b"{}", timeout=60,
+                   headers={"X-Clrk-TaskAgent": f"default/{name}"})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_default_policies_through_the_gateway(dev: DevServer, registry: Registry,
+                                              upstream: str) -> None:
+    image = f"{registry.host}/test/shell:1"
+    apply(dev, gateway("open", "allow-all"), gateway("closed", "deny-all"),
+          caller("via-open", image, "open"), caller("via-closed", image, "closed"),
+          caller("no-gateway", image, None))
+    # allow-all: the sandbox reaches the outside address, through Envoy.
+    deadline = time.monotonic() + 30
+    while "echo:hello" not in (out := call(dev, "via-open")):
+        assert time.monotonic() < deadline, out  # the worker learns of the gateway first
+        time.sleep(0.5)
+    # deny-all (the default) and no gateway at all: refused.
+    assert "echo:" not in call(dev, "via-closed")
+    assert "echo:" not in call(dev, "no-gateway")
+    # Each connection is in its gateway's access log, attributed to a sandbox address.
+    envoy = Path(dev.data_dir) / "workers" / "worker-0" / "envoy"
+
+    def entries(gw: str) -> list[dict[str, str]]:
+        log = envoy / f"access-default-{gw}.log"
+        return [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+
+    deadline = time.monotonic() + 10
+    while not (entries("open") and entries("closed")):
+        assert time.monotonic() < deadline, "no access log entries"
+        time.sleep(0.3)
+    opened = entries("open")[-1]
+    assert opened["destination"] == f"{UPSTREAM}:9000" and opened["cluster"] == \
+        "clrk_original_dst"
+    assert opened["source"].startswith("10.213.")
+    assert entries("closed")[-1]["cluster"] == "clrk_deny"
+    # A gateway's port takes only redirected traffic: dialled directly it is dropped.
+    port = int(json.loads((envoy / "lds.json").read_text())["resources"][0]["address"][
+        "socket_address"]["port_value"])
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
