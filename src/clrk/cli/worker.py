@@ -35,11 +35,23 @@ def worker(
                                             "interface names, firewall chain).")] = 0,
     network: Annotated[bool, typer.Option("--network/--no-network",
                                           help="Give sandboxes a network namespace.")] = True,
+    dns_upstream: Annotated[str | None, typer.Option(
+        "--dns-upstream", envvar="CLRK_DNS_UPSTREAM",
+        help="host:port of the DNS server the sandboxes' responder asks (default: this "
+             "host's resolver).")] = None,
 ) -> None:
     """Run sandboxes for a WorkerPool until SIGTERM, then drain."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    upstream = _host_port(dns_upstream) if dns_upstream else None
     run_guarded(lambda: asyncio.run(serve(name, data_dir, kubeconfig, namespace, pool, host,
                                           port, capacity, set(insecure_registry or []),
-                                          index, network)))
+                                          index, network, upstream)))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter(f"{text!r}: expected host:port", param_hint="--dns-upstream")
+    return host.strip("[]"), int(port)

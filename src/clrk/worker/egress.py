@@ -55,6 +55,19 @@ class EgressPlane:
             return None
         return self.ports.get(gateway)
 
+    def gateway_at(self, port: int) -> dict[str, Any] | None:
+        name = next((n for n, p in self.ports.items() if p == port), None)
+        return self.gateways.get(name) if name else None
+
+    def may_resolve(self, port: int | None, name: str) -> bool:
+        """DNS policy: a sandbox without a gateway resolves nothing; under allow-all
+        everything; under deny-all only what a route of its gateway allows (routes are
+        not built yet, so nothing)."""
+        gw = self.gateway_at(port) if port is not None else None
+        if gw is None:
+            return False
+        return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
+
     def access_log(self, gateway: str) -> Path:
         return self.state_dir / "envoy" / f"access-{self.namespace}-{gateway}.log"
 

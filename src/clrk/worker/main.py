@@ -21,6 +21,7 @@ from clrk.serving import Server, url_host
 from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.agents.task import Networking
 from clrk.worker.agents.warm import WarmPool
+from clrk.worker.dns import DNSResponder
 from clrk.worker.egress import EgressPlane, port_range
 from clrk.worker.images import pull_secrets
 from clrk.worker.images.pull_secrets import PullSecretError
@@ -98,7 +99,8 @@ async def _follow_pool(client: AsyncClient, worker: Worker, namespace: str, pool
 
 async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str,
                 host: str, port: int, capacity: int | None, insecure: set[str],
-                index: int = 0, networked: bool = True) -> None:
+                index: int = 0, networked: bool = True,
+                dns_upstream: tuple[str, int] | None = None) -> None:
     runtime = Runtime(data_dir / "sandboxes")
     left = await runtime.sweep()
     if left:
@@ -107,10 +109,15 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     images.clean_partial()
     networking: Networking | None = None
     metadata_server: Server | None = None
+    dns: DNSResponder | None = None
     if networked:
         metadata = MetadataService()
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
-        network = Network(index, metadata_server.port, egress_ports=port_range(index))
+        dns = DNSResponder(lambda sandbox, qname: networking is not None
+                           and networking.may_resolve(sandbox, qname), dns_upstream)
+        await dns.start()
+        network = Network(index, metadata_server.port, egress_ports=port_range(index),
+                          dns_port=dns.port)
         gone = await network.sweep()
         if gone:
             log.info("removed %d network namespace(s) left by a previous worker", len(gone))
@@ -120,7 +127,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     egress: EgressPlane | None = None
     if networked:
         egress = EgressPlane(client, data_dir, namespace, index, name)
-        networking = Networking(network, metadata, egress)
+        networking = Networking(network, metadata, egress, dns)
     warm = WarmPool(client, runtime, images, networking, namespace, pool)
     worker = Worker(name, runtime, images, capacity or 32, networking, warm)
     server = Server(worker.app(), host, port, grace=30)
@@ -159,3 +166,5 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         await metadata_server.stop()
         await networking.network.drain()
         await networking.network.uninstall()
+    if dns is not None:
+        dns.stop()

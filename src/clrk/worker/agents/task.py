@@ -14,6 +14,7 @@ from typing import Any, Literal
 from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.worker.agents import envelope
+from clrk.worker.dns import DNSResponder
 from clrk.worker.egress import EgressPlane
 from clrk.worker.images.reference import ReferenceError
 from clrk.worker.images.registry import RegistryError
@@ -48,6 +49,13 @@ class Networking:
     network: Network
     metadata: MetadataService
     egress: EgressPlane | None = None
+    dns: DNSResponder | None = None
+
+    def may_resolve(self, sandbox: str, name: str) -> bool:
+        net = self.network.by_address.get(sandbox)
+        if net is None or self.egress is None:
+            return False
+        return self.egress.may_resolve(net.egress_port, name)
 
     def egress_port(self, namespace: str, template: AgentTemplate,
                     refs: list[EgressRef] | None) -> int | None:
@@ -100,7 +108,10 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
         return Prepared(await runtime.start(spec), exec_key)
     net = await networking.network.setup(exec_key, egress_port)
     port = networking.network.metadata_port
-    spec = replace(spec, netns=net.netns_path, env=[
+    # The sandbox's only nameserver is the worker's responder (behind its veth).
+    spec = replace(spec, netns=net.netns_path,
+                   resolv_conf=f"nameserver {net.host_ip}\noptions timeout:2 attempts:2\n",
+                   env=[
         *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",
         f"CLRK_METADATA_URL_V6=http://[{net.host_ip6}]:{port}/v1"])
     slot = None
@@ -124,6 +135,8 @@ async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
 
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
     networking.metadata.unregister(*net.sandbox_addresses)
+    if networking.dns is not None:
+        networking.dns.forget(net.sandbox_ip)
     networking.network.teardown_later(exec_key, net)
 
 

@@ -12,7 +12,7 @@ CAPABILITIES = ["CAP_NET_BIND_SERVICE"]
 CPU_PERIOD = 100_000
 
 
-def config(spec: RunSpec, cgroup: str) -> dict[str, Any]:
+def config(spec: RunSpec, cgroup: str, directory: Path | None = None) -> dict[str, Any]:
     caps = {k: CAPABILITIES for k in ("bounding", "effective", "permitted")}
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
@@ -25,7 +25,10 @@ def config(spec: RunSpec, cgroup: str) -> dict[str, Any]:
         {"destination": "/sys", "type": "sysfs", "source": "sysfs",
          "options": ["nosuid", "noexec", "nodev", "ro"]},
     ]
-    for host, path in spec.extra_mounts:
+    extra = list(spec.extra_mounts)
+    if spec.resolv_conf is not None and directory is not None:
+        extra.append((directory / "resolv.conf", "/etc/resolv.conf"))
+    for host, path in extra:
         mounts.append({"destination": path, "type": "bind", "source": str(host),
                        "options": ["rbind", "ro"]})
     return {
@@ -58,6 +61,8 @@ def config(spec: RunSpec, cgroup: str) -> dict[str, Any]:
 
 def write(directory: Path, spec: RunSpec, cgroup: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
+    if spec.resolv_conf is not None:
+        (directory / "resolv.conf").write_text(spec.resolv_conf)
     path = directory / "config.json"
-    path.write_text(json.dumps(config(spec, cgroup), indent=1))
+    path.write_text(json.dumps(config(spec, cgroup, directory), indent=1))
     return directory

@@ -70,11 +70,13 @@ class Network:
     index: int  # distinct per worker on a host
     metadata_port: int
     egress_ports: tuple[int, int] | None = None  # the worker's egress gateway port range
+    dns_port: int | None = None  # the worker's DNS responder (sandboxes' UDP 53 goes there)
     cidr: str = "10.213.0.0/16"
     cidr6: str = "fd0c:c1a0::/48"  # a /64 per worker; a /126 per sandbox
     _free: list[ipaddress.IPv4Network] = field(default_factory=list)
     _used: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
     _teardowns: set[asyncio.Task[None]] = field(default_factory=set)
+    by_address: dict[str, SandboxNet] = field(default_factory=dict)  # live sandboxes
 
     def __post_init__(self) -> None:
         base = ipaddress.IPv4Network(self.cidr)
@@ -106,13 +108,13 @@ class Network:
                                              "neighbour-advertisement")]
         # Connections the nat chain redirected to an egress gateway (never a direct
         # connection to a gateway's port: that one is not DNAT'd, so it is dropped).
-        redirected = ["-A", self.chain, "-i", wild, "-p", "tcp", "-m", "conntrack",
-                      "--ctstate", "DNAT", "-j", "ACCEPT"]
+        redirected = [["-A", self.chain, "-i", wild, "-p", proto, "-m", "conntrack",
+                       "--ctstate", "DNAT", "-j", "ACCEPT"] for proto in ("tcp", "udp")]
         return [
             *(ndp if tool == "ip6tables" else []),
             ["-A", self.chain, "-i", wild, "-p", "tcp", "--dport", str(self.metadata_port),
              "-j", "ACCEPT"],
-            *([redirected] if tool == "iptables" else []),
+            *(redirected if tool == "iptables" else []),
             ["-A", self.chain, "-i", wild, "-j", "DROP"],
         ]
 
@@ -127,7 +129,10 @@ class Network:
         """Nothing addressed to the host itself, another sandbox or link-local is
         redirected (it stays subject to the filter chain, which drops all but the
         metadata service); the sandboxes' own REDIRECT rules follow these."""
-        return [["-A", self.nat_chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j",
+        dns = [["-A", self.nat_chain, "-p", "udp", "--dport", "53", "-j", "REDIRECT",
+                "--to-ports", str(self.dns_port)]] if self.dns_port else []
+        return [*dns,
+                ["-A", self.nat_chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j",
                  "RETURN"],
                 ["-A", self.nat_chain, "-d", self.cidr, "-j", "RETURN"],
                 ["-A", self.nat_chain, "-d", "169.254.0.0/16", "-j", "RETURN"]]
@@ -212,6 +217,7 @@ class Network:
                 f"route add ::/0 via {host_ip6}"])
             if egress_port is not None:
                 await _run("iptables", "-t", "nat", "-A", *self._redirect(net, egress_port))
+            self.by_address[sandbox_ip] = self.by_address[sandbox_ip6] = net
         except BaseException:
             await self.teardown(sid, net)
             raise
@@ -228,6 +234,9 @@ class Network:
             await asyncio.gather(*list(self._teardowns), return_exceptions=True)
 
     async def teardown(self, sid: str, net: SandboxNet) -> None:
+        for address in net.sandbox_addresses:
+            if self.by_address.get(address) is net:
+                del self.by_address[address]
         if net.egress_port is not None:
             await _run("iptables", "-t", "nat", "-D", *self._redirect(net, net.egress_port),
                        check=False)

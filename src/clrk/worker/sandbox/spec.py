@@ -40,6 +40,7 @@ class RunSpec:
     hostname: str = "sandbox"
     extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # (host file, path)
     netns: str | None = None  # path of the sandbox's network namespace; None: no network
+    resolv_conf: str | None = None  # mounted at /etc/resolv.conf (from the bundle dir)
 
 
 def argv_for(template: SandboxSpec, image: Image) -> list[str]:
