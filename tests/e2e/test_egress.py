@@ -27,12 +27,13 @@ pytestmark = pytest.mark.e2e
 UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
 
 ONE_ECHO = """
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 9000)); s.listen(16)
-while True:
-    c, _ = s.accept()
-    c.sendall(b"echo:" + c.recv(100)); c.close()
+import socketserver
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.settimeout(10)
+        self.request.sendall(b"echo:" + self.request.recv(100))
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Echo).serve_forever()
 """
 
 
@@ -126,7 +127,8 @@ def caller(name: str, image: str, gw: str | None, target: str = UPSTREAM
            ) -> dict[str, object]:
     spec: dict[str, object] = {"workerPoolRef": "default", "timeout": "30s", "template": {
         "spec": {"image": image, "args": [
-            f"echo hello | timeout 5 nc {target} 9000; echo rc=$?"]}}}
+            # stdin stays open until the reply: busybox nc stops reading at stdin's end.
+            f"(echo hello; sleep 2) | timeout 5 nc {target} 9000; echo rc=$?"]}}}
     if gw:
         spec["egressRefs"] = [{"gatewayRef": gw}]
     return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
@@ -194,3 +196,59 @@ def test_dns_answers_only_what_the_gateway_allows(dev: DevServer, registry: Regi
     assert "echo:" not in call(dev, "dns-closed")
     assert "echo:" not in call(dev, "dns-none")
     assert not any("exfil" in q for q in fake_dns.questions), fake_dns.questions
+
+
+L4_AGENT = """
+(echo hello; sleep 2) | timeout 5 nc echo.internal 9000; echo
+(echo hello; sleep 2) | timeout 5 nc 198.51.100.10 9000; echo
+echo "unrouted-port:$( (echo hello; sleep 1) | timeout 5 nc 198.51.100.10 9001 2>/dev/null)."
+echo "unlisted-name:$( (echo hello; sleep 1) | timeout 5 nc unlisted.internal 9000 2>/dev/null)."
+"""
+
+
+def test_l4_routes_by_hostname_and_cidr(dev: DevServer, registry: Registry,
+                                        fake_dns: FakeDNS) -> None:
+    import socketserver
+    import threading
+
+    class Loop(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"loop:" + self.request.recv(100))
+
+    loop = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Loop)
+    threading.Thread(target=loop.serve_forever, daemon=True).start()
+    try:
+        l4gw = gateway("l4", "deny-all")
+        l4gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
+            {"hostname": "echo.internal", "address": f"127.0.0.1:{loop.server_address[1]}"}]}}
+        route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+                 "metadata": {"name": "l4-routes"},
+                 "spec": {"parentRefs": [{"name": "l4"}], "rules": [{"matches": [
+                     {"destinationHostnames": ["echo.internal"], "ports": [{"port": 9000}]},
+                     {"destinationCIDRs": [f"{UPSTREAM}/32"], "ports": [{"port": 9000}]}]}]}}
+        agent = caller("l4-user", f"{registry.host}/test/shell:1", "l4")
+        agent["spec"]["template"]["spec"]["args"] = [L4_AGENT]  # type: ignore[index]
+        apply(dev, l4gw, route, agent)
+        deadline = time.monotonic() + 30
+        while "loop:hello" not in (out := call(dev, "l4-user")):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.5)
+        # By hostname (to the loopback service behind its alias) and by CIDR + port.
+        assert "loop:hello" in out and "echo:hello" in out, out
+        # An unrouted port is refused by the gateway; an unrouted name does not resolve.
+        assert "unrouted-port:." in out and "unlisted-name:." in out, out
+        # Routed names are answered by the worker itself: no upstream DNS question.
+        assert not any(q.endswith(".internal") for q in fake_dns.questions)
+        log = Path(dev.data_dir) / "workers" / "worker-0" / "envoy" / \
+            "access-default-l4.log"
+        deadline = time.monotonic() + 10
+        while not (log.exists() and "clrk_deny" in log.read_text()):
+            assert time.monotonic() < deadline, "no deny in the access log"
+            time.sleep(0.3)
+        entries = [json.loads(x) for x in log.read_text().splitlines()]
+        assert any(e["cluster"] == "host/echo.internal/9000" for e in entries)
+        assert any(e["destination"] == f"{UPSTREAM}:9001" and e["cluster"] == "clrk_deny"
+                   for e in entries)
+    finally:
+        loop.shutdown()
+        loop.server_close()

@@ -489,6 +489,14 @@ async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -
     runsc = subprocess.run(["runsc", "--root", str(wdir / "sandboxes" / "runsc"), "list",
                             "--quiet"], capture_output=True, text=True).stdout
     assert runsc.strip() == ""
+    # The dead worker's Envoy died with it: one Envoy serves the restarted worker.
+    for _ in range(50):
+        envoys = subprocess.run(["pgrep", "-f", str(wdir / "envoy" / "bootstrap.json")],
+                                capture_output=True, text=True).stdout.split()
+        if len(envoys) == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert len(envoys) == 1, envoys
 
 
 def test_images_are_pulled_when_a_revision_appears(dev: DevServer, registry: Registry) -> None:

@@ -13,13 +13,15 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 
 log = logging.getLogger("clrk.worker.dns")
-Decide = Callable[[str, str], bool]  # (sandbox address, name) -> may it be resolved?
+# (sandbox address, name) -> False: refuse; True: resolve it; an address: answer that
+# (a route's virtual address).
+Decide = Callable[[str, str], Awaitable[str | bool]]
 ANSWER_TTL = 30
 
 
@@ -77,10 +79,16 @@ class DNSResponder(asyncio.DatagramProtocol):
         reply = query.reply()
         name = str(query.q.qname).rstrip(".").lower()
         source = addr[0].removeprefix("::ffff:")
-        if not self.decide(source, name):
+        verdict = await self.decide(source, name)
+        if verdict is False:
             self.refused += 1
             log.info("refused %s from %s", name, source)
             reply.header.rcode = RCODE.REFUSED
+        elif isinstance(verdict, str):
+            if query.q.qtype == QTYPE.A:
+                reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(verdict),
+                                    ttl=ANSWER_TTL))
+            self.seen.setdefault(source, Seen()).remember(name, verdict, ANSWER_TTL)
         else:
             try:
                 reply = await self._resolve(query, data)

@@ -1,5 +1,6 @@
 """The worker's egress plane: its node-local Envoy, one listener per EgressGateway of
-the pool's namespace, and the port each gateway's sandboxes are redirected to.
+the pool's namespace (with its EgressL4Routes), the port each gateway's sandboxes are
+redirected to, and the DNS verdicts for their lookups.
 
 Gateway ports come from a fixed range per worker (``15000 + 64 * index``), so one
 firewall rule keeps everything but redirected sandbox traffic away from them.
@@ -17,13 +18,21 @@ from typing import Any
 from lightkube import AsyncClient
 
 from clrk.api.gateway import EgressGateway
+from clrk.api.routes import EgressL4Route
 from clrk.client import resource_class, to_dict
+from clrk.egress import l4
 from clrk.egress.envoy import xds_files
-from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
+from clrk.egress.envoy.listeners import (
+    GatewayListener,
+    base_clusters,
+    host_clusters,
+    listener,
+)
 from clrk.egress.envoy.supervisor import EnvoySupervisor
 
 log = logging.getLogger("clrk.worker.egress")
 PORTS_PER_WORKER = 64
+CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
 
 
 def port_range(index: int) -> tuple[int, int]:
@@ -46,6 +55,9 @@ class EgressPlane:
         self.first, self.last = port_range(index)
         self.envoy = EnvoySupervisor(state_dir / "envoy", _free_port(), node_id)
         self.gateways: dict[str, dict[str, Any]] = {}
+        self.l4routes: dict[str, dict[str, Any]] = {}
+        self.plans: dict[str, l4.GatewayRoutes] = {}
+        self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
 
     def port_for(self, namespace: str, gateway: str) -> int | None:
@@ -59,13 +71,28 @@ class EgressPlane:
         name = next((n for n, p in self.ports.items() if p == port), None)
         return self.gateways.get(name) if name else None
 
-    def may_resolve(self, port: int | None, name: str) -> bool:
-        """DNS policy: a sandbox without a gateway resolves nothing; under allow-all
-        everything; under deny-all only what a route of its gateway allows (routes are
-        not built yet, so nothing)."""
+    def _vip(self, hostname: str) -> tuple[str, bool]:
+        """The hostname's virtual address, and whether it is new."""
+        if hostname in self.vips:
+            return self.vips[hostname], False
+        used = set(self.vips.values())
+        vip = next(str(a) for a in l4.VIRTUAL.hosts() if str(a) not in used)
+        self.vips[hostname] = vip
+        return vip, True
+
+    async def dns_verdict(self, port: int | None, name: str) -> str | bool:
+        """A sandbox without a gateway resolves nothing; a name a route of its gateway
+        names gets its virtual address; anything else resolves only under allow-all."""
         gw = self.gateway_at(port) if port is not None else None
         if gw is None:
             return False
+        plan = self.plans.get(gw["metadata"]["name"])
+        if plan is not None and plan.host_ports(name):
+            vip, new = self._vip(name)
+            if new:  # a wildcard's new name: Envoy needs its chain before the connect
+                self._apply()
+                await asyncio.sleep(CONFIG_SETTLE)
+            return vip
         return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
 
     def access_log(self, gateway: str) -> Path:
@@ -85,25 +112,39 @@ class EgressPlane:
         await self.envoy.stop()
 
     async def _watch(self) -> None:
-        res = resource_class(EgressGateway)
+        await asyncio.gather(self._follow(EgressGateway, self.gateways),
+                             self._follow(EgressL4Route, self.l4routes))
+
+    async def _follow(self, kind: Any, into: dict[str, dict[str, Any]]) -> None:
+        res = resource_class(kind)
         while True:
             try:
                 async for op, obj in self.client.watch(res, namespace=self.namespace):
                     doc = to_dict(obj)
                     name = doc["metadata"]["name"]
                     if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
-                        self.gateways.pop(name, None)
+                        into.pop(name, None)
                     else:
-                        self.gateways[name] = doc
+                        into[name] = doc
                     self._apply()
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                log.warning("EgressGateway watch failed (%s); retrying", err)
+                log.warning("%s watch failed (%s); retrying", kind.kind_info.kind, err)
                 await asyncio.sleep(1)
 
     def _apply(self) -> None:
         listeners = []
+        clusters = base_clusters()
+        self.plans = {name: l4.plan(doc, list(self.l4routes.values()))
+                      for name, doc in self.gateways.items()}
+        for plan in self.plans.values():
+            for problem in plan.problems:
+                log.warning("%s", problem)
+            for rule in plan.rules:
+                for host in rule.hostnames:
+                    if "*" not in host:
+                        self._vip(host)
         for name, doc in sorted(self.gateways.items()):
             port = self.ports.get(name)
             if port is None:
@@ -116,6 +157,10 @@ class EgressPlane:
                     continue
                 self.ports[name] = port
             policy = (doc.get("spec") or {}).get("defaultPolicy") or "deny-all"
+            plan = self.plans[name]
+            vips = {h: v for h, v in self.vips.items() if plan.host_ports(h)}
             listeners.append(listener(GatewayListener(self.namespace, name, port, policy,
-                                                      self.access_log(name))))
-        xds_files.write(self.envoy.config_dir, listeners, base_clusters())
+                                                      self.access_log(name)), plan, vips))
+            known = {c["name"] for c in clusters}
+            clusters += [c for c in host_clusters(plan, vips) if c["name"] not in known]
+        xds_files.write(self.envoy.config_dir, listeners, clusters)

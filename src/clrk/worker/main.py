@@ -113,8 +113,10 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     if networked:
         metadata = MetadataService()
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
-        dns = DNSResponder(lambda sandbox, qname: networking is not None
-                           and networking.may_resolve(sandbox, qname), dns_upstream)
+        async def verdict(sandbox: str, qname: str) -> str | bool:
+            return await networking.dns_verdict(sandbox, qname) if networking else False
+
+        dns = DNSResponder(verdict, dns_upstream)
         await dns.start()
         network = Network(index, metadata_server.port, egress_ports=port_range(index),
                           dns_port=dns.port)

@@ -11,9 +11,12 @@ connection is written to the gateway's access log.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from clrk.egress.l4 import GatewayRoutes
 
 ORIGINAL_DST = "clrk_original_dst"
 DENY = "clrk_deny"
@@ -62,8 +65,40 @@ def _tcp_proxy(stat: str, cluster: str, access_log: Path) -> dict[str, Any]:
             "log_format": {"json_format": ACCESS_LOG_FORMAT}}}]}}
 
 
-def listener(gw: GatewayListener) -> dict[str, Any]:
+def _chain(name: str, prefix: str, port: int | None, stat: str, cluster: str,
+           log: Path) -> dict[str, Any]:
+    net = ipaddress.ip_network(prefix, strict=False)
+    match: dict[str, Any] = {"prefix_ranges": [{"address_prefix": str(net.network_address),
+                                                "prefix_len": net.prefixlen}]}
+    if port is not None:
+        match["destination_port"] = port
+    return {"name": name, "filter_chain_match": match,
+            "filters": [_tcp_proxy(stat, cluster, log)]}
+
+
+def host_cluster(hostname: str, port: int) -> str:
+    return f"host/{hostname}/{port}"
+
+
+def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
+             vips: dict[str, str] | None = None) -> dict[str, Any]:
+    """The gateway's listener: a filter chain per routed destination and port (CIDRs to
+    where the sandbox dialled, hostnames' virtual addresses to the host), then the
+    default policy for the rest."""
     target = ORIGINAL_DST if gw.default_policy == "allow-all" else DENY
+    stat = f"egw_{gw.namespace}_{gw.name}"
+    chains: dict[tuple[str, int | None], dict[str, Any]] = {}
+    for rule in routes.rules if routes else []:
+        for cidr in rule.cidrs:
+            for port in rule.ports or (None,):
+                key = (str(ipaddress.ip_network(cidr, strict=False)), port)
+                chains.setdefault(key, _chain(f"cidr {key[0]}:{port or '*'}", key[0], port,
+                                              stat, ORIGINAL_DST, gw.access_log))
+    for hostname, vip in sorted((vips or {}).items()):
+        for port in sorted(routes.host_ports(hostname)) if routes else []:
+            chains.setdefault((f"{vip}/32", port), _chain(
+                f"host {hostname}:{port}", f"{vip}/32", port, stat,
+                host_cluster(hostname, port), gw.access_log))
     return {
         "name": gw.listener_name,
         "address": {"socket_address": {"address": gw.address, "port_value": gw.port}},
@@ -74,10 +109,37 @@ def listener(gw: GatewayListener) -> dict[str, Any]:
         ],
         "listener_filters_timeout": "2s",
         "continue_on_listener_filters_timeout": True,
+        "filter_chains": list(chains.values()),
         "default_filter_chain": {
             "name": f"default-{gw.default_policy}",
-            "filters": [_tcp_proxy(f"egw_{gw.namespace}_{gw.name}", target, gw.access_log)]},
+            "filters": [_tcp_proxy(stat, target, gw.access_log)]},
     }
+
+
+def host_clusters(routes: GatewayRoutes, vips: dict[str, str]) -> list[dict[str, Any]]:
+    """One cluster per routed hostname and port: the host itself, or its alias."""
+    out = []
+    for hostname in sorted(vips):
+        for port in sorted(routes.host_ports(hostname)):
+            target, dial_port = hostname, port
+            alias = routes.aliases.get(hostname)
+            if alias:
+                host, _, alias_port = alias.rpartition(":") if alias.count(":") == 1 \
+                    else (alias, "", "")
+                target = host or alias
+                dial_port = int(alias_port) if alias_port.isdigit() else port
+            try:
+                ipaddress.ip_address(target)
+                kind = "STATIC"
+            except ValueError:
+                kind = "LOGICAL_DNS"
+            name = host_cluster(hostname, port)
+            out.append({"name": name, "type": kind, "connect_timeout": "5s",
+                        "dns_lookup_family": "V4_PREFERRED",
+                        "load_assignment": {"cluster_name": name, "endpoints": [
+                            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                                "address": target, "port_value": dial_port}}}}]}]}})
+    return out
 
 
 def base_clusters() -> list[dict[str, Any]]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -15,6 +18,13 @@ from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.binary import envoy_binary
 
 log = logging.getLogger("clrk.egress.envoy")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the worker dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class EnvoySupervisor:
@@ -43,14 +53,27 @@ class EnvoySupervisor:
         await self._spawn()
         self._task = asyncio.create_task(self._watch())
 
+    def _kill_leftover(self) -> None:
+        """An Envoy a killed predecessor left behind (it holds the ports)."""
+        pid_file = self.config_dir / "envoy.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(self.config_dir / "bootstrap.json").encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
+                log.info("killed envoy %d left by a previous worker", pid)
+
     async def _spawn(self) -> None:
+        self._kill_leftover()
         log_file = (self.config_dir / "envoy.log").open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             str(envoy_binary()), "-c", str(self.config_dir / "bootstrap.json"),
             "--concurrency", str(self.concurrency), "--disable-hot-restart",
-            "--log-level", "warning", stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file, stderr=log_file)
+            "--log-level", "warning", "--file-flush-interval-msec", "250",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent)
         log_file.close()
+        (self.config_dir / "envoy.pid").write_text(str(self.proc.pid))
 
     async def _watch(self) -> None:
         delay = 0.5

@@ -51,11 +51,11 @@ class Networking:
     egress: EgressPlane | None = None
     dns: DNSResponder | None = None
 
-    def may_resolve(self, sandbox: str, name: str) -> bool:
+    async def dns_verdict(self, sandbox: str, name: str) -> str | bool:
         net = self.network.by_address.get(sandbox)
         if net is None or self.egress is None:
             return False
-        return self.egress.may_resolve(net.egress_port, name)
+        return await self.egress.dns_verdict(net.egress_port, name)
 
     def egress_port(self, namespace: str, template: AgentTemplate,
                     refs: list[EgressRef] | None) -> int | None:

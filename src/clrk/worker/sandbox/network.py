@@ -22,7 +22,12 @@ class NetworkError(RuntimeError):
     pass
 
 
+TABLES = ("iptables", "ip6tables")
+
+
 async def _run(*args: str, check: bool = True) -> str:
+    if args[0] in TABLES:  # wait for the xtables lock: setups and teardowns overlap
+        args = (args[0], "-w", *args[1:])
     proc = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
@@ -30,9 +35,6 @@ async def _run(*args: str, check: bool = True) -> str:
     if check and proc.returncode:
         raise NetworkError(f"{' '.join(args)} failed: {out.decode().strip()}")
     return out.decode()
-
-
-TABLES = ("iptables", "ip6tables")
 
 
 async def _run_batch(cmd: list[str], lines: list[str]) -> None:

@@ -1,0 +1,93 @@
+"""EgressL4Routes of one gateway, as the data plane needs them: which destinations
+(CIDRs, hostnames) and ports a sandbox may reach under the gateway.
+
+Hostnames work through virtual addresses: the DNS responder answers a route's hostname
+with an address from 198.18.0.0/16 (never a real one, and off the sandboxes' subnet),
+the connection to it is redirected to Envoy like any other, and Envoy dials the real
+host (or its ``upstreamTLS.hostAliases`` address). So a hostname rule matches exactly
+the names it lists, whatever addresses they have, and DNS never leaves the worker for
+them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+VIRTUAL = ipaddress.IPv4Network("198.18.0.0/16")
+MAX_PORTS_PER_RANGE = 64
+
+
+@dataclass(frozen=True)
+class L4Rule:
+    cidrs: tuple[str, ...]
+    hostnames: tuple[str, ...]
+    ports: tuple[int, ...] | None  # None: every port (CIDR rules only)
+
+
+@dataclass
+class GatewayRoutes:
+    rules: list[L4Rule] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # hostname -> host[:port]
+    problems: list[str] = field(default_factory=list)
+
+    def host_ports(self, name: str) -> set[int]:
+        """Ports the hostname may be reached on (empty: it is not routed)."""
+        out: set[int] = set()
+        for rule in self.rules:
+            if any(_host_matches(pattern, name) for pattern in rule.hostnames):
+                out.update(rule.ports or ())
+        return out
+
+
+def _host_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("*."):
+        return name.endswith(pattern[1:]) and name != pattern[2:]
+    return fnmatch.fnmatchcase(name, pattern) if "*" in pattern else name == pattern
+
+
+def _ports(match: dict[str, Any], problems: list[str], where: str) -> tuple[int, ...] | None:
+    ranges = match.get("ports")
+    if not ranges:
+        return None
+    out: list[int] = []
+    for r in ranges:
+        first, last = int(r["port"]), int(r.get("endPort") or r["port"])
+        if last - first + 1 > MAX_PORTS_PER_RANGE:
+            problems.append(f"{where}: port range {first}-{last} is wider than "
+                            f"{MAX_PORTS_PER_RANGE} ports; only its first "
+                            f"{MAX_PORTS_PER_RANGE} are routed")
+            last = first + MAX_PORTS_PER_RANGE - 1
+        out.extend(range(first, last + 1))
+    return tuple(sorted(set(out)))
+
+
+def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes:
+    name = gateway["metadata"]["name"]
+    namespace = gateway["metadata"].get("namespace", "")
+    out = GatewayRoutes()
+    tls = (gateway.get("spec") or {}).get("upstreamTLS") or {}
+    for alias in tls.get("hostAliases") or []:
+        out.aliases[alias["hostname"].lower()] = alias["address"]
+    for route in routes:
+        parents = route["spec"].get("parentRefs") or []
+        if not any(p.get("name") == name and p.get("namespace", namespace) == namespace
+                   and p.get("kind", "EgressGateway") == "EgressGateway" for p in parents):
+            continue
+        where = f"EgressL4Route {route['metadata']['name']}"
+        for rule in route["spec"].get("rules") or []:
+            for match in rule.get("matches") or []:
+                if match.get("protocol") == "UDP":
+                    out.problems.append(f"{where}: UDP routes are not supported yet")
+                    continue
+                ports = _ports(match, out.problems, where)
+                hostnames = tuple(h.lower() for h in match.get("destinationHostnames") or [])
+                if hostnames and ports is None:
+                    out.problems.append(f"{where}: hostname matches need ports")
+                    hostnames = ()
+                cidrs = tuple(match.get("destinationCIDRs") or ())
+                if cidrs or hostnames:
+                    out.rules.append(L4Rule(cidrs, hostnames, ports))
+    return out
