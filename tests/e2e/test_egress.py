@@ -5,8 +5,10 @@ every connection is in the gateway's access log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -17,11 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
 from tests.conftest import DevServer, start_dev
-from tests.images import Registry, build, busybox_recipe
+from tests.images import Registry, build, busybox_recipe, python_base
 
 pytestmark = pytest.mark.e2e
 UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
@@ -100,6 +103,7 @@ def fake_dns() -> Iterator[FakeDNS]:
 def dev(registry: Registry, upstream: str, fake_dns: FakeDNS,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    registry.push("test/python", "1", python_base())
     server = start_dev(tmp_path_factory.mktemp("egress") / "clrk", "--insecure-registry",
                        registry.host, workers=1,
                        env={"CLRK_DNS_UPSTREAM": f"127.0.0.1:{fake_dns.port}"})
@@ -252,3 +256,76 @@ def test_l4_routes_by_hostname_and_cidr(dev: DevServer, registry: Registry,
     finally:
         loop.shutdown()
         loop.server_close()
+
+
+PEER_CERT = """
+import hashlib, socket, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with socket.create_connection(("tls.internal", 443), timeout=5) as raw:
+    with ctx.wrap_socket(raw, server_hostname="tls.internal") as tls:
+        print(hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest())
+"""
+
+
+def test_tls_passthrough_shows_the_upstreams_own_certificate(
+        dev: DevServer, registry: Registry, tmp_path: Path) -> None:
+    import hashlib
+    import ssl
+    import threading
+
+    from cryptography import x509
+
+    from clrk import pki
+
+    ca = pki.generate_ca("upstream-test-ca")
+    leaf = pki.issue_leaf(ca, ["tls.internal"])
+    (tmp_path / "leaf.pem").write_bytes(leaf.cert_pem)
+    (tmp_path / "leaf.key").write_bytes(leaf.key_pem)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed: the test is over
+                return
+            with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as t:
+                t.recv(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        gw = gateway("tlsgw", "deny-all")
+        gw["spec"] = {"upstreamTLS": {"hostAliases": [
+            {"hostname": "tls.internal", "address": f"127.0.0.1:{server.getsockname()[1]}"}]}}
+        route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+                 "metadata": {"name": "tls-route"},
+                 "spec": {"parentRefs": [{"name": "tlsgw"}], "rules": [{"matches": [
+                     {"protocol": "TLS", "destinationHostnames": ["tls.internal"],
+                      "ports": [{"port": 443}]}]}]}}
+        agent = caller("tls-user", f"{registry.host}/test/python:1", "tlsgw")
+        agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+            "image": f"{registry.host}/test/python:1",
+            "command": ["python3", "-c", PEER_CERT]}
+        apply(dev, gw, route, agent)
+        want = hashlib.sha256(x509.load_pem_x509_certificate(leaf.cert_pem).public_bytes(
+            serialization.Encoding.DER)).hexdigest()
+        deadline = time.monotonic() + 30
+        while (got := call_raw(dev, "tls-user")).text.strip() != want:
+            assert time.monotonic() < deadline, (got.status_code, got.text)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        server.close()
+
+
+def call_raw(dev: DevServer, name: str) -> httpx.Response:
+    return httpx.post(f"{dev.ingress}/", content=b"{}", timeout=60,
+                      headers={"X-Clrk-TaskAgent": f"default/{name}"})
