@@ -176,6 +176,23 @@ def test_default_policies_through_the_gateway(dev: DevServer, registry: Registry
         "clrk_original_dst"
     assert opened["source"].startswith("10.213.")
     assert entries("closed")[-1]["cluster"] == "clrk_deny"
+    # Each connection is also a span under its invocation, attributed to the agent.
+    def traced(agent: str, decision: str) -> bool:
+        out = dev.clrk("agents", "traces", agent).stdout
+        return f"egress tcp {UPSTREAM}:9000  {decision}" in out
+
+    deadline = time.monotonic() + 15
+    while not (traced("via-open", "allow") and traced("via-closed", "deny")):
+        assert time.monotonic() < deadline, dev.clrk("agents", "traces", "via-open").stdout
+        time.sleep(0.5)
+    spans = json.loads(dev.clrk("agents", "traces", "via-open", "-o", "json").stdout)
+    calls = [sp for sp in spans if sp["name"].startswith("egress tcp")]
+    parents = {sp["spanId"]: sp for sp in spans if not sp["parentSpanId"]}
+    assert calls and all(c["parentSpanId"] in parents for c in calls), spans
+    call_attrs = calls[-1]["attributes"]
+    assert call_attrs["clrk.agent.name"] == "via-open" and call_attrs["clrk.decision"] == \
+        "allow" and call_attrs["clrk.invocation"].startswith("via-open-")
+    assert call_attrs["clrk.bytes.received"] == "11"  # "echo:hello\n"
     # A gateway's port takes only redirected traffic: dialled directly it is dropped.
     port = int(json.loads((envoy / "lds.json").read_text())["resources"][0]["address"][
         "socket_address"]["port_value"])

@@ -327,6 +327,46 @@ def logs(
                     _print_line(json.loads(line), timestamps, prefix)
 
 
+@app.command("traces")
+def traces(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(metavar="NAME[/INVOCATION]")],
+    output_format: Annotated[str | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Show an agent's executions and the calls each made, as a tree per invocation."""
+    opts: Options = ctx.obj
+    name, _, invocation = target.partition("/")
+    cls, obj = find_agent(opts, name)
+    path = (f"{API}/namespaces/{obj['metadata']['namespace']}/"
+            f"{cls.kind_info.plural}/{name}/traces")
+    with _http(opts, 60) as (client, server):
+        r = client.get(server + path, params={"invocation": invocation} if invocation else {})
+        if r.status_code != 200:
+            _fail(r)
+    items = r.json()["items"]
+    if output_format == "json":
+        print(json.dumps(items, indent=2))
+        return
+    if output_format is not None:
+        raise CLIError(f"unknown output format {output_format!r}: use json")
+    roots = [i for i in items if not i["parentSpanId"]]
+    children: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if item["parentSpanId"]:
+            children.setdefault(item["parentSpanId"], []).append(item)
+    if not items:
+        print(f"No traces of {name} yet.")
+    for root in roots:
+        attrs = root["attributes"]
+        print(f"{root['startTime']}  {attrs.get('clrk.invocation', root['name'])}  "
+              f"{attrs.get('clrk.invocation.phase', root['status'])}  {root['durationMs']} ms")
+        for child in children.get(root["spanId"], []):
+            a = child["attributes"]
+            print(f"  └ {child['name']}  {a.get('clrk.decision', child['status'])}  "
+                  f"{child['durationMs']} ms  {a.get('clrk.bytes.sent', '?')} B out / "
+                  f"{a.get('clrk.bytes.received', '?')} B in")
+
+
 def _print_line(item: dict[str, str], timestamps: bool, prefix: bool) -> None:
     head = ""
     if timestamps:

@@ -116,7 +116,9 @@ class Invoker:
         self.in_flight[ex.key] = self.in_flight.get(ex.key, 0) + 1
         try:
             frames, worker = await self._dispatch(namespace, pool, Dispatch(
-                agent_doc, template, event, revision, digest))
+                agent_doc, template, event, revision, digest,
+                {"name": started.name, "traceId": started.trace_id,
+                 "spanId": started.span_id}))
         except APIError as err:
             self._done(ex.key)
             self._reject(ex, "NoCapacity" if err.code == 429 else "NoWorker", err)

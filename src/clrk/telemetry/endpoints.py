@@ -21,6 +21,7 @@ from typing import Any
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import API, Reply, Request, flag
 from clrk.apiserver.storage import Key
+from clrk.telemetry import connections
 from clrk.telemetry.invocations import TERMINAL, InvocationLedger
 from clrk.telemetry.logs import (
     AgentLogs,
@@ -148,9 +149,34 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentLogList",
                            "metadata": meta, "items": [ln.to_json() for ln in lines]})
 
+    async def traces(req: Request) -> Reply:
+        if req.method != "GET":
+            raise APIError(405, "traces accepts GET only", "MethodNotAllowed")
+        if api.store.get(Key(GROUP, req.served.resource, req.namespace or "",
+                             req.name or "")) is None:
+            raise not_found(req.served.resource, req.name or "", GROUP)
+        items = connections.spans_of(ledger.store, req.namespace or "",
+                                     KINDS[req.served.resource], req.name or "",
+                                     req.query.get("invocation") or None,
+                                     _int(req.query, "limit") or 1000)
+        return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentSpanList",
+                           "metadata": {}, "items": items})
+
+    async def egress_connections(req: Request) -> Reply:
+        """A worker reports the connections a gateway saw (from Envoy's access log)."""
+        if req.method != "POST":
+            raise APIError(405, "connections accepts POST only", "MethodNotAllowed")
+        items = _body(req).get("items")
+        if not isinstance(items, list):
+            raise APIError(400, "items must be a list")
+        stored = connections.record(ledger.store, req.namespace or "", req.name or "", items)
+        return Reply(body={"stored": stored})
+
     for plural in KINDS:
         api.subresources[(GROUP, plural, "logs")] = handler
+        api.subresources[(GROUP, plural, "traces")] = traces
     api.subresources[(GROUP, "daemonagents", "runs")] = runs
+    api.subresources[(GROUP, "egressgateways", "connections")] = egress_connections
 
 
 def _line(ln: LogLine) -> bytes:

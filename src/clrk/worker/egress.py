@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from pathlib import Path
@@ -29,10 +30,13 @@ from clrk.egress.envoy.listeners import (
     listener,
 )
 from clrk.egress.envoy.supervisor import EnvoySupervisor
+from clrk.worker.attribution import Attributions
+from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.egress")
 PORTS_PER_WORKER = 64
 CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
+TAIL_SECONDS = 0.5
 
 
 def port_range(index: int) -> tuple[int, int]:
@@ -59,6 +63,9 @@ class EgressPlane:
         self.plans: dict[str, l4.GatewayRoutes] = {}
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
+        self.attribution: Attributions | None = None
+        self.reporter: TelemetryReporter | None = None
+        self._offsets: dict[Path, int] = {}
 
     def port_for(self, namespace: str, gateway: str) -> int | None:
         """Where a sandbox of an agent using ``gateway`` is redirected (None: unknown
@@ -105,11 +112,50 @@ class EgressPlane:
         except TimeoutError as err:
             log.error("%s", err)
         watcher = asyncio.create_task(self._watch())
+        tailer = asyncio.create_task(self._tail(stop))
         await stop.wait()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await tailer
         await self.envoy.stop()
+
+    async def _tail(self, stop: asyncio.Event) -> None:
+        """Every connection in the gateways' access logs goes to the telemetry store,
+        attributed to the execution that owned its source address."""
+        while True:
+            for gateway in list(self.ports):
+                with contextlib.suppress(Exception):  # a bad line or a busy API: next round
+                    await self._ship(gateway)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TAIL_SECONDS)
+
+    async def _ship(self, gateway: str) -> None:
+        path = self.access_log(gateway)
+        if self.reporter is None or not path.exists():
+            return
+        offset = self._offsets.get(path, 0)
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(1 << 20)
+        complete = data[:data.rfind(b"\n") + 1]
+        if not complete:
+            return
+        items = []
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError):
+                item = json.loads(line)
+                who = self.attribution.of(str(item.get("source", "")).rsplit(":", 1)[0]) \
+                    if self.attribution else None
+                item["attribution"] = None if who is None else {
+                    "namespace": who.namespace, "agentKind": who.agent_kind,
+                    "agentName": who.agent_name, "invocation": who.invocation,
+                    "traceId": who.trace_id, "spanId": who.span_id}
+                items.append(item)
+        if await self.reporter.connections(self.namespace, gateway, items):
+            self._offsets[path] = offset + len(complete)
 
     async def _watch(self) -> None:
         await asyncio.gather(self._follow(EgressGateway, self.gateways),

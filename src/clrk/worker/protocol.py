@@ -22,6 +22,7 @@ class Dispatch:
     event: dict[str, Any]  # the CloudEvents envelope
     revision: str | None = None  # the revision of ``template`` (a warm sandbox's key)
     image_digest: str | None = None  # what the revision's image resolved to
+    invocation: dict[str, str] | None = None  # name, traceId, spanId: for attribution
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()

@@ -66,15 +66,17 @@ class Worker:
             event = doc["event"]
             revision = doc.get("revision")
             digest = doc.get("image_digest")
+            invocation = doc.get("invocation")
         except (ValueError, KeyError, TypeError) as err:
             return JSONResponse({"message": f"bad dispatch: {err}"}, 400)
         self.in_flight += 1
-        return StreamingResponse(self._run(agent, template, event, revision, digest),
+        return StreamingResponse(self._run(agent, template, event, revision, digest,
+                                           invocation),
                                  media_type="application/x-ndjson")
 
     async def _run(self, agent: TaskAgent, template: AgentTemplate,
-                   event: dict[str, object], revision: str | None, digest: str | None
-                   ) -> AsyncIterator[bytes]:
+                   event: dict[str, object], revision: str | None, digest: str | None,
+                   invocation: dict[str, str] | None = None) -> AsyncIterator[bytes]:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         md = agent.metadata
         warm = self.warm.take(md["namespace"], md["name"], revision) if self.warm else None
@@ -85,7 +87,7 @@ class Worker:
                     self.runtime, self.images, agent, template, event,
                     lambda b: queue.put_nowait(output_frame("stdout", b)),
                     lambda b: queue.put_nowait(output_frame("stderr", b)), self.networking,
-                    lambda: queue.put_nowait(STARTED_FRAME), warm, digest)
+                    lambda: queue.put_nowait(STARTED_FRAME), warm, digest, invocation)
                 queue.put_nowait(result_frame(outcome))
             finally:
                 queue.put_nowait(None)

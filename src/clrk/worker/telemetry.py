@@ -52,6 +52,10 @@ class TelemetryReporter:
             "action": "end", "invocation": invocation, "phase": phase,
             "exitCode": exit_code, "reason": reason})
 
+    async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
+        url = f"{self.server}{API}/namespaces/{ns}/egressgateways/{gateway}/connections"
+        return await self._post(url, {"items": items}) is not None
+
     def output(self, ns: str, name: str, invocation: str | None, stream: str,
                data: bytes) -> None:
         if invocation is None:

@@ -33,6 +33,7 @@ ACCESS_LOG_FORMAT = {
     "bytes_sent": "%BYTES_SENT%",
     "duration_ms": "%DURATION%",
     "flags": "%RESPONSE_FLAGS%",
+    "chain": "%FILTER_CHAIN_NAME%",
 }
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.worker.agents import envelope
+from clrk.worker.attribution import Attribution, Attributions
 from clrk.worker.dns import DNSResponder
 from clrk.worker.egress import EgressPlane
 from clrk.worker.images.reference import ReferenceError
@@ -50,6 +51,7 @@ class Networking:
     metadata: MetadataService
     egress: EgressPlane | None = None
     dns: DNSResponder | None = None
+    attribution: Attributions = field(default_factory=lambda: Attributions())
 
     async def dns_verdict(self, sandbox: str, name: str) -> str | bool:
         net = self.network.by_address.get(sandbox)
@@ -157,7 +159,8 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
                   on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
                   networking: Networking | None = None,
                   on_start: Callable[[], None] = lambda: None,
-                  warm: Prepared | None = None, digest: str | None = None) -> Outcome:
+                  warm: Prepared | None = None, digest: str | None = None,
+                  invocation: dict[str, str] | None = None) -> Outcome:
     """Run one execution to the end, in ``warm`` if given. Failures before the agent
     starts are Failed outcomes."""
     timeout = parse_duration(agent.spec.timeout).total_seconds()
@@ -172,6 +175,11 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
         except PrepareError as err:
             return Outcome("Failed", 500, None, str(err))
     held: list[bytes] = []
+    if networking is not None and prepared.net is not None and invocation:
+        networking.attribution.record(prepared.net.sandbox_addresses, Attribution(
+            agent.metadata["namespace"], "TaskAgent", agent.metadata["name"],
+            invocation.get("name", ""), invocation.get("traceId", ""),
+            invocation.get("spanId", "")))
     try:
         on_start()
         if prepared.slot is not None:

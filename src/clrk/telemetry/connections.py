@@ -1,0 +1,84 @@
+"""Egress connections as telemetry: one span (child of the invocation's span) and one
+summary log record per connection a gateway saw, with the agent's identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from clrk.telemetry.client import TelemetryStore
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+
+
+def record(store: TelemetryStore, namespace: str, gateway: str,
+           items: list[dict[str, Any]]) -> int:
+    """``items``: access-log records plus ``attribution`` (or None). Returns how many
+    were stored; malformed ones are skipped."""
+    spans, logs = [], []
+    for item in items:
+        try:
+            start = _time(str(item["start_time"]))
+            duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
+        except (KeyError, ValueError):
+            continue
+        who = item.get("attribution") or {}
+        destination = str(item.get("destination") or "")
+        host, _, port = destination.rpartition(":")
+        denied = item.get("cluster") == "clrk_deny"
+        attrs = {"network.transport": "tcp", "server.address": item.get("sni") or host,
+                 "server.port": port, "source.address": str(item.get("source") or ""),
+                 "clrk.gateway": f"{namespace}/{gateway}",
+                 "clrk.decision": "deny" if denied else "allow",
+                 "clrk.cluster": str(item.get("cluster") or ""),
+                 "clrk.route": str(item.get("chain") or ""),
+                 "clrk.bytes.sent": str(item.get("bytes_received") or 0),
+                 "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
+        if denied:
+            attrs["clrk.deny_reason"] = "no route of the gateway matched (deny-all)"
+        if who:
+            attrs.update({"clrk.agent.namespace": who.get("namespace", ""),
+                          "clrk.agent.kind": who.get("agentKind", ""),
+                          "clrk.agent.name": who.get("agentName", ""),
+                          "clrk.invocation": who.get("invocation", "")})
+        service = who.get("agentName") or "clrk-egress"
+        trace = who.get("traceId") or secrets.token_hex(16)
+        span_id = secrets.token_hex(8)
+        name = f"egress tcp {attrs['server.address']}:{port}"
+        spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client",
+                      service, {"service.namespace": namespace}, "clrk.egress", "", attrs,
+                      duration, "Error" if denied else "Ok",
+                      attrs.get("clrk.deny_reason", ""), [], [], [], [], [], [], []])
+        logs.append([start, trace, span_id, 0, "WARN" if denied else "INFO",
+                     13 if denied else 9, service,
+                     f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes "
+                     f"out, {attrs['clrk.bytes.received']} in)", "",
+                     {"service.name": service, "k8s.namespace.name": namespace}, "",
+                     "clrk.egress", "", {}, attrs, "egress.connection"])
+    store.insert("otel_traces", spans)
+    store.insert("otel_logs", logs)
+    return len(spans)
+
+
+def spans_of(store: TelemetryStore, namespace: str, agent_kind: str, agent_name: str,
+             invocation: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """The agent's spans (its invocations and their egress calls), oldest first."""
+    where = ["ResourceAttributes['service.namespace'] = {ns:String}",
+             "SpanAttributes['clrk.agent.kind'] = {kind:String}",
+             "SpanAttributes['clrk.agent.name'] = {name:String}"]
+    params: dict[str, Any] = {"ns": namespace, "kind": agent_kind, "name": agent_name}
+    if invocation:
+        where.append("SpanAttributes['clrk.invocation'] = {inv:String}")
+        params["inv"] = invocation
+    rows = store.query(
+        "SELECT Timestamp, TraceId, SpanId, ParentSpanId, SpanName, Duration, StatusCode, "
+        "StatusMessage, SpanAttributes FROM otel_traces WHERE " + " AND ".join(where)
+        + f" ORDER BY Timestamp LIMIT {int(limit)}", params)
+    return [{"startTime": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "traceId": trace,
+             "spanId": span, "parentSpanId": parent, "name": name,
+             "durationMs": round(duration / 1e6, 3), "status": status,
+             "statusMessage": message, "attributes": dict(attrs)}
+            for ts, trace, span, parent, name, duration, status, message, attrs in rows]

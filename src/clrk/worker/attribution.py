@@ -1,0 +1,33 @@
+"""Which execution a sandbox address belongs to, for the records of its connections.
+
+Envoy writes a connection's record when it closes, which can be after the sandbox is
+gone, so an address keeps its attribution until it is given to another execution (the
+network hands addresses out in turn, so that is hundreds of sandboxes later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Attribution:
+    namespace: str
+    agent_kind: str
+    agent_name: str
+    invocation: str
+    trace_id: str = ""
+    span_id: str = ""
+
+
+@dataclass
+class Attributions:
+    by_address: dict[str, Attribution] = field(default_factory=dict)
+
+    def record(self, addresses: Iterable[str], who: Attribution) -> None:
+        for address in addresses:
+            self.by_address[address] = who
+
+    def of(self, address: str) -> Attribution | None:
+        return self.by_address.get(address.removeprefix("::ffff:"))
