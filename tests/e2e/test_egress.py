@@ -142,7 +142,7 @@ def caller(name: str, image: str, gw: str | None, target: str = UPSTREAM
 def call(dev: DevServer, name: str) -> str:
     r = httpx.post(f"{dev.ingress}/", content=b"{}", timeout=60,
                    headers={"X-Clrk-TaskAgent": f"default/{name}"})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, (r.status_code, r.headers.get("x-clrk-reason"), r.text)
     return r.text
 
 
@@ -346,3 +346,41 @@ def test_tls_passthrough_shows_the_upstreams_own_certificate(
 def call_raw(dev: DevServer, name: str) -> httpx.Response:
     return httpx.post(f"{dev.ingress}/", content=b"{}", timeout=60,
                       headers={"X-Clrk-TaskAgent": f"default/{name}"})
+
+
+CA_PROBE = """
+import glob, os, sys
+print("env", os.environ["SSL_CERT_FILE"], os.environ["REQUESTS_CA_BUNDLE"])
+print("system", open("/etc/ssl/certs/ca-certificates.crt").read().count("BEGIN CERTIFICATE"))
+for bundle in glob.glob("/opt/venv/lib/python3*/site-packages/*/cacert.pem"):
+    print("bundled", bundle, open(bundle).read().count("BEGIN CERTIFICATE"))
+sys.stdout.write(open("/etc/ssl/certs/ca-certificates.crt").read())
+"""
+
+
+def test_the_gateway_ca_is_trusted_in_the_sandbox(dev: DevServer, registry: Registry) -> None:
+    """The gateway's CA is added to every CA bundle of the image (the system one and any
+    a Python package carries), next to the image's own roots, and the CA variables name
+    it."""
+    import base64
+
+    apply(dev, gateway("open", "allow-all"))
+    agent = caller("ca-probe", f"{registry.host}/test/python:1", "open")
+    agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+        "image": f"{registry.host}/test/python:1",
+        "command": ["/opt/venv/bin/python", "-c", CA_PROBE]}
+    apply(dev, agent)
+    secret = json.loads(dev.kubectl("get", "secret", "clrk-egressgateway-ca-open", "-o",
+                                    "json").stdout)
+    ca = base64.b64decode(secret["data"]["ca.crt"]).decode().strip()
+    deadline = time.monotonic() + 30
+    while ca not in (out := call_raw(dev, "ca-probe").text):
+        assert time.monotonic() < deadline, dev.clrk("agents", "logs", "ca-probe").stdout
+        time.sleep(0.5)
+    lines = out.splitlines()
+    assert lines[0] == "env /etc/ssl/certs/ca-certificates.crt " \
+        "/etc/ssl/certs/ca-certificates.crt"
+    system = int(lines[1].split()[1])
+    assert system > 50  # Debian's roots are still there, plus ours
+    # Bundles Python packages carry (certifi and the like) are the same file.
+    assert all(ln.endswith(f" {system}") for ln in lines if ln.startswith("bundled"))

@@ -9,6 +9,7 @@ firewall rule keeps everything but redirected sandbox traffic away from them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -18,9 +19,10 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from clrk.api.core import Secret
 from clrk.api.gateway import EgressGateway
 from clrk.api.routes import EgressL4Route
-from clrk.client import resource_class, to_dict
+from clrk.client import get_or_none, resource_class, to_dict
 from clrk.egress import l4
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.listeners import (
@@ -77,6 +79,21 @@ class EgressPlane:
     def gateway_at(self, port: int) -> dict[str, Any] | None:
         name = next((n for n, p in self.ports.items() if p == port), None)
         return self.gateways.get(name) if name else None
+
+    async def ca_at(self, port: int) -> bytes | None:
+        """The CA of the gateway at ``port`` (from its CA Secret): what its sandboxes
+        must trust for the TLS it terminates."""
+        gw = self.gateway_at(port)
+        if gw is None:
+            return None
+        name = gw["metadata"]["name"]
+        secret_name = (gw.get("status") or {}).get("caSecretName") or \
+            f"clrk-egressgateway-ca-{name}"
+        secret = await get_or_none(self.client, resource_class(Secret), secret_name,
+                                   self.namespace)
+        data = (secret or {}).get("data") or {}
+        raw = data.get("ca.crt") or data.get("tls.crt")
+        return base64.b64decode(raw) if raw else None
 
     def _vip(self, hostname: str) -> tuple[str, bool]:
         """The hostname's virtual address, and whether it is new."""

@@ -6,6 +6,7 @@ code, past spec.timeout -> 504, and onto Invocation phases.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from clrk.worker.sandbox.network import Network, SandboxNet
 from clrk.worker.sandbox.runner import Result, Runtime, Sandbox
 from clrk.worker.sandbox.spec import RunSpec, SpecError, run_spec
 
+log = logging.getLogger("clrk.worker.task")
 Phase = Literal["Succeeded", "Failed", "Timeout"]
 
 
@@ -108,10 +110,16 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
             raise PrepareError("InvalidSpec: delivery mode Metadata needs a worker with "
                                "sandbox networking")
         return Prepared(await runtime.start(spec), exec_key)
+    ca = None
+    if egress_port is not None and networking.egress is not None:
+        try:
+            ca = await networking.egress.ca_at(egress_port)
+        except Exception as err:  # the API may be away: TLS it intercepts will not verify
+            log.warning("cannot read the gateway's CA: %s", err)
     net = await networking.network.setup(exec_key, egress_port)
     port = networking.network.metadata_port
     # The sandbox's only nameserver is the worker's responder (behind its veth).
-    spec = replace(spec, netns=net.netns_path,
+    spec = replace(spec, netns=net.netns_path, ca_bundle=ca,
                    resolv_conf=f"nameserver {net.host_ip}\noptions timeout:2 attempts:2\n",
                    env=[
         *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",

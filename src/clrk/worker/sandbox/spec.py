@@ -41,6 +41,7 @@ class RunSpec:
     extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # (host file, path)
     netns: str | None = None  # path of the sandbox's network namespace; None: no network
     resolv_conf: str | None = None  # mounted at /etc/resolv.conf (from the bundle dir)
+    ca_bundle: bytes | None = None  # mounted over every CA bundle of the image
 
 
 def argv_for(template: SandboxSpec, image: Image) -> list[str]:
