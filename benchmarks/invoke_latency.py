@@ -39,7 +39,7 @@ def apply(dev: DevServer, name: str, image: str, args: list[str] | None = None,
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(dev: DevServer, name: str, n: int, gap: float = 0.0,
