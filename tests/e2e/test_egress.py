@@ -217,6 +217,15 @@ def test_dns_answers_only_what_the_gateway_allows(dev: DevServer, registry: Regi
     assert "echo:" not in call(dev, "dns-closed")
     assert "echo:" not in call(dev, "dns-none")
     assert not any("exfil" in q for q in fake_dns.questions), fake_dns.questions
+    # Every question is on record, under the invocation that asked it.
+    def asked(agent: str, line: str) -> bool:
+        return line in dev.clrk("agents", "traces", agent).stdout
+
+    deadline = time.monotonic() + 15
+    while not (asked("dns-closed", "dns secret-payload.exfil.test  deny")
+               and asked("dns-open", "dns allowed.test  allow")):
+        assert time.monotonic() < deadline, dev.clrk("agents", "traces", "dns-closed").stdout
+        time.sleep(0.5)
 
 
 L4_AGENT = """

@@ -18,8 +18,12 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
            items: list[dict[str, Any]]) -> int:
     """``items``: access-log records plus ``attribution`` (or None). Returns how many
     were stored; malformed ones are skipped."""
-    spans, logs = [], []
+    spans: list[list[Any]] = []
+    logs: list[list[Any]] = []
     for item in items:
+        if item.get("kind") == "dns":
+            _lookup(item, namespace, spans, logs)
+            continue
         try:
             start = _time(str(item["start_time"]))
             duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
@@ -61,6 +65,40 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
     store.insert("otel_traces", spans)
     store.insert("otel_logs", logs)
     return len(spans)
+
+
+def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[Any]) -> None:
+    """A sandbox's DNS question: answered (allow), answered with a route's virtual
+    address (route) or refused without asking anyone (deny)."""
+    try:
+        start = _time(str(item["start_time"]))
+    except (KeyError, ValueError):
+        return
+    who = item.get("attribution") or {}
+    denied = item.get("verdict") == "deny"
+    attrs = {"dns.question.name": str(item.get("name") or ""),
+             "dns.answers": ",".join(item.get("answers") or []),
+             "clrk.decision": str(item.get("verdict") or ""),
+             "source.address": str(item.get("sandbox") or "")}
+    if denied:
+        attrs["clrk.deny_reason"] = "no route of the gateway names it (not asked upstream)"
+    if who:
+        attrs.update({"clrk.agent.namespace": who.get("namespace", ""),
+                      "clrk.agent.kind": who.get("agentKind", ""),
+                      "clrk.agent.name": who.get("agentName", ""),
+                      "clrk.invocation": who.get("invocation", "")})
+    service = who.get("agentName") or "clrk-egress"
+    trace = who.get("traceId") or secrets.token_hex(16)
+    span_id = secrets.token_hex(8)
+    name = f"dns {attrs['dns.question.name']}"
+    spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client", service,
+                  {"service.namespace": namespace}, "clrk.egress", "", attrs, 0,
+                  "Error" if denied else "Ok", attrs.get("clrk.deny_reason", ""),
+                  [], [], [], [], [], [], []])
+    logs.append([start, trace, span_id, 0, "WARN" if denied else "INFO", 13 if denied else 9,
+                 service, f"{name} {attrs['clrk.decision']}", "",
+                 {"service.name": service, "k8s.namespace.name": namespace}, "",
+                 "clrk.egress", "", {}, attrs, "egress.dns"])
 
 
 def spans_of(store: TelemetryStore, namespace: str, agent_kind: str, agent_name: str,

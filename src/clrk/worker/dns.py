@@ -40,8 +40,10 @@ class Seen:
 
 
 class DNSResponder(asyncio.DatagramProtocol):
-    def __init__(self, decide: Decide, upstream: tuple[str, int] | None = None) -> None:
+    def __init__(self, decide: Decide, upstream: tuple[str, int] | None = None,
+                 on_lookup: Callable[[str, str, str, list[str]], None] | None = None) -> None:
         self.decide = decide
+        self.on_lookup = on_lookup  # (sandbox, name, verdict, answers): for the records
         self.upstream = upstream
         self.seen: dict[str, Seen] = {}
         self.refused = 0
@@ -80,16 +82,19 @@ class DNSResponder(asyncio.DatagramProtocol):
         name = str(query.q.qname).rstrip(".").lower()
         source = addr[0].removeprefix("::ffff:")
         verdict = await self.decide(source, name)
+        outcome = "deny"
         if verdict is False:
             self.refused += 1
             log.info("refused %s from %s", name, source)
             reply.header.rcode = RCODE.REFUSED
         elif isinstance(verdict, str):
+            outcome = "route"
             if query.q.qtype == QTYPE.A:
                 reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(verdict),
                                     ttl=ANSWER_TTL))
             self.seen.setdefault(source, Seen()).remember(name, verdict, ANSWER_TTL)
         else:
+            outcome = "allow"
             try:
                 reply = await self._resolve(query, data)
             except OSError as err:
@@ -101,6 +106,10 @@ class DNSResponder(asyncio.DatagramProtocol):
                     seen.remember(name, str(rr.rdata), rr.ttl)
         if self.transport is not None:
             self.transport.sendto(reply.pack(), addr)
+        if self.on_lookup is not None:
+            self.on_lookup(source, name, outcome,
+                           [str(rr.rdata) for rr in reply.rr if rr.rtype in (QTYPE.A,
+                                                                             QTYPE.AAAA)])
 
     async def _resolve(self, query: DNSRecord, raw: bytes) -> DNSRecord:
         if self.upstream is not None:

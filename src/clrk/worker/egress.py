@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 import socket
@@ -68,6 +69,7 @@ class EgressPlane:
         self.attribution: Attributions | None = None
         self.reporter: TelemetryReporter | None = None
         self._offsets: dict[Path, int] = {}
+        self._lookups: list[dict[str, Any]] = []
 
     def port_for(self, namespace: str, gateway: str) -> int | None:
         """Where a sandbox of an agent using ``gateway`` is redirected (None: unknown
@@ -144,10 +146,33 @@ class EgressPlane:
             for gateway in list(self.ports):
                 with contextlib.suppress(Exception):  # a bad line or a busy API: next round
                     await self._ship(gateway)
+            with contextlib.suppress(Exception):
+                await self._ship_lookups()
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TAIL_SECONDS)
+
+    def lookup(self, sandbox: str, name: str, verdict: str, answers: list[str]) -> None:
+        """A sandbox's DNS question, for the records (shipped with the connections)."""
+        if len(self._lookups) < 10_000:
+            self._lookups.append({"kind": "dns", "sandbox": sandbox, "name": name,
+                                  "verdict": verdict, "answers": answers,
+                                  "start_time": dt.datetime.now(dt.UTC).isoformat()})
+
+    async def _ship_lookups(self) -> None:
+        if self.reporter is None or not self._lookups:
+            return
+        pending, self._lookups = self._lookups, []
+        items = []
+        for item in pending:
+            who = self.attribution.of(item["sandbox"]) if self.attribution else None
+            item["attribution"] = None if who is None else {
+                "namespace": who.namespace, "agentKind": who.agent_kind,
+                "agentName": who.agent_name, "invocation": who.invocation,
+                "traceId": who.trace_id, "spanId": who.span_id}
+            items.append(item)
+        await self.reporter.connections(self.namespace, "dns", items)
 
     async def _ship(self, gateway: str) -> None:
         path = self.access_log(gateway)

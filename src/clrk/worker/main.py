@@ -116,7 +116,11 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         async def verdict(sandbox: str, qname: str) -> str | bool:
             return await networking.dns_verdict(sandbox, qname) if networking else False
 
-        dns = DNSResponder(verdict, dns_upstream)
+        def lookup(sandbox: str, qname: str, outcome: str, answers: list[str]) -> None:
+            if networking is not None and networking.egress is not None:
+                networking.egress.lookup(sandbox, qname, outcome, answers)
+
+        dns = DNSResponder(verdict, dns_upstream, lookup)
         await dns.start()
         network = Network(index, metadata_server.port, egress_ports=port_range(index),
                           dns_port=dns.port)
