@@ -49,6 +49,7 @@ class DNSResponder(asyncio.DatagramProtocol):
         self.refused = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
+        self._pending: set[asyncio.Task[None]] = set()  # answers under way (kept alive)
 
     async def start(self, host: str = "0.0.0.0") -> None:
         loop = asyncio.get_running_loop()
@@ -71,7 +72,9 @@ class DNSResponder(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        asyncio.get_running_loop().create_task(self._answer(data, addr))
+        task = asyncio.get_running_loop().create_task(self._answer(data, addr))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

@@ -40,6 +40,7 @@ log = logging.getLogger("clrk.worker.egress")
 PORTS_PER_WORKER = 64
 CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
 TAIL_SECONDS = 0.5
+MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per port)
 
 
 def port_range(index: int) -> tuple[int, int]:
@@ -97,10 +98,14 @@ class EgressPlane:
         raw = data.get("ca.crt") or data.get("tls.crt")
         return base64.b64decode(raw) if raw else None
 
-    def _vip(self, hostname: str) -> tuple[str, bool]:
-        """The hostname's virtual address, and whether it is new."""
+    def _vip(self, hostname: str) -> tuple[str | None, bool]:
+        """The hostname's virtual address (None when the worker has handed out all it
+        will: names under a wildcard are the sandbox's to invent), and whether it is new."""
         if hostname in self.vips:
             return self.vips[hostname], False
+        if len(self.vips) >= MAX_VIRTUAL:
+            log.warning("no virtual address for %s: %d are in use", hostname, MAX_VIRTUAL)
+            return None, False
         used = set(self.vips.values())
         vip = next(str(a) for a in l4.VIRTUAL.hosts() if str(a) not in used)
         self.vips[hostname] = vip
@@ -118,7 +123,7 @@ class EgressPlane:
             if new:  # a wildcard's new name: Envoy needs its chain before the connect
                 self._apply()
                 await asyncio.sleep(CONFIG_SETTLE)
-            return vip
+            return vip if vip is not None else False
         return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
 
     def access_log(self, gateway: str) -> Path:
