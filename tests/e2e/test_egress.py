@@ -393,3 +393,35 @@ def test_the_gateway_ca_is_trusted_in_the_sandbox(dev: DevServer, registry: Regi
     assert system > 50  # Debian's roots are still there, plus ours
     # Bundles Python packages carry (certifi and the like) are the same file.
     assert all(ln.endswith(f" {system}") for ln in lines if ln.startswith("bundled"))
+
+
+def test_a_warm_sandbox_follows_its_gateway(dev: DevServer, registry: Registry) -> None:
+    """Sandboxes warmed before their gateway existed had no way out; once the gateway
+    appears, an invocation does not use them."""
+    agent = caller("warm-egress", f"{registry.host}/test/shell:1", "late")
+    agent["spec"]["warmPoolSize"] = 1  # type: ignore[index]
+    agent["spec"]["template"]["spec"]["args"] = [  # type: ignore[index]
+        f"read line; (echo hello; sleep 2) | timeout 5 nc {UPSTREAM} 9000"]
+    apply(dev, agent)
+    root = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes" / "runsc"
+
+    def warm() -> list[str]:
+        return subprocess.run(["runsc", "--root", str(root), "list", "--quiet"],
+                              capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 30
+    while not warm():
+        assert time.monotonic() < deadline, "the pool never warmed"
+        time.sleep(0.3)
+    stale = warm()
+    apply(dev, gateway("late", "allow-all"))
+    lds = Path(dev.data_dir) / "workers" / "worker-0" / "envoy" / "lds.json"
+    deadline = time.monotonic() + 30
+    while "egw/default/late" not in lds.read_text():  # the worker knows the gateway
+        assert time.monotonic() < deadline, "the worker never saw the gateway"
+        time.sleep(0.2)
+    time.sleep(1)  # and Envoy has loaded it (it watches the file)
+    # The very next call gets out: the stale warm sandbox is not used for it.
+    assert "echo:hello" in call(dev, "warm-egress")
+    assert not set(stale) & set(warm())
+    dev.kubectl("delete", "ta", "warm-egress")

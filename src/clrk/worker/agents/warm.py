@@ -74,11 +74,14 @@ class WarmPool:
         entry.cold = False
         found: Prepared | None = None
         if revision == entry.revision:
+            port = self.networking.egress_port(namespace, entry.template, entry.egress_refs) \
+                if self.networking else None
             while entry.ready and found is None:
                 candidate = entry.ready.pop(0)
-                if candidate.sandbox.alive:
+                current = candidate.net is None or candidate.net.egress_port == port
+                if candidate.sandbox.alive and current:
                     found = candidate
-                else:  # the agent died while waiting; its slot is refilled
+                else:  # died while waiting, or made before its gateway changed: replaced
                     self._evict([candidate])
         if found is None:
             self.misses += 1
