@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.netns import veth_netns  # noqa: E402
 
 from clrk.egress.envoy import xds_files  # noqa: E402
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener  # noqa: E402
@@ -57,25 +58,15 @@ def hey(ns: str, url: str, n: int, c: int) -> tuple[float, float, float]:
 
 
 async def main(n: int, c: int) -> None:
-    tag = secrets.token_hex(3)
-    ns, host_if = f"clrk-bench-{tag}", f"clkb{tag}"
-    setup = [["ip", "netns", "add", ns],
-             ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
-             ["ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if],
-             ["ip", "link", "set", host_if, "up"],
-             ["ip", "-n", ns, "addr", "add", f"{NS_IP}/30", "dev", "eth0"],
-             ["ip", "-n", ns, "link", "set", "eth0", "up"],
-             ["ip", "-n", ns, "link", "set", "lo", "up"]]
     port, envoy_port = free_port(), free_port()
-    rule = ["PREROUTING", "-i", host_if, "-p", "tcp", "-j", "REDIRECT", "--to-ports",
-            str(envoy_port)]
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Upstream, "0.0.0.0", port)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, veth_netns("bench", HOST_IP, NS_IP) as (
+            ns, host_if):
+        rule = ["PREROUTING", "-i", host_if, "-p", "tcp", "-j", "REDIRECT", "--to-ports",
+                str(envoy_port)]
         sup = EnvoySupervisor(Path(tmp) / "envoy", free_port(), "bench")
         try:
-            for cmd in setup:
-                subprocess.run(cmd, check=True)
             await sup.start()
             await sup.ready()
             gw = GatewayListener("bench", "gw", envoy_port, "allow-all", Path(tmp) / "a.log")
@@ -96,8 +87,6 @@ async def main(n: int, c: int) -> None:
             subprocess.run(["iptables", "-t", "nat", "-D", *rule], capture_output=True)
             await sup.stop()
             server.close()
-            subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 if __name__ == "__main__":

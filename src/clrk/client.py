@@ -6,6 +6,8 @@ server and against a real kube-apiserver with our CRDs alike.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -107,6 +109,24 @@ async def get_or_none(client: AsyncClient, res: Any, name: str,
         if err.status.code == 404:
             return None
         raise
+
+
+async def follow(client: AsyncClient, res: Any, namespace: str,
+                 on_event: Callable[[str, dict[str, Any]], Awaitable[None] | None],
+                 log: logging.Logger, what: str) -> None:
+    """Watch forever, each event as JSON to ``on_event``; a broken watch (the API server
+    restarting, say) is opened again after a second."""
+    while True:
+        try:
+            async for op, obj in client.watch(res, namespace=namespace):
+                handled = on_event(op, to_dict(obj))
+                if handled is not None:
+                    await handled
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            log.warning("%s watch failed (%s); retrying", what, err)
+            await asyncio.sleep(1)
 
 
 def get_or_none_sync(client: Client, res: Any, name: str,

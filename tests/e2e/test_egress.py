@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from dnslib.server import BaseResolver, DNSServer
 
 from tests.conftest import DevServer, start_dev
 from tests.images import Registry, build, busybox_recipe, python_base
+from tests.netns import veth_netns
 
 pytestmark = pytest.mark.e2e
 UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
@@ -42,27 +42,13 @@ socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Echo).serve_forever()
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    tag = secrets.token_hex(3)
-    ns, host_if = f"clrk-up-{tag}", f"clku{tag}"
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        for cmd in (["ip", "netns", "add", ns],
-                    ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-                     "netns", ns],
-                    ["ip", "addr", "add", "198.51.100.9/30", "dev", host_if],
-                    ["ip", "link", "set", host_if, "up"],
-                    ["ip", "-n", ns, "addr", "add", f"{UPSTREAM}/30", "dev", "eth0"],
-                    ["ip", "-n", ns, "link", "set", "eth0", "up"],
-                    ["ip", "-n", ns, "route", "add", "default", "via", "198.51.100.9"]):
-            subprocess.run(cmd, check=True)
+    with veth_netns("up", "198.51.100.9", UPSTREAM) as (ns, _):
         server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", ONE_ECHO])
-        yield UPSTREAM
-    finally:
-        if server is not None:
+        try:
+            yield UPSTREAM
+        finally:
             server.kill()
             server.wait()
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 class FakeDNS:

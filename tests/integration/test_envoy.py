@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import signal
 import socket
 import socketserver
@@ -21,6 +20,7 @@ import pytest
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
 from clrk.egress.envoy.supervisor import EnvoySupervisor
+from tests.netns import veth_netns
 
 HOST_IP, NS_IP = "10.214.0.1", "10.214.0.2"
 
@@ -50,23 +50,8 @@ def echo() -> Iterator[int]:
 @pytest.fixture
 def netns() -> Iterator[tuple[str, str]]:
     """A namespace like a sandbox's: a veth to the host, default route via the host."""
-    tag = secrets.token_hex(3)
-    ns, host_if = f"clrk-test-{tag}", f"clkt{tag}"
-    cmds = [["ip", "netns", "add", ns],
-            ["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns],
-            ["ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if],
-            ["ip", "link", "set", host_if, "up"],
-            ["ip", "-n", ns, "addr", "add", f"{NS_IP}/30", "dev", "eth0"],
-            ["ip", "-n", ns, "link", "set", "eth0", "up"],
-            ["ip", "-n", ns, "link", "set", "lo", "up"],
-            ["ip", "-n", ns, "route", "add", "default", "via", HOST_IP]]
-    try:
-        for cmd in cmds:
-            subprocess.run(cmd, check=True)
-        yield ns, host_if
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with veth_netns("test", HOST_IP, NS_IP) as pair:
+        yield pair
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
             duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
         except (KeyError, ValueError):
             continue
-        who = item.get("attribution") or {}
         destination = str(item.get("destination") or "")
         host, _, port = destination.rpartition(":")
         denied = item.get("cluster") == "clrk_deny"
@@ -43,25 +42,10 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
                  "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
         if denied:
             attrs["clrk.deny_reason"] = "no route of the gateway matched (deny-all)"
-        if who:
-            attrs.update({"clrk.agent.namespace": who.get("namespace", ""),
-                          "clrk.agent.kind": who.get("agentKind", ""),
-                          "clrk.agent.name": who.get("agentName", ""),
-                          "clrk.invocation": who.get("invocation", "")})
-        service = who.get("agentName") or "clrk-egress"
-        trace = who.get("traceId") or secrets.token_hex(16)
-        span_id = secrets.token_hex(8)
         name = f"egress tcp {attrs['server.address']}:{port}"
-        spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client",
-                      service, {"service.namespace": namespace}, "clrk.egress", "", attrs,
-                      duration, "Error" if denied else "Ok",
-                      attrs.get("clrk.deny_reason", ""), [], [], [], [], [], [], []])
-        logs.append([start, trace, span_id, 0, "WARN" if denied else "INFO",
-                     13 if denied else 9, service,
-                     f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes "
-                     f"out, {attrs['clrk.bytes.received']} in)", "",
-                     {"service.name": service, "k8s.namespace.name": namespace}, "",
-                     "clrk.egress", "", {}, attrs, "egress.connection"])
+        _emit(spans, logs, namespace, item, start, duration, name, attrs, denied,
+              f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes out, "
+              f"{attrs['clrk.bytes.received']} in)", "egress.connection")
     store.insert("otel_traces", spans)
     store.insert("otel_logs", logs)
     return len(spans)
@@ -74,7 +58,6 @@ def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[A
         start = _time(str(item["start_time"]))
     except (KeyError, ValueError):
         return
-    who = item.get("attribution") or {}
     denied = item.get("verdict") == "deny"
     attrs = {"dns.question.name": str(item.get("name") or ""),
              "dns.answers": ",".join(item.get("answers") or []),
@@ -82,6 +65,16 @@ def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[A
              "source.address": str(item.get("sandbox") or "")}
     if denied:
         attrs["clrk.deny_reason"] = "no route of the gateway names it (not asked upstream)"
+    name = f"dns {attrs['dns.question.name']}"
+    _emit(spans, logs, namespace, item, start, 0, name, attrs, denied,
+          f"{name} {attrs['clrk.decision']}", "egress.dns")
+
+
+def _emit(spans: list[Any], logs: list[Any], namespace: str, item: dict[str, Any],
+          start: dt.datetime, duration: int, name: str, attrs: dict[str, str], denied: bool,
+          body: str, event: str) -> None:
+    """One span (a child of the invocation's span when attributed) and its summary log."""
+    who = item.get("attribution") or {}
     if who:
         attrs.update({"clrk.agent.namespace": who.get("namespace", ""),
                       "clrk.agent.kind": who.get("agentKind", ""),
@@ -90,15 +83,13 @@ def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[A
     service = who.get("agentName") or "clrk-egress"
     trace = who.get("traceId") or secrets.token_hex(16)
     span_id = secrets.token_hex(8)
-    name = f"dns {attrs['dns.question.name']}"
     spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client", service,
-                  {"service.namespace": namespace}, "clrk.egress", "", attrs, 0,
+                  {"service.namespace": namespace}, "clrk.egress", "", attrs, duration,
                   "Error" if denied else "Ok", attrs.get("clrk.deny_reason", ""),
                   [], [], [], [], [], [], []])
     logs.append([start, trace, span_id, 0, "WARN" if denied else "INFO", 13 if denied else 9,
-                 service, f"{name} {attrs['clrk.decision']}", "",
-                 {"service.name": service, "k8s.namespace.name": namespace}, "",
-                 "clrk.egress", "", {}, attrs, "egress.dns"])
+                 service, body, "", {"service.name": service, "k8s.namespace.name": namespace},
+                 "", "clrk.egress", "", {}, attrs, event])
 
 
 def spans_of(store: TelemetryStore, namespace: str, agent_kind: str, agent_name: str,

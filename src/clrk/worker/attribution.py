@@ -20,6 +20,11 @@ class Attribution:
     trace_id: str = ""
     span_id: str = ""
 
+    def to_json(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "agentKind": self.agent_kind,
+                "agentName": self.agent_name, "invocation": self.invocation,
+                "traceId": self.trace_id, "spanId": self.span_id}
+
 
 @dataclass
 class Attributions:
@@ -31,3 +36,7 @@ class Attributions:
 
     def of(self, address: str) -> Attribution | None:
         return self.by_address.get(address.removeprefix("::ffff:"))
+
+    def json_of(self, address: str) -> dict[str, str] | None:
+        who = self.of(address)
+        return None if who is None else who.to_json()

@@ -23,7 +23,7 @@ from lightkube import AsyncClient
 from clrk.api.core import Secret
 from clrk.api.gateway import EgressGateway
 from clrk.api.routes import EgressL4Route
-from clrk.client import get_or_none, resource_class, to_dict
+from clrk.client import follow, get_or_none, resource_class
 from clrk.egress import l4
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.listeners import (
@@ -165,19 +165,16 @@ class EgressPlane:
                                   "verdict": verdict, "answers": answers,
                                   "start_time": dt.datetime.now(dt.UTC).isoformat()})
 
+    def _attribution(self, address: str) -> dict[str, str] | None:
+        return self.attribution.json_of(address) if self.attribution else None
+
     async def _ship_lookups(self) -> None:
         if self.reporter is None or not self._lookups:
             return
         pending, self._lookups = self._lookups, []
-        items = []
         for item in pending:
-            who = self.attribution.of(item["sandbox"]) if self.attribution else None
-            item["attribution"] = None if who is None else {
-                "namespace": who.namespace, "agentKind": who.agent_kind,
-                "agentName": who.agent_name, "invocation": who.invocation,
-                "traceId": who.trace_id, "spanId": who.span_id}
-            items.append(item)
-        await self.reporter.connections(self.namespace, "dns", items)
+            item["attribution"] = self._attribution(item["sandbox"])
+        await self.reporter.connections(self.namespace, "dns", pending)
 
     async def _ship(self, gateway: str) -> None:
         path = self.access_log(gateway)
@@ -194,12 +191,8 @@ class EgressPlane:
         for line in complete.splitlines():
             with contextlib.suppress(ValueError):
                 item = json.loads(line)
-                who = self.attribution.of(str(item.get("source", "")).rsplit(":", 1)[0]) \
-                    if self.attribution else None
-                item["attribution"] = None if who is None else {
-                    "namespace": who.namespace, "agentKind": who.agent_kind,
-                    "agentName": who.agent_name, "invocation": who.invocation,
-                    "traceId": who.trace_id, "spanId": who.span_id}
+                item["attribution"] = self._attribution(
+                    str(item.get("source", "")).rsplit(":", 1)[0])
                 items.append(item)
         if await self.reporter.connections(self.namespace, gateway, items):
             self._offsets[path] = offset + len(complete)
@@ -209,22 +202,16 @@ class EgressPlane:
                              self._follow(EgressL4Route, self.l4routes))
 
     async def _follow(self, kind: Any, into: dict[str, dict[str, Any]]) -> None:
-        res = resource_class(kind)
-        while True:
-            try:
-                async for op, obj in self.client.watch(res, namespace=self.namespace):
-                    doc = to_dict(obj)
-                    name = doc["metadata"]["name"]
-                    if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
-                        into.pop(name, None)
-                    else:
-                        into[name] = doc
-                    self._apply()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("%s watch failed (%s); retrying", kind.kind_info.kind, err)
-                await asyncio.sleep(1)
+        def seen(op: str, doc: dict[str, Any]) -> None:
+            name = doc["metadata"]["name"]
+            if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
+                into.pop(name, None)
+            else:
+                into[name] = doc
+            self._apply()
+
+        await follow(self.client, resource_class(kind), self.namespace, seen, log,
+                     kind.kind_info.kind)
 
     def _apply(self) -> None:
         listeners = []

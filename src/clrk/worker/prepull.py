@@ -13,7 +13,7 @@ from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from clrk.api.revision import AgentSandboxRevision
-from clrk.client import resource_class, to_dict
+from clrk.client import follow, resource_class
 from clrk.controllers.conditions import set_condition
 from clrk.worker.images.reference import ReferenceError
 from clrk.worker.images.registry import RegistryError
@@ -41,22 +41,16 @@ class Prepuller:
                 await t
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                async for op, obj in self.client.watch(self.res, namespace="*"):
-                    rev = to_dict(obj)
-                    uid = rev["metadata"].get("uid", "")
-                    if op == "DELETED" or uid in self._seen:
-                        continue
-                    self._seen.add(uid)
-                    task = asyncio.create_task(self._pull(rev))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("revision watch failed (%s); retrying", err)
-                await asyncio.sleep(1)
+        await follow(self.client, self.res, "*", self._seen_revision, log, "revision")
+
+    def _seen_revision(self, op: str, rev: dict[str, Any]) -> None:
+        uid = rev["metadata"].get("uid", "")
+        if op == "DELETED" or uid in self._seen:
+            return
+        self._seen.add(uid)
+        task = asyncio.create_task(self._pull(rev))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _report(self, md: dict[str, Any], image: str) -> None:
         """The pull's progress in the revision's status (what `clrk` shows as a bar)."""

@@ -22,7 +22,7 @@ from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from clrk.api.agents import DaemonAgent
-from clrk.client import resource_class, to_dict
+from clrk.client import follow, resource_class
 from clrk.worker.agents.supervision import History, decide
 from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
 from clrk.worker.images.store import ImageStore
@@ -73,15 +73,7 @@ class DaemonSupervisor:
         await asyncio.gather(*(self._halt(r) for r in running), *self._stopping)
 
     async def _watch(self) -> None:
-        while True:
-            try:
-                async for op, obj in self.client.watch(self.res, namespace="*"):
-                    self._sync(op, to_dict(obj))
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("daemon watch failed (%s); retrying", err)
-                await asyncio.sleep(1)
+        await follow(self.client, self.res, "*", self._sync, log, "daemon")
 
     def _sync(self, op: str, obj: dict[str, Any]) -> None:
         md = obj["metadata"]

@@ -22,7 +22,7 @@ from lightkube import AsyncClient
 from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.api.revision import AgentSandboxRevision
-from clrk.client import get_or_none, resource_class, to_dict
+from clrk.client import follow, get_or_none, resource_class
 from clrk.controllers.revisions import ANNOTATION_HASH, template_hash
 from clrk.worker.agents.task import Networking, Prepared, PrepareError, discard, prepare
 from clrk.worker.images.store import ImageStore
@@ -122,16 +122,8 @@ class WarmPool:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def _watch(self) -> None:
-        res = resource_class(TaskAgent)
-        while True:
-            try:
-                async for op, obj in self.client.watch(res, namespace=self.namespace):
-                    await self._sync(op, to_dict(obj))
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                log.warning("warm pool watch failed (%s); retrying", err)
-                await asyncio.sleep(1)
+        await follow(self.client, resource_class(TaskAgent), self.namespace, self._sync, log,
+                     "warm pool")
 
     async def _sync(self, op: str, obj: dict[str, Any]) -> None:
         md = obj["metadata"]
