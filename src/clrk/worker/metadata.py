@@ -45,11 +45,6 @@ class MetadataService:
             self._slots[address] = slot
         return slot
 
-    def register(self, event: dict[str, Any], *addresses: str) -> Slot:
-        slot = self.reserve(*addresses)
-        slot.deliver(event)
-        return slot
-
     def register_daemon(self, *addresses: str) -> Slot:
         slot = Slot(daemon=True)
         for address in addresses:
