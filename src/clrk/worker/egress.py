@@ -106,8 +106,8 @@ class EgressPlane:
         if len(self.vips) >= MAX_VIRTUAL:
             log.warning("no virtual address for %s: %d are in use", hostname, MAX_VIRTUAL)
             return None, False
-        used = set(self.vips.values())
-        vip = next(str(a) for a in l4.VIRTUAL.hosts() if str(a) not in used)
+        # Handed out in order and never taken back: the next one is the count's.
+        vip = str(l4.VIRTUAL.network_address + 1 + len(self.vips))
         self.vips[hostname] = vip
         return vip, True
 
