@@ -227,10 +227,11 @@ def start_registry(root: Path) -> Iterator[Registry]:
 
 
 PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
-                 "include": ["python3", "python3-venv", "ca-certificates"],
+                 "include": ["python3", "python3-venv", "ca-certificates", "curl"],
                  "mirror": "http://deb.debian.org/debian",
                  # Installed offline into /opt/venv from wheels downloaded on the host.
-                 "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0"],
+                 "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0",
+                            "google-genai==3.4.0"],
                  "version": 2}
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
           "var/cache/apt", "var/lib/apt/lists", "var/log")

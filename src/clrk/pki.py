@@ -101,7 +101,7 @@ def issue_leaf(ca: KeyPair, hosts: list[str], valid_days: int = 365,
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -118,8 +118,8 @@ def load_or_create_ca(directory: Path, common_name: str) -> KeyPair:
     if crt.exists() and key.exists():
         return KeyPair(crt.read_bytes(), key.read_bytes())
     ca = generate_ca(common_name)
-    _write_private(key, ca.key_pem)
-    _write_private(crt, ca.cert_pem)
+    write_private(key, ca.key_pem)
+    write_private(crt, ca.cert_pem)
     return ca
 
 
@@ -140,6 +140,6 @@ def load_or_create_serving(directory: Path, ca: KeyPair, hosts: list[str]) -> Ke
         if fresh and set(hosts) <= have:
             return pair
     pair = issue_leaf(ca, hosts)
-    _write_private(key, pair.key_pem)
-    _write_private(crt, pair.cert_pem)
+    write_private(key, pair.key_pem)
+    write_private(crt, pair.cert_pem)
     return pair

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -90,6 +91,9 @@ class Router:
             raise APIError(404, f"the server could not find the requested resource ({path})")
         except APIError as err:
             return _error(err)
+        except ClientDisconnect:  # the client left mid-body: nothing was done
+            log.info("client left during %s %s", request.method, request.url.path)
+            return _json(status_body(400, "the client disconnected", "BadRequest"), 400)
         except Exception:
             log.exception("internal error serving %s %s", request.method, request.url.path)
             return _json(status_body(500, "internal error; see the server log",

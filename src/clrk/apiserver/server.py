@@ -6,10 +6,12 @@ import logging
 from pathlib import Path
 
 from clrk import kubeconfig, pki
+from clrk.apiserver import token_budgets
 from clrk.apiserver.app import build_app
 from clrk.apiserver.auth import load_or_create_token
 from clrk.apiserver.handlers import API
 from clrk.apiserver.storage import Store
+from clrk.apiserver.token_budgets import TokenCounters
 from clrk.apiserver.watch import WatchHub
 from clrk.scheduler import endpoints
 from clrk.scheduler.invoke import Invoker
@@ -61,6 +63,8 @@ class APIServer:
         self.api.readers[(self.ledger.group, self.ledger.plural)] = self.ledger
         self.logs = AgentLogs(self.telemetry)
         telemetry_endpoints.install(self.api, self.ledger, self.logs)
+        self.token_counters = TokenCounters(self.data_dir / "tokens.db")
+        token_budgets.install(self.api, self.token_counters)
         self.registry = WorkerRegistry()
         self.invoker = Invoker(self.store, self.registry, self.ledger, self.logs)
         endpoints.install(self.api, self.invoker, self.registry)
@@ -86,6 +90,8 @@ class APIServer:
             self.telemetry = None
         if getattr(self, "store", None) is not None:
             self.store.close()
+        if getattr(self, "token_counters", None) is not None:
+            self.token_counters.close()
 
     def write_kubeconfig(self, path: Path) -> None:
         kubeconfig.write(path, self.url, self.ca_pem, self.token)

@@ -24,6 +24,9 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
         if item.get("kind") == "dns":
             _lookup(item, namespace, spans, logs)
             continue
+        if item.get("kind") == "http":
+            _request(item, namespace, spans, logs)
+            continue
         try:
             start = _time(str(item["start_time"]))
             duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
@@ -70,9 +73,29 @@ def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[A
           f"{name} {attrs['clrk.decision']}", "egress.dns")
 
 
+def _request(item: dict[str, Any], namespace: str, spans: list[Any],
+             logs: list[Any]) -> None:
+    """An HTTP request the policy service saw (already redacted by the worker), with
+    its headers and captured bodies as the span's events."""
+    try:
+        start = _time(str(item["start_time"]))
+        duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
+    except (KeyError, ValueError):
+        return
+    attrs = {str(k): str(v) for k, v in (item.get("attributes") or {}).items()}
+    events = [(start, str(e.get("name", "")),
+               {str(k): str(v) for k, v in (e.get("attributes") or {}).items()})
+              for e in item.get("events") or [] if isinstance(e, dict)]
+    _emit(spans, logs, namespace, item, start, duration, str(item.get("name") or "http"),
+          attrs, bool(item.get("error")), str(item.get("summary") or ""), "egress.http",
+          events, str(item.get("span_id") or ""))
+
+
 def _emit(spans: list[Any], logs: list[Any], namespace: str, item: dict[str, Any],
           start: dt.datetime, duration: int, name: str, attrs: dict[str, str], denied: bool,
-          body: str, event: str) -> None:
+          body: str, event: str,
+          events: list[tuple[dt.datetime, str, dict[str, str]]] | None = None,
+          span_id: str = "") -> None:
     """One span (a child of the invocation's span when attributed) and its summary log."""
     who = item.get("attribution") or {}
     if who:
@@ -82,11 +105,13 @@ def _emit(spans: list[Any], logs: list[Any], namespace: str, item: dict[str, Any
                       "clrk.invocation": who.get("invocation", "")})
     service = who.get("agentName") or "clrk-egress"
     trace = who.get("traceId") or secrets.token_hex(16)
-    span_id = secrets.token_hex(8)
+    span_id = span_id if len(span_id) == 16 else secrets.token_hex(8)
+    events = events or []
     spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client", service,
                   {"service.namespace": namespace}, "clrk.egress", "", attrs, duration,
                   "Error" if denied else "Ok", attrs.get("clrk.deny_reason", ""),
-                  [], [], [], [], [], [], []])
+                  [e[0] for e in events], [e[1] for e in events], [e[2] for e in events],
+                  [], [], [], []])
     logs.append([start, trace, span_id, 0, "WARN" if denied else "INFO", 13 if denied else 9,
                  service, body, "", {"service.name": service, "k8s.namespace.name": namespace},
                  "", "clrk.egress", "", {}, attrs, event])
@@ -104,10 +129,14 @@ def spans_of(store: TelemetryStore, namespace: str, agent_kind: str, agent_name:
         params["inv"] = invocation
     rows = store.query(
         "SELECT Timestamp, TraceId, SpanId, ParentSpanId, SpanName, Duration, StatusCode, "
-        "StatusMessage, SpanAttributes FROM otel_traces WHERE " + " AND ".join(where)
+        "StatusMessage, SpanAttributes, Events.Name, Events.Attributes FROM otel_traces "
+        "WHERE " + " AND ".join(where)
         + f" ORDER BY Timestamp LIMIT {int(limit)}", params)
     return [{"startTime": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "traceId": trace,
              "spanId": span, "parentSpanId": parent, "name": name,
              "durationMs": round(duration / 1e6, 3), "status": status,
-             "statusMessage": message, "attributes": dict(attrs)}
-            for ts, trace, span, parent, name, duration, status, message, attrs in rows]
+             "statusMessage": message, "attributes": dict(attrs),
+             "events": [{"name": n, "attributes": dict(a)} for n, a in zip(names, eattrs,
+                                                                           strict=False)]}
+            for ts, trace, span, parent, name, duration, status, message, attrs, names, eattrs
+            in rows]

@@ -106,7 +106,8 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
             started = ledger.begin(ns, "DaemonAgent", name, revision=doc.get("revision"),
                                    trigger="daemon", execution_id=secrets.token_hex(8))
             ledger.transition(ns, started.name, "Running", worker=doc.get("worker"))
-            return Reply(body={"invocation": started.name, "traceId": started.trace_id})
+            return Reply(body={"invocation": started.name, "traceId": started.trace_id,
+                               "spanId": started.span_id})
         if doc.get("action") == "end":
             source = _daemon_source(ledger, req, str(doc.get("invocation", "")))
             phase = doc.get("phase")

@@ -20,12 +20,26 @@ from typing import Any
 
 from lightkube import AsyncClient
 
+from clrk import pki
+from clrk.api.backend import Backend
 from clrk.api.core import Secret
 from clrk.api.gateway import EgressGateway
-from clrk.api.routes import EgressL4Route
-from clrk.client import follow, get_or_none, resource_class
-from clrk.egress import l4
+from clrk.api.policies import (
+    CredentialInjectionPolicy,
+    EgressDenyPolicy,
+    LoggingPolicy,
+    RateLimitPolicy,
+)
+from clrk.api.routes import AIProviderRoute, EgressL4Route, MCPRoute
+from clrk.client import follow, resource_class
+from clrk.egress import l4, routing
 from clrk.egress.envoy import xds_files
+from clrk.egress.envoy.http import (
+    TerminatedHost,
+    policy_cluster,
+    terminated_chain,
+    tls_upstream_cluster,
+)
 from clrk.egress.envoy.listeners import (
     GatewayListener,
     base_clusters,
@@ -33,6 +47,9 @@ from clrk.egress.envoy.listeners import (
     listener,
 )
 from clrk.egress.envoy.supervisor import EnvoySupervisor
+from clrk.egress.leaves import LeafCertificates
+from clrk.egress.policy.service import PolicyService
+from clrk.egress.policy.state import PolicyState
 from clrk.worker.attribution import Attributions
 from clrk.worker.telemetry import TelemetryReporter
 
@@ -41,6 +58,23 @@ PORTS_PER_WORKER = 64
 CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
 TAIL_SECONDS = 0.5
 MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per port)
+SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
+FOLLOWED = (EgressGateway, EgressL4Route, AIProviderRoute, MCPRoute, Backend,
+            CredentialInjectionPolicy, RateLimitPolicy, EgressDenyPolicy, LoggingPolicy,
+            Secret)
+
+
+def ca_secret_name(gateway: dict[str, Any]) -> str:
+    return str((gateway.get("status") or {}).get("caSecretName")
+               or f"clrk-egressgateway-ca-{gateway['metadata']['name']}")
+
+
+def system_roots() -> bytes:
+    if SYSTEM_ROOTS.exists():
+        return SYSTEM_ROOTS.read_bytes()
+    import certifi
+
+    return Path(certifi.where()).read_bytes()
 
 
 def port_range(index: int) -> tuple[int, int]:
@@ -62,15 +96,32 @@ class EgressPlane:
         self.namespace = namespace
         self.first, self.last = port_range(index)
         self.envoy = EnvoySupervisor(state_dir / "envoy", _free_port(), node_id)
-        self.gateways: dict[str, dict[str, Any]] = {}
-        self.l4routes: dict[str, dict[str, Any]] = {}
+        self.docs: dict[str, dict[str, dict[str, Any]]] = {k.kind_info.kind: {}
+                                                           for k in FOLLOWED}
+        self.gateways = self.docs["EgressGateway"]
+        self.l4routes = self.docs["EgressL4Route"]
+        self.state = PolicyState(namespace, self.gateways, secrets=self.docs["Secret"])
+        for kind in self.state.policies.by_kind:
+            self.state.policies.by_kind[kind] = self.docs[kind]
         self.plans: dict[str, l4.GatewayRoutes] = {}
+        self.leaves = LeafCertificates(state_dir / "envoy" / "leaves")
+        self.policy = PolicyService(self.state, state_dir / "envoy" / "policy.sock")
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
-        self.attribution: Attributions | None = None
         self.reporter: TelemetryReporter | None = None
         self._offsets: dict[Path, int] = {}
         self._lookups: list[dict[str, Any]] = []
+
+    @property
+    def attribution(self) -> Attributions:
+        return self.state.attribution
+
+    def attach(self, attribution: Attributions, reporter: TelemetryReporter) -> None:
+        """Who owns each sandbox address, and where records and budgets go."""
+        self.state.attribution = attribution
+        self.reporter = reporter
+        self.state.records = reporter
+        self.state.budgets = reporter
 
     def port_for(self, namespace: str, gateway: str) -> int | None:
         """Where a sandbox of an agent using ``gateway`` is redirected (None: unknown
@@ -89,14 +140,15 @@ class EgressPlane:
         gw = self.gateway_at(port)
         if gw is None:
             return None
-        name = gw["metadata"]["name"]
-        secret_name = (gw.get("status") or {}).get("caSecretName") or \
-            f"clrk-egressgateway-ca-{name}"
-        secret = await get_or_none(self.client, resource_class(Secret), secret_name,
-                                   self.namespace)
-        data = (secret or {}).get("data") or {}
-        raw = data.get("ca.crt") or data.get("tls.crt")
-        return base64.b64decode(raw) if raw else None
+        pair = self._ca(gw)
+        return pair.cert_pem if pair else None
+
+    def _ca(self, gateway: dict[str, Any]) -> pki.KeyPair | None:
+        data = (self.state.secrets.get(ca_secret_name(gateway)) or {}).get("data") or {}
+        if not data.get("tls.crt") or not data.get("tls.key"):
+            return None
+        return pki.KeyPair(base64.b64decode(data.get("ca.crt") or data["tls.crt"]),
+                           base64.b64decode(data["tls.key"]))
 
     def _vip(self, hostname: str) -> tuple[str | None, bool]:
         """The hostname's virtual address (None when the worker has handed out all it
@@ -118,7 +170,8 @@ class EgressPlane:
         if gw is None:
             return False
         plan = self.plans.get(gw["metadata"]["name"])
-        if plan is not None and plan.host_ports(name):
+        http = self.state.routes.get(gw["metadata"]["name"])
+        if (plan is not None and plan.host_ports(name)) or (http and http.terminated(name)):
             vip, new = self._vip(name)
             if new:  # a wildcard's new name: Envoy needs its chain before the connect
                 self._apply()
@@ -130,6 +183,7 @@ class EgressPlane:
         return self.state_dir / "envoy" / f"access-{self.namespace}-{gateway}.log"
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.policy.start()
         await self.envoy.start()
         try:
             await self.envoy.ready()
@@ -143,6 +197,7 @@ class EgressPlane:
             await watcher
         await tailer
         await self.envoy.stop()
+        await self.policy.stop()
 
     async def _tail(self, stop: asyncio.Event) -> None:
         """Every connection in the gateways' access logs goes to the telemetry store,
@@ -198,8 +253,17 @@ class EgressPlane:
             self._offsets[path] = offset + len(complete)
 
     async def _watch(self) -> None:
-        await asyncio.gather(self._follow(EgressGateway, self.gateways),
-                             self._follow(EgressL4Route, self.l4routes))
+        await asyncio.gather(*(self._follow(kind, self.docs[kind.kind_info.kind])
+                               for kind in FOLLOWED), self._renew())
+
+    async def _renew(self) -> None:
+        """Leaf certificates are reissued before they expire."""
+        while True:
+            due = self.leaves.renew_due()
+            wait = 3600.0 if due is None else (due - dt.datetime.now(dt.UTC)).total_seconds()
+            await asyncio.sleep(min(max(wait, 1.0), 3600.0))
+            if due is not None and due <= dt.datetime.now(dt.UTC):
+                self._apply()
 
     async def _follow(self, kind: Any, into: dict[str, dict[str, Any]]) -> None:
         def seen(op: str, doc: dict[str, Any]) -> None:
@@ -208,16 +272,88 @@ class EgressPlane:
                 into.pop(name, None)
             else:
                 into[name] = doc
-            self._apply()
+            if kind is not Secret or self._shapes_config(name):
+                self._apply()
 
         await follow(self.client, resource_class(kind), self.namespace, seen, log,
                      kind.kind_info.kind)
 
+    def _shapes_config(self, secret: str) -> bool:
+        """Whether a Secret is a gateway's CA or trust bundle (credentials are read at
+        request time and never reach Envoy's configuration)."""
+        for gw in self.gateways.values():
+            trust = ((gw.get("spec") or {}).get("upstreamTLS") or {}).get(
+                "additionalTrustBundleSecretRef") or {}
+            if secret in (ca_secret_name(gw), trust.get("name")):
+                return True
+        return False
+
+    def _trust(self, gateway: dict[str, Any]) -> Path:
+        """System roots plus the gateway's additional trust bundle, for upstream TLS."""
+        bundle = system_roots()
+        ref = ((gateway.get("spec") or {}).get("upstreamTLS") or {}).get(
+            "additionalTrustBundleSecretRef")
+        if ref:
+            data = (self.state.secrets.get(ref["name"]) or {}).get("data") or {}
+            if data.get(ref["key"]):
+                bundle += b"\n" + base64.b64decode(data[ref["key"]])
+            else:
+                log.warning("EgressGateway %s: trust bundle %s/%s not found",
+                            gateway["metadata"]["name"], ref["name"], ref["key"])
+        path = self.envoy.config_dir / f"trust-{gateway['metadata']['name']}.pem"
+        if not path.exists() or path.read_bytes() != bundle:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(bundle)
+            tmp.replace(path)
+        return path
+
+    def _terminated(self, name: str, gateway: dict[str, Any], http: routing.HttpRoutes,
+                    aliases: dict[str, str]) -> tuple[list[dict[str, Any]],
+                                                      list[dict[str, Any]]]:
+        """TLS-terminating chains (and their upstream clusters) for the hosts the
+        gateway's AI and MCP routes name."""
+        ca = self._ca(gateway)
+        if ca is None:
+            if http.ai or http.mcp:
+                log.warning("EgressGateway %s: CA Secret %s not ready; its routed hosts "
+                            "are refused until it is", name, ca_secret_name(gateway))
+            return [], []
+        chains, clusters = [], []
+        trust = self._trust(gateway)
+        for host, vip in sorted(self.vips.items()):
+            if not http.terminated(host):
+                continue
+            port = routing.HTTPS
+            cluster = f"tls/{self.namespace}/{name}/{host}/{port}"
+            address, dial_port = host, port
+            alias = aliases.get(host)
+            if alias:
+                a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 \
+                    else (alias, "", "")
+                address = a_host or alias
+                dial_port = int(a_port) if a_port.isdigit() else port
+            clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust))
+            chains.append(terminated_chain(TerminatedHost(
+                f"{self.namespace}/{name}", host, vip, port, self.leaves.leaf(ca, host),
+                http.needs_bodies(host), cluster)))
+        return chains, clusters
+
     def _apply(self) -> None:
         listeners = []
-        clusters = base_clusters()
+        clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
         self.plans = {name: l4.plan(doc, list(self.l4routes.values()))
                       for name, doc in self.gateways.items()}
+        backends = self.docs["Backend"]
+        self.state.routes = {
+            name: routing.plan(doc, list(self.docs["AIProviderRoute"].values()),
+                               list(self.docs["MCPRoute"].values()), backends)
+            for name, doc in self.gateways.items()}
+        for http in self.state.routes.values():
+            for problem in http.problems:
+                log.warning("%s", problem)
+            for host in http.host_patterns():
+                if "*" not in host:
+                    self._vip(host)
         for plan in self.plans.values():
             for problem in plan.problems:
                 log.warning("%s", problem)
@@ -239,8 +375,12 @@ class EgressPlane:
             policy = (doc.get("spec") or {}).get("defaultPolicy") or "deny-all"
             plan = self.plans[name]
             vips = {h: v for h, v in self.vips.items() if plan.host_ports(h)}
+            chains, tls_clusters = self._terminated(name, doc, self.state.routes[name],
+                                                    plan.aliases)
             listeners.append(listener(GatewayListener(self.namespace, name, port, policy,
-                                                      self.access_log(name)), plan, vips))
+                                                      self.access_log(name)), plan, vips,
+                                      chains))
             known = {c["name"] for c in clusters}
-            clusters += [c for c in host_clusters(plan, vips) if c["name"] not in known]
+            clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
+                         if c["name"] not in known]
         xds_files.write(self.envoy.config_dir, listeners, clusters)

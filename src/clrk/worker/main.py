@@ -148,7 +148,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
     telemetry = TelemetryReporter(kube, name)
     if egress is not None and networking is not None:
-        egress.attribution, egress.reporter = networking.attribution, telemetry
+        egress.attach(networking.attribution, telemetry)
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,
                                                    telemetry, networking).run(stop))
     prepull = asyncio.create_task(Prepuller(client, images).run(stop))

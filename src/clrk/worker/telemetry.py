@@ -37,11 +37,13 @@ class TelemetryReporter:
     def _url(self, ns: str, name: str, sub: str) -> str:
         return f"{self.server}{API}/namespaces/{ns}/daemonagents/{name}/{sub}"
 
-    async def begin(self, ns: str, name: str, revision: str | None) -> str | None:
-        """A new run; returns its Invocation's name (None when the API is away)."""
+    async def begin(self, ns: str, name: str, revision: str | None) -> dict[str, str] | None:
+        """A new run; returns its Invocation's name, traceId and spanId (None when the
+        API is away)."""
         doc = await self._post(self._url(ns, name, "runs"),
                                {"action": "begin", "revision": revision, "worker": self.worker})
-        return str(doc["invocation"]) if doc else None
+        return {k: str(doc.get(k, "")) for k in ("invocation", "traceId", "spanId")} \
+            if doc else None
 
     async def end(self, ns: str, name: str, invocation: str | None, phase: str,
                   exit_code: int | None, reason: str) -> None:
@@ -55,6 +57,20 @@ class TelemetryReporter:
     async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
         url = f"{self.server}{API}/namespaces/{ns}/egressgateways/{gateway}/connections"
         return await self._post(url, {"items": items}) is not None
+
+    def _usage_url(self, ns: str, route: str) -> str:
+        return f"{self.server}{API}/namespaces/{ns}/aiproviderroutes/{route}/usage"
+
+    async def used(self, ns: str, route: str, gateway: str) -> int:
+        """Tokens the route has used today through ``gateway`` (all workers)."""
+        r = await self._client.get(self._usage_url(ns, route), params={"gateway": gateway})
+        r.raise_for_status()
+        return int(r.json()["tokens"])
+
+    async def add(self, ns: str, route: str, gateway: str, tokens: int) -> None:
+        r = await self._client.post(self._usage_url(ns, route),
+                                    json={"gateway": gateway, "tokens": tokens})
+        r.raise_for_status()
 
     def output(self, ns: str, name: str, invocation: str | None, stream: str,
                data: bytes) -> None:

@@ -82,7 +82,8 @@ def host_cluster(hostname: str, port: int) -> str:
 
 
 def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
-             vips: dict[str, str] | None = None) -> dict[str, Any]:
+             vips: dict[str, str] | None = None,
+             terminated: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The gateway's listener: a filter chain per routed destination and port (CIDRs to
     where the sandbox dialled, hostnames' virtual addresses to the host), then the
     default policy for the rest."""
@@ -110,7 +111,7 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
         ],
         "listener_filters_timeout": "2s",
         "continue_on_listener_filters_timeout": True,
-        "filter_chains": list(chains.values()),
+        "filter_chains": [*(terminated or []), *chains.values()],
         "default_filter_chain": {
             "name": f"default-{gw.default_policy}",
             "filters": [_tcp_proxy(stat, target, gw.access_log)]},

@@ -25,6 +25,7 @@ from clrk.api.agents import DaemonAgent
 from clrk.client import follow, resource_class
 from clrk.worker.agents.supervision import History, decide
 from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
+from clrk.worker.attribution import Attribution
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Result, Runtime
 from clrk.worker.telemetry import TelemetryReporter
@@ -120,7 +121,8 @@ class DaemonSupervisor:
             started = time.monotonic()
             await self._status(ns, name, phase="Running", upSince=_now(),
                                restartCount=history.restarts, message="")
-            inv = await tel.begin(ns, name, revision) if tel else None
+            run_id = await tel.begin(ns, name, revision) if tel else None
+            inv = run_id["invocation"] if run_id else None
 
             def out(stream: str, inv: str | None = inv) -> Callable[[bytes], None]:
                 if tel is None:
@@ -134,6 +136,12 @@ class DaemonSupervisor:
                     if self.networking else None
                 sandbox = await start(self.runtime, run, False, self.networking, daemon=True,
                                       egress_port=port)
+                if self.networking is not None and sandbox.net is not None and run_id:
+                    self.networking.attribution.record(sandbox.net.sandbox_addresses,
+                                                       Attribution(ns, "DaemonAgent", name,
+                                                                   run_id["invocation"],
+                                                                   run_id["traceId"],
+                                                                   run_id["spanId"]))
             except Exception as err:  # e.g. the address pool is exhausted: retry later
                 log.warning("cannot start %s/%s: %s", ns, name, err)
                 sandbox, failure = None, f"SandboxFailed: {err}"

@@ -1,0 +1,83 @@
+"""Token counters for AIProviderRoute day budgets: per (namespace, route, gateway, UTC
+day), in the API server's own SQLite file so every worker adds to the same count and a
+restart of anything forgets nothing.
+
+``GET  .../aiproviderroutes/NAME/usage?gateway=G``  -> {"day", "tokens"}
+``POST .../aiproviderroutes/NAME/usage {"gateway": G, "tokens": N}`` -> the new total
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from clrk.apiserver.errors import APIError
+from clrk.apiserver.handlers import API, Reply, Request
+
+GROUP = "clrk.apoxy.dev"
+KEEP_DAYS = 31
+
+
+def today() -> str:
+    return dt.datetime.now(dt.UTC).date().isoformat()
+
+
+class TokenCounters:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (namespace TEXT, route TEXT, gateway TEXT, "
+            "day TEXT, used INTEGER NOT NULL, PRIMARY KEY (namespace, route, gateway, day))")
+        self._db.execute("DELETE FROM tokens WHERE day < ?",
+                         ((dt.datetime.now(dt.UTC).date()
+                           - dt.timedelta(days=KEEP_DAYS)).isoformat(),))
+
+    def used(self, namespace: str, route: str, gateway: str, day: str) -> int:
+        row = self._db.execute(
+            "SELECT used FROM tokens WHERE namespace=? AND route=? AND gateway=? AND day=?",
+            (namespace, route, gateway, day)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add(self, namespace: str, route: str, gateway: str, day: str, tokens: int) -> int:
+        row = self._db.execute(
+            "INSERT INTO tokens VALUES (?,?,?,?,?) ON CONFLICT (namespace, route, gateway, "
+            "day) DO UPDATE SET used = used + excluded.used RETURNING used",
+            (namespace, route, gateway, day, tokens)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def install(api: API, counters: TokenCounters) -> None:
+    async def usage(req: Request) -> Reply:
+        ns, route = req.namespace or "", req.name or ""
+        if req.method == "GET":
+            name = req.query.get("gateway") or ""
+            if not name:
+                raise APIError(400, "gateway is required")
+            day = today()
+            return Reply(body={"day": day, "tokens": counters.used(ns, route, name, day)})
+        if req.method != "POST":
+            raise APIError(405, "usage accepts GET and POST", "MethodNotAllowed")
+        try:
+            doc: Any = json.loads(req.body)
+        except ValueError:
+            raise APIError(400, "the body must be JSON") from None
+        if not isinstance(doc, dict):
+            raise APIError(400, "the body must be a JSON object")
+        gateway, tokens = doc.get("gateway"), doc.get("tokens")
+        if not isinstance(gateway, str) or not gateway:
+            raise APIError(400, "gateway must be a gateway name")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise APIError(400, f"tokens must be a non-negative integer, not {tokens!r}")
+        day = today()
+        return Reply(body={"day": day, "tokens": counters.add(ns, route, gateway, day,
+                                                              tokens)})
+
+    api.subresources[(GROUP, "aiproviderroutes", "usage")] = usage

@@ -1,0 +1,355 @@
+"""One intercepted HTTP request, from its headers to the last byte of its response:
+route match, deny and rate-limit decisions, token budgets, credential injection,
+request rewrites, usage accounting and the record. Envoy's ext_proc drives it, one
+gRPC stream per request."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+
+from clrk.egress.policy import credentials
+from clrk.egress.policy.attachments import Target
+from clrk.egress.policy.limits import retry_after
+from clrk.egress.policy.record import Capture, HttpRecord
+from clrk.egress.policy.state import PolicyState
+from clrk.egress.providers import Codec, codec_for
+from clrk.egress.routing import AIRule
+from clrk.worker.attribution import Attribution
+
+log = logging.getLogger("clrk.egress.policy")
+OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+DEFAULT_CAPTURE = 64 << 10
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 body: bytes | None = None, content_type: str = "text/plain") -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.headers = headers or {}
+        self.body, self.content_type = body, content_type
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    total, number = 0.0, ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isdigit() or c == ".":
+            number += c
+            i += 1
+            continue
+        unit = "ms" if text[i:i + 2] == "ms" else c
+        total += float(number or 0) * units.get(unit, 1)
+        number = ""
+        i += len(unit)
+    return total + (float(number) if number else 0)
+
+
+def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for h in msg.headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        key = h.key.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _mutation(set_headers: dict[str, str], remove: list[str]) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=OVERWRITE)
+            for k, v in set_headers.items()],
+        remove_headers=remove)
+
+
+@dataclass
+class Exchange:
+    state: PolicyState
+    gateway: str  # name in the worker's namespace
+    host: str
+    port: int
+    record: HttpRecord = field(init=False)
+    who: Attribution | None = None
+    codec: Codec | None = None
+    rule: AIRule | None = None
+    route_name: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    span_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    decided: bool = False
+    finishing: bool = False
+    finished: bool = False
+
+    def __post_init__(self) -> None:
+        self.record = HttpRecord(dt.datetime.now(dt.UTC), "", self.host, self.port, "",
+                                 f"{self.state.namespace}/{self.gateway}")
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return self.state.gateways.get(self.gateway) or {}
+
+    @property
+    def deny_all(self) -> bool:
+        return bool((self.doc.get("spec") or {}).get("defaultPolicy") != "allow-all")
+
+    # -- request -----------------------------------------------------------------------
+
+    async def request_headers(self, msg: pb.HttpHeaders, source: str) -> pb.ProcessingResponse:
+        self.headers = headers_of(msg)
+        self.record.method = self.headers.get(":method", "")
+        self.record.path = self.headers.get(":path", "/")
+        self.record.request_headers = dict(self.headers)
+        self.who = self.state.attribution.of(source.rsplit(":", 1)[0].strip("[]"))
+        routes = self.state.routes.get(self.gateway)
+        candidates = routes.ai_candidates(self.host) if routes else []
+        if candidates:
+            self.codec = codec_for(candidates[0].provider, self.record.path)
+        if msg.end_of_stream or routes is None or not routes.needs_bodies(self.host):
+            return await self._decide(None, "request_headers")
+        return pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+
+    async def request_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+        self.record.bytes_sent += len(msg.body)
+        return await self._decide(msg.body, "request_body")
+
+    async def _decide(self, body: bytes | None, phase: str) -> pb.ProcessingResponse:
+        self.decided = True
+        try:
+            common = await self._admit(body)
+        except Refusal as refusal:
+            return self._refuse(refusal)
+        except credentials.MissingCredential as err:
+            return self._refuse(Refusal(503, f"credential unavailable: {err}"))
+        if phase == "request_headers":
+            return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common))
+        return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+    def _targets(self, route_kind: str) -> list[Target]:
+        out = [Target(route_kind, self.route_name)] if self.route_name else []
+        return [*out, Target("EgressGateway", self.gateway)]
+
+    async def _admit(self, body: bytes | None) -> pb.CommonResponse:
+        state, routes = self.state, self.state.routes.get(self.gateway)
+        route_kind = "AIProviderRoute"
+        doc: dict[str, Any] | None = None
+        if self.codec is not None:
+            request = self.codec.parse_request(body or b"")
+            self.record.attributes.update({
+                "gen_ai.provider.name": self.codec.provider,
+                "gen_ai.operation.name": request.operation,
+                "gen_ai.request.stream": "true" if request.stream else "false"})
+            if request.model:
+                self.record.attributes["gen_ai.request.model"] = request.model
+            doc = request.body
+            self.rule = routes.ai_rule(self.host, self.record.path, request.model) \
+                if routes else None
+            if self.rule is not None:
+                self.route_name = self.rule.route
+                self.record.attributes["clrk.route"] = \
+                    f"{state.namespace}/{self.rule.route}"
+            elif self.deny_all:
+                raise Refusal(403, f"no AIProviderRoute rule of gateway {self.gateway} "
+                              f"matches {self.record.path} for model {request.model!r}")
+        capture = self._capture_policy()
+        if body is not None and capture[0] and self.record.request_body is None:
+            self.record.request_body = Capture(capture[2], capture[3])
+            if self.record.request_body.wants(self.headers.get("content-type", "")):
+                self.record.request_body.add(body)
+        self._deny_policy(route_kind)
+        self._rate_limits(route_kind)
+        rewritten = False
+        if self.codec is not None and self.rule is not None:
+            await self._budget(self.rule, doc)
+            if doc is not None and self.codec.rewrite_request(doc):
+                rewritten = True
+        if doc is not None and self.codec is not None and self.rule is not None:
+            limit = self.rule.budget.get("maxOutputTokensPerRequest")
+            if limit and self.codec.request.max_output_tokens is None and \
+                    self.codec.cap_output(doc, limit):
+                rewritten = True
+        new_body = json.dumps(doc, separators=(",", ":")).encode() if rewritten else None
+        policies = state.policies.attached("CredentialInjectionPolicy",
+                                           self._targets(route_kind))
+        injection = await credentials.inject(
+            policies, state.secrets, self.record.method, self.host, self.record.path,
+            self.headers, new_body if new_body is not None else body, state.google)
+        self.record.secrets += injection.secrets
+        self.record.redact.update(injection.set_headers)
+        set_headers = dict(injection.set_headers)
+        if injection.path is not None:
+            set_headers[":path"] = injection.path
+        if "traceparent" not in self.headers and self.who is not None and self.who.trace_id:
+            set_headers["traceparent"] = f"00-{self.who.trace_id}-{self.span_id}-01"
+        remove = list(injection.remove_headers)
+        for name in remove:  # the record shows the request as it went upstream
+            self.record.request_headers.pop(name, None)
+        self.record.request_headers.update(injection.set_headers)
+        common = pb.CommonResponse(header_mutation=_mutation(set_headers, remove))
+        if new_body is not None:
+            common.body_mutation.body = new_body
+            set_headers["content-length"] = str(len(new_body))
+            common.header_mutation.CopyFrom(_mutation(set_headers, remove))
+        return common
+
+    def _capture_policy(self) -> tuple[bool, bool, int, tuple[str, ...]]:
+        """(capture request, capture response, max bytes, content types)."""
+        spec = self.doc.get("spec") or {}
+        body = ((spec.get("otlp") or {}).get("captureBody") or {})
+        limit = int(body.get("maxBytes") or 0)
+        types = tuple(body.get("contentTypes") or ())
+        logging_policies = self.state.policies.attached(
+            "LoggingPolicy", self._targets("AIProviderRoute" if self.rule else "MCPRoute"))
+        if logging_policies:
+            lp = logging_policies[0]["spec"]
+            self.record.redact.update(h.lower() for h in lp.get("redactHeaders") or [])
+            return (bool(lp.get("captureRequest")), bool(lp.get("captureResponse")),
+                    limit or DEFAULT_CAPTURE, types)
+        return limit > 0, limit > 0, limit, types
+
+    def _deny_policy(self, route_kind: str) -> None:
+        for doc in self.state.policies.attached("EgressDenyPolicy", self._targets(route_kind)):
+            deny = doc["spec"].get("denyResponse") or {}
+            raise Refusal(int(deny.get("statusCode") or 403),
+                          deny.get("message") or f"denied by EgressDenyPolicy "
+                          f"{doc['metadata']['name']}")
+
+    def _rate_limits(self, route_kind: str) -> None:
+        for doc in self.state.policies.all_attached("RateLimitPolicy",
+                                                    self._targets(route_kind)):
+            spec = doc["spec"]
+            scope = spec.get("scope") or "PerAgent"
+            who = self.who
+            if scope == "PerExecution":
+                key = who.invocation if who else "unattributed"
+            elif scope == "PerAgent":
+                key = f"{who.agent_kind}/{who.agent_name}" if who else "unattributed"
+            else:
+                key = self.route_name or self.gateway
+            wait = self.state.windows.take(f"{doc['metadata']['name']}/{scope}/{key}",
+                                           int(spec["requests"]), _seconds(spec["window"]))
+            if wait is not None:
+                raise Refusal(429, f"rate limit {doc['metadata']['name']} "
+                              f"({spec['requests']} per {spec['window']}, {scope}) exceeded",
+                              {"retry-after": retry_after(wait)})
+
+    async def _budget(self, rule: AIRule, doc: dict[str, Any] | None) -> None:
+        budget = rule.budget
+        assert self.codec is not None
+        asked = self.codec.request.max_output_tokens
+        cap = budget.get("maxOutputTokensPerRequest")
+        if cap and asked is not None and asked > cap:
+            raise Refusal(429, f"the request asks for up to {asked} output tokens; "
+                          f"maxOutputTokensPerRequest of {rule.route} is {cap}")
+        per_exec = budget.get("maxTokensPerExecution")
+        if per_exec and self.who is not None:
+            used = self.state.execution_tokens.used(self.who.invocation, rule.name)
+            if used >= per_exec:
+                raise Refusal(429, f"token budget of {rule.route} exhausted for this "
+                              f"execution ({used} of maxTokensPerExecution {per_exec})")
+        per_day = budget.get("maxTokensPerDay")
+        if per_day and self.state.budgets is not None:
+            used = await self.state.budgets.used(self.state.namespace, rule.route,
+                                                 self.gateway)
+            if used >= per_day:
+                raise Refusal(429, f"daily token budget of {rule.route} exhausted "
+                              f"({used} of maxTokensPerDay {per_day}, UTC day)")
+
+    def _refuse(self, refusal: Refusal) -> pb.ProcessingResponse:
+        self.record.denied = refusal.message
+        self.record.status = refusal.status
+        headers = dict(refusal.headers)
+        body = refusal.body
+        if body is None and self.codec is not None:
+            body, refusal.content_type = self.codec.error_body(refusal.status,
+                                                               refusal.message)
+        if body is None:
+            body = (refusal.message + "\n").encode()
+        headers["content-type"] = refusal.content_type
+        headers["x-clrk-denied"] = "true"
+        self.record.response_headers = dict(headers)
+        self.record.bytes_received = len(body)
+        return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=refusal.status),
+            headers=_mutation(headers, []), body=body, details="clrk_policy_denied"))
+
+    # -- response ----------------------------------------------------------------------
+
+    def response_headers(self, msg: pb.HttpHeaders) -> pb.ProcessingResponse:
+        headers = headers_of(msg)
+        self.record.response_headers = headers
+        self.record.status = int(headers.get(":status", "0") or 0)
+        content_type = headers.get("content-type", "")
+        if self.codec is not None:
+            self.codec.response_started(content_type, headers)
+        want = self._capture_policy()
+        if want[1]:
+            capture = Capture(want[2], want[3])
+            if capture.wants(content_type):
+                self.record.response_body = capture
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+
+    def response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
+        self.record.bytes_received += len(msg.body)
+        if self.codec is not None:
+            self.codec.feed(msg.body)
+        if self.record.response_body is not None:
+            self.record.response_body.add(msg.body)
+        return pb.ProcessingResponse(response_body=pb.BodyResponse())
+
+    async def finish(self) -> None:
+        """Usage, budgets and the record; called once, however the stream ended."""
+        if self.finished:
+            return
+        self.finished = True
+        attrs = self.record.attributes
+        if self.codec is not None and not self.record.denied and self.record.status:
+            usage = self.codec.finish()
+            if usage.response_model:
+                attrs["gen_ai.response.model"] = usage.response_model
+            if usage.response_id:
+                attrs["gen_ai.response.id"] = usage.response_id
+            for name, value in (
+                    ("gen_ai.usage.input_tokens", usage.input_tokens),
+                    ("gen_ai.usage.output_tokens", usage.output_tokens),
+                    ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
+                    ("gen_ai.usage.cache_creation.input_tokens",
+                     usage.cache_creation_input_tokens),
+                    ("gen_ai.usage.reasoning.output_tokens", usage.reasoning_output_tokens)):
+                if value is not None:
+                    attrs[name] = str(value)
+            attrs["clrk.usage.extracted"] = "true" if usage.known else "false"
+            if not usage.known:
+                attrs["clrk.usage.missing_reason"] = (
+                    f"status {self.record.status}" if self.record.status >= 400
+                    else "the response carried no usage the codec could read")
+            if usage.known and self.rule is not None and usage.total:
+                await self._charge(self.rule, usage.total)
+        if self.state.records is None:
+            return
+        who = self.who.to_json() if self.who else None
+        try:
+            await self.state.records.connections(
+                self.state.namespace, self.gateway,
+                [self.record.item(who, self.span_id)])
+        except Exception as err:  # a record is never worth failing traffic for
+            log.warning("request record dropped: %s", err)
+
+    async def _charge(self, rule: AIRule, tokens: int) -> None:
+        if self.who is not None:
+            self.state.execution_tokens.add(self.who.invocation, rule.name, tokens)
+        if rule.budget.get("maxTokensPerDay") and self.state.budgets is not None:
+            try:
+                await self.state.budgets.add(self.state.namespace, rule.route, self.gateway,
+                                             tokens)
+            except Exception as err:
+                log.error("tokens of %s not charged to its day budget: %s", rule.route, err)

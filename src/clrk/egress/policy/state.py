@@ -1,0 +1,42 @@
+"""What the policy service decides with: the worker's current view of its namespace's
+gateways, their L7 routes, the policies and Secrets, and who owns each sandbox address.
+The egress plane keeps it current from its watches; the service only reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clrk.egress.policy.attachments import Policies
+from clrk.egress.policy.limits import ExecutionTokens, RateWindows
+from clrk.egress.policy.signing import GoogleTokens
+from clrk.egress.routing import HttpRoutes
+from clrk.worker.attribution import Attributions
+
+
+class DayBudgets(Protocol):
+    """Tokens per (route, gateway, UTC day), kept where every worker sees the same."""
+
+    async def used(self, namespace: str, route: str, gateway: str) -> int: ...
+
+    async def add(self, namespace: str, route: str, gateway: str, tokens: int) -> None: ...
+
+
+class Records(Protocol):
+    async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
+        ...
+
+
+@dataclass
+class PolicyState:
+    namespace: str
+    gateways: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routes: dict[str, HttpRoutes] = field(default_factory=dict)
+    policies: Policies = field(default_factory=Policies)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attribution: Attributions = field(default_factory=Attributions)
+    windows: RateWindows = field(default_factory=RateWindows)
+    execution_tokens: ExecutionTokens = field(default_factory=ExecutionTokens)
+    google: GoogleTokens = field(default_factory=GoogleTokens)
+    budgets: DayBudgets | None = None
+    records: Records | None = None

@@ -1,0 +1,215 @@
+"""Fake LLM providers on loopback, speaking the real wire formats (Anthropic Messages,
+OpenAI chat.completions / responses / embeddings, Gemini generateContent), over TLS
+with a certificate for the real hostnames from a test CA. They check the credential
+each provider expects and remember every request, so tests can show what reached
+"upstream"."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from clrk import pki
+
+HOSTS = ["api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com",
+         "mcp.example.com"]
+ANTHROPIC = {"input_tokens": 12, "output_tokens": 24, "cache_read_input_tokens": 3,
+             "cache_creation_input_tokens": 0}
+OPENAI = {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18}
+GOOGLE = {"promptTokenCount": 9, "candidatesTokenCount": 4, "totalTokenCount": 13}
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def _sse(events: list[tuple[str | None, Any]]) -> bytes:
+    out = b""
+    for name, data in events:
+        if name:
+            out += f"event: {name}\n".encode()
+        out += b"data: " + (data if isinstance(data, bytes) else json.dumps(data).encode())
+        out += b"\n\n"
+    return out
+
+
+@dataclass
+class FakeProviders:
+    keys: dict[str, str] = field(default_factory=dict)  # host -> the credential expected
+    seen: list[Seen] = field(default_factory=list)
+    ca: pki.KeyPair = field(default_factory=lambda: pki.generate_ca("fake-provider-ca"))
+    port: int = 0
+    status: int | None = None  # force this status for the next answers (e.g. 429)
+
+    def start(self) -> None:
+        leaf = pki.issue_leaf(self.ca, HOSTS)
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-providers-")
+        d = Path(self._dir.name)
+        (d / "leaf.pem").write_bytes(leaf.cert_pem)
+        (d / "leaf.key").write_bytes(leaf.key_pem)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(d / "leaf.pem", d / "leaf.key")
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._serve()
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._serve()
+
+            def _serve(self) -> None:
+                size = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(size) if size else b""
+                seen = Seen(self.command, self.path,
+                            {k.lower(): v for k, v in self.headers.items()}, body)
+                outer.seen.append(seen)
+                status, ctype, payload, extra = outer.answer(seen)
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(payload)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._dir.cleanup()
+
+    def host_of(self, seen: Seen) -> str:
+        return seen.headers.get("host", "").split(":")[0]
+
+    def credential(self, seen: Seen) -> str | None:
+        auth = seen.headers.get("authorization", "")
+        query = parse_qs(urlsplit(seen.path).query)
+        return (seen.headers.get("x-api-key") or seen.headers.get("x-goog-api-key")
+                or (auth.removeprefix("Bearer ") if auth else None)
+                or (query.get("key") or [None])[0])
+
+    def answer(self, seen: Seen) -> tuple[int, str, bytes, dict[str, str]]:
+        host = self.host_of(seen)
+        expected = self.keys.get(host)
+        if expected is not None and self.credential(seen) != expected:
+            return 401, "application/json", json.dumps(
+                {"type": "error", "error": {"type": "authentication_error",
+                                            "message": "invalid credential"}}).encode(), {}
+        if self.status is not None:
+            return self.status, "application/json", json.dumps(
+                {"error": {"message": "forced", "type": "overloaded"}}).encode(), {}
+        path = urlsplit(seen.path).path
+        doc = seen.json() if seen.body else {}
+        if path == "/v1/messages":
+            return self._anthropic(doc)
+        if path.endswith("/chat/completions"):
+            return self._chat(doc)
+        if path.endswith("/responses"):
+            return self._responses(doc)
+        if path.endswith("/embeddings"):
+            return 200, "application/json", json.dumps({
+                "object": "list", "model": doc.get("model"),
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                "usage": {"prompt_tokens": 6, "total_tokens": 6}}).encode(), {}
+        if ":generateContent" in path or ":streamGenerateContent" in path:
+            return self._gemini(path, seen.path)
+        return 200, "application/json", b'{"ok": true}', {}
+
+    def _anthropic(self, doc: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
+        model = doc.get("model", "")
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+                   "content": [{"type": "text", "text": "Hello!"}],
+                   "stop_reason": "end_turn", "stop_sequence": None, "usage": ANTHROPIC}
+        if not doc.get("stream"):
+            return 200, "application/json", json.dumps(message).encode(), {}
+        start = {**message, "content": [], "stop_reason": None,
+                 "usage": {**ANTHROPIC, "output_tokens": 1}}
+        return 200, "text/event-stream", _sse([
+            ("message_start", {"type": "message_start", "message": start}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": "Hello!"}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {
+                "stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": ANTHROPIC["output_tokens"]}}),
+            ("message_stop", {"type": "message_stop"})]), {}
+
+    def _chat(self, doc: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
+        model = doc.get("model", "")
+        base = {"id": "chatcmpl-fake", "created": 1, "model": model}
+        if not doc.get("stream"):
+            return 200, "application/json", json.dumps({
+                **base, "object": "chat.completion", "choices": [{
+                    "index": 0, "message": {"role": "assistant", "content": "Hi"},
+                    "finish_reason": "stop", "logprobs": None}], "usage": OPENAI}).encode(), {}
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events: list[tuple[str | None, Any]] = [
+            (None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                "content": "Hi"},
+                                          "finish_reason": None}]}),
+            (None, {**chunk, "choices": [{"index": 0, "delta": {},
+                                          "finish_reason": "stop"}]})]
+        if (doc.get("stream_options") or {}).get("include_usage"):
+            events.append((None, {**chunk, "choices": [], "usage": OPENAI}))
+        events.append((None, b"[DONE]"))
+        return 200, "text/event-stream", _sse(events), {}
+
+    def _responses(self, doc: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
+        usage = {"input_tokens": 13, "output_tokens": 5, "total_tokens": 18,
+                 "input_tokens_details": {"cached_tokens": 2},
+                 "output_tokens_details": {"reasoning_tokens": 1}}
+        response = {"id": "resp_fake", "object": "response", "created_at": 1,
+                    "status": "completed", "model": doc.get("model", ""),
+                    "output": [{"type": "message", "id": "msg_1", "status": "completed",
+                                "role": "assistant", "content": [
+                                    {"type": "output_text", "text": "Hi",
+                                     "annotations": []}]}],
+                    "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                    "usage": usage}
+        if not doc.get("stream"):
+            return 200, "application/json", json.dumps(response).encode(), {}
+        return 200, "text/event-stream", _sse([
+            ("response.created", {"type": "response.created", "sequence_number": 0,
+                                  "response": {**response, "status": "in_progress",
+                                               "usage": None, "output": []}}),
+            ("response.completed", {"type": "response.completed", "sequence_number": 1,
+                                    "response": response})]), {}
+
+    def _gemini(self, path: str, full: str) -> tuple[int, str, bytes, dict[str, str]]:
+        model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
+        chunk = {"candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"},
+                                 "index": 0}], "modelVersion": model, "responseId": "r-fake"}
+        last = {**chunk, "candidates": [{**chunk["candidates"][0], "finishReason": "STOP"}],
+                "usageMetadata": GOOGLE}
+        if ":streamGenerateContent" not in path:
+            return 200, "application/json", json.dumps(last).encode(), {}
+        if "alt=sse" in full:
+            return 200, "text/event-stream", _sse([(None, chunk), (None, last)]), {}
+        return 200, "application/json", json.dumps([chunk, last]).encode(), {}
