@@ -165,3 +165,127 @@ def assert_nowhere(dev: DevServer, value: str, agents: list[tuple[str, str]]) ->
     assert found.stdout == "", f"the credential is written in {found.stdout}"
     for kind, name in agents:
         assert value not in json.dumps(spans(dev, kind, name))
+
+
+SDKS = """
+import anthropic, openai
+from google import genai
+
+msgs = [{"role": "user", "content": "hi"}]
+a = anthropic.Anthropic(api_key="placeholder-the-proxy-replaces-it", max_retries=0)
+r = a.messages.create(model="claude-x", max_tokens=50, messages=msgs)
+print("anthropic", r.usage.input_tokens, r.usage.output_tokens)
+with a.messages.stream(model="claude-x", max_tokens=50, messages=msgs) as s:
+    final = s.get_final_message()
+print("anthropic-stream", final.usage.input_tokens, final.usage.output_tokens)
+
+o = openai.OpenAI(api_key="placeholder", max_retries=0)
+r = o.chat.completions.create(model="gpt-x", messages=msgs)
+print("openai", r.usage.prompt_tokens, r.usage.completion_tokens)
+usage = None
+for chunk in o.chat.completions.create(model="gpt-x", messages=msgs, stream=True):
+    usage = chunk.usage or usage  # only there because the proxy asked for it
+print("openai-stream", usage.prompt_tokens, usage.completion_tokens)
+r = o.responses.create(model="gpt-r", input="hi")
+print("responses", r.usage.input_tokens, r.usage.output_tokens)
+final = None
+for event in o.responses.create(model="gpt-r", input="hi", stream=True):
+    if event.type == "response.completed":
+        final = event.response
+print("responses-stream", final.usage.input_tokens, final.usage.output_tokens)
+
+g = genai.Client(api_key="placeholder")
+r = g.models.generate_content(model="gemini-x", contents="hi")
+print("google", r.usage_metadata.prompt_token_count, r.usage_metadata.candidates_token_count)
+last = None
+for c in g.models.generate_content_stream(model="gemini-x", contents="hi"):
+    last = c.usage_metadata or last
+print("google-stream", last.prompt_token_count, last.candidates_token_count)
+"""
+
+
+def credential(name: str, route: str, header: str, prefix: str = "") -> dict[str, Any]:
+    spec: dict[str, Any] = {"parentRefs": [{"kind": "AIProviderRoute", "name": route}],
+                            "secretRef": {"name": "provider-keys"}, "secretKey": name,
+                            "target": "Header", "headerName": header}
+    if prefix:
+        spec["valuePrefix"] = prefix
+    return {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+            "metadata": {"name": f"{route}-key"}, "spec": spec}
+
+
+def ai_route(name: str, gateway: str, provider: str, **rule: Any) -> dict[str, Any]:
+    return {"apiVersion": G, "kind": "AIProviderRoute", "metadata": {"name": name},
+            "spec": {"parentRefs": [{"name": gateway}],
+                     "rules": [{"matches": [{"provider": provider}], **rule}]}}
+
+
+def task(name: str, gateway: str, image: str, script: str) -> dict[str, Any]:
+    return {"apiVersion": G, "kind": "TaskAgent", "metadata": {"name": name},
+            "spec": {"workerPoolRef": "default", "timeout": "120s",
+                     "egressRefs": [{"gatewayRef": gateway}],
+                     "template": {"spec": {"image": image,
+                                           "command": ["/opt/venv/bin/python", "-c", script]}}}}
+
+
+def invoke(dev: DevServer, name: str) -> Any:
+    import httpx
+
+    return httpx.post(f"{dev.ingress}/", content=b"{}", timeout=180,
+                      headers={"X-Clrk-TaskAgent": f"default/{name}"})
+
+
+def test_official_sdks_streaming_and_not(dev: DevServer, registry: Registry,
+                                         fake: FakeProviders) -> None:
+    """openai, anthropic and google-genai in a sandbox, each streaming and not: the SDK,
+    the fake upstream and the stored span agree on the token counts, and the key the
+    agent held was replaced by the real one."""
+    keys = {"anthropic": "sk-ant-sdk-1111", "openai": "sk-openai-sdk-2222",
+            "google": "AIza-sdk-3333"}
+    fake.keys.update({"api.anthropic.com": keys["anthropic"],
+                      "api.openai.com": keys["openai"],
+                      "generativelanguage.googleapis.com": keys["google"]})
+    dev.kubectl("create", "secret", "generic", "provider-keys",
+                *(f"--from-literal={k}={v}" for k, v in keys.items()))
+    apply(dev, provider_gateway("sdk-gw", fake),
+          ai_route("sdk-anthropic", "sdk-gw", "anthropic"),
+          ai_route("sdk-openai", "sdk-gw", "openai"),
+          ai_route("sdk-google", "sdk-gw", "google"),
+          credential("anthropic", "sdk-anthropic", "x-api-key"),
+          credential("openai", "sdk-openai", "authorization", "Bearer "),
+          credential("google", "sdk-google", "x-goog-api-key"),
+          task("sdk-user", "sdk-gw", f"{registry.host}/test/python:1", SDKS))
+    deadline = time.monotonic() + 60
+    while (r := invoke(dev, "sdk-user")).status_code != 200 or "google-stream" not in r.text:
+        assert time.monotonic() < deadline, (r.status_code, r.text[-3000:])
+        time.sleep(1)
+    got = {line.split()[0]: tuple(int(x) for x in line.split()[1:])
+           for line in r.text.splitlines() if line.strip()}
+    assert got == {"anthropic": (12, 24), "anthropic-stream": (12, 24),
+                   "openai": (13, 5), "openai-stream": (13, 5),
+                   "responses": (13, 5), "responses-stream": (13, 5),
+                   "google": (9, 4), "google-stream": (9, 4)}
+
+    def recorded() -> list[dict[str, Any]]:
+        found = [s for s in http_spans(dev, "TaskAgent", "sdk-user")
+                 if s["attributes"].get("clrk.usage.extracted") == "true"]
+        return found if len(found) >= 8 else []
+
+    calls = until(recorded, "not every SDK call has a span with its usage")
+    seen = {(s["attributes"]["gen_ai.provider.name"], s["attributes"]["gen_ai.request.stream"],
+             s["attributes"]["url.path"].rsplit("/", 1)[-1].split(":")[-1]):
+            (int(s["attributes"]["gen_ai.usage.input_tokens"]),
+             int(s["attributes"]["gen_ai.usage.output_tokens"])) for s in calls[-8:]}
+    assert seen == {("anthropic", "false", "messages"): (12, 24),
+                    ("anthropic", "true", "messages"): (12, 24),
+                    ("openai", "false", "completions"): (13, 5),
+                    ("openai", "true", "completions"): (13, 5),
+                    ("openai", "false", "responses"): (13, 5),
+                    ("openai", "true", "responses"): (13, 5),
+                    ("google", "false", "generateContent"): (9, 4),
+                    ("google", "true", "streamGenerateContent"): (9, 4)}
+    for s in calls:
+        headers = next(e for e in s["events"] if e["name"] == "http.request")["attributes"]
+        assert all(v == "[redacted]" for k, v in headers.items()
+                   if k.split(".")[-1] in ("x-api-key", "authorization", "x-goog-api-key"))
+    assert_nowhere(dev, keys["openai"], [("TaskAgent", "sdk-user")])
