@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from clrk import pki
 
 HOSTS = ["api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com",
+         "us-central1-aiplatform.googleapis.com", "bedrock-runtime.us-east-1.amazonaws.com",
          "mcp.example.com"]
 ANTHROPIC = {"input_tokens": 12, "output_tokens": 24, "cache_read_input_tokens": 3,
              "cache_creation_input_tokens": 0}
@@ -50,6 +51,7 @@ def _sse(events: list[tuple[str | None, Any]]) -> bytes:
 @dataclass
 class FakeProviders:
     keys: dict[str, str] = field(default_factory=dict)  # host -> the credential expected
+    verifiers: dict[str, Any] = field(default_factory=dict)  # host -> check(Seen) -> bool
     seen: list[Seen] = field(default_factory=list)
     ca: pki.KeyPair = field(default_factory=lambda: pki.generate_ca("fake-provider-ca"))
     port: int = 0
@@ -71,10 +73,10 @@ class FakeProviders:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve()
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self._serve()
 
             def _serve(self) -> None:
@@ -116,7 +118,9 @@ class FakeProviders:
     def answer(self, seen: Seen) -> tuple[int, str, bytes, dict[str, str]]:
         host = self.host_of(seen)
         expected = self.keys.get(host)
-        if expected is not None and self.credential(seen) != expected:
+        verify = self.verifiers.get(host)
+        if (expected is not None and self.credential(seen) != expected) or (
+                verify is not None and not verify(seen)):
             return 401, "application/json", json.dumps(
                 {"type": "error", "error": {"type": "authentication_error",
                                             "message": "invalid credential"}}).encode(), {}
@@ -138,6 +142,11 @@ class FakeProviders:
                 "usage": {"prompt_tokens": 6, "total_tokens": 6}}).encode(), {}
         if ":generateContent" in path or ":streamGenerateContent" in path:
             return self._gemini(path, seen.path)
+        if path.startswith("/model/") and path.endswith("/converse"):
+            return 200, "application/json", json.dumps({
+                "output": {"message": {"role": "assistant", "content": [{"text": "Hi"}]}},
+                "stopReason": "end_turn", "metrics": {"latencyMs": 1},
+                "usage": {"inputTokens": 7, "outputTokens": 3, "totalTokens": 10}}).encode(), {}
         return 200, "application/json", b'{"ok": true}', {}
 
     def _anthropic(self, doc: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
@@ -213,3 +222,94 @@ class FakeProviders:
         if "alt=sse" in full:
             return 200, "text/event-stream", _sse([(None, chunk), (None, last)]), {}
         return 200, "application/json", json.dumps([chunk, last]).encode(), {}
+
+
+def sigv4_verifier(access_key: str, secret_key: str, region: str, service: str) -> Any:
+    """A check that recomputes the request's AWS SigV4 signature with botocore's own
+    signer and compares it with the one the request carries."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    def verify(seen: Seen) -> bool:
+        auth = seen.headers.get("authorization", "")
+        if not auth.startswith("AWS4-HMAC-SHA256 "):
+            return False
+        parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 "):]
+                     .split(","))
+        if not parts.get("Credential", "").startswith(f"{access_key}/"):
+            return False
+        signed = parts["SignedHeaders"].split(";")
+        request = AWSRequest(method=seen.method, url=f"https://{seen.headers['host']}"
+                             f"{seen.path}", data=seen.body,
+                             headers={h: seen.headers[h] for h in signed})
+        request.context["timestamp"] = seen.headers["x-amz-date"]
+        signer = SigV4Auth(Credentials(access_key, secret_key), service, region)
+        canonical = signer.canonical_request(request)
+        expected = signer.signature(signer.string_to_sign(request, canonical), request)
+        return bool(parts["Signature"] == expected)
+
+    return verify
+
+
+class TokenEndpoint:
+    """Google's OAuth token endpoint, on loopback: it checks the service account's JWT
+    assertion against the account's public key and hands out an access token."""
+
+    def __init__(self, token: str) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.token = token
+        self.grants = 0
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()
+        self.public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        outer = self
+
+        class Grant(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                from google.auth import jwt
+
+                size = int(self.headers.get("content-length") or 0)
+                form = parse_qs(self.rfile.read(size).decode())
+                try:
+                    jwt.decode(form["assertion"][0], certs=outer.public_pem,
+                               audience=["https://oauth2.googleapis.com/token",
+                                         f"http://127.0.0.1:{outer.port}/token"])
+                    status, body = 200, {"access_token": outer.token, "expires_in": 3600,
+                                         "token_type": "Bearer"}
+                    outer.grants += 1
+                except Exception as err:
+                    status, body = 400, {"error": "invalid_grant", "error_description":
+                                         str(err)}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Grant)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def key_json(self) -> str:
+        return json.dumps({
+            "type": "service_account", "project_id": "test-project",
+            "private_key_id": "k1", "private_key": self.private_pem,
+            "client_email": "agent@test-project.iam.gserviceaccount.com",
+            "client_id": "1", "token_uri": f"http://127.0.0.1:{self.port}/token"})
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

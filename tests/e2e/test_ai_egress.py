@@ -91,6 +91,15 @@ def until(check: Any, what: str, timeout: float = 60) -> Any:
     return got
 
 
+def poll(fetch: Any, ok: Any, what: str, timeout: float = 60) -> Any:
+    """``fetch()`` until ``ok`` of it holds; returns what satisfied it."""
+    deadline = time.monotonic() + timeout
+    while not ok(got := fetch()):
+        assert time.monotonic() < deadline, f"{what}: {got}"
+        time.sleep(0.5)
+    return got
+
+
 ECHO_BOT = """
 echo "ANTHROPIC_API_KEY=${ANTHROPIC_API_KEY:-unset}"
 env | grep -c sk-ant || true
@@ -98,7 +107,8 @@ while :; do
   curl -sS https://api.anthropic.com/v1/messages \\
     -H 'anthropic-version: 2023-06-01' \\
     -H 'content-type: application/json' \\
-    --data '{"model":"claude-haiku-4-5","max_tokens":64,"messages":[{"role":"user","content":"Say hello."}]}'
+    --data '{"model":"claude-haiku-4-5","max_tokens":64,'\
+'"messages":[{"role":"user","content":"Say hello."}]}'
   echo
   sleep 5
 done
@@ -289,3 +299,209 @@ def test_official_sdks_streaming_and_not(dev: DevServer, registry: Registry,
         assert all(v == "[redacted]" for k, v in headers.items()
                    if k.split(".")[-1] in ("x-api-key", "authorization", "x-goog-api-key"))
     assert_nowhere(dev, keys["openai"], [("TaskAgent", "sdk-user")])
+
+
+CALLS = """
+import json, sys, urllib.request, urllib.error
+
+def call(label, url, body, headers=None):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, hdrs, text = r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, hdrs, text = e.code, e.headers, e.read().decode()
+    except OSError as e:  # no connection at all
+        status, hdrs, text = 0, {}, repr(e)
+    print(json.dumps({"label": label, "status": status, "retry": hdrs.get("retry-after"),
+                      "body": text[:300]}))
+
+ANTHROPIC = "https://api.anthropic.com/v1/messages"
+def claude(model, max_tokens=5):
+    return {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user",
+                                                                    "content": "hi"}]}
+for label, url, body, headers in json.loads(sys.argv[1]):
+    call(label, url, body, headers)
+"""
+
+
+def calls_agent(name: str, gateway: str, image: str, calls: list[Any]) -> dict[str, Any]:
+    doc = task(name, gateway, image, CALLS)
+    doc["spec"]["template"]["spec"]["args"] = [json.dumps(calls)]
+    return doc
+
+
+def results(dev: DevServer, name: str) -> dict[str, dict[str, Any]]:
+    r = invoke(dev, name)
+    assert r.status_code == 200, (r.status_code, r.text[-2000:])
+    return {d["label"]: d for d in map(json.loads, r.text.splitlines()) if d}
+
+
+def claude(model: str, max_tokens: int = 5) -> dict[str, Any]:
+    return {"model": model, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}]}
+
+
+ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+GEMINI_URL = "https://generativelanguage.googleapis.com/v1beta/models/gemini-x:generateContent"
+
+
+def test_budgets_rate_limits_and_deny(dev: DevServer, registry: Registry,
+                                      fake: FakeProviders) -> None:
+    """Token budgets (per execution, per day, per request), a rate limit and a deny
+    policy, each refusing in the provider's own shape before anything goes upstream;
+    the day budget holds across executions and an Envoy restart."""
+    fake.keys.pop("api.anthropic.com", None)
+    fake.keys.pop("api.openai.com", None)
+    budget = {"apiVersion": G, "kind": "AIProviderRoute", "metadata": {"name": "budgets"},
+              "spec": {"parentRefs": [{"name": "pol-gw"}], "rules": [
+                  {"matches": [{"provider": "anthropic", "models": ["exec-*"]}],
+                   "filters": [{"type": "TokenBudget",
+                                "tokenBudget": {"maxTokensPerExecution": 30}}]},
+                  {"matches": [{"provider": "anthropic", "models": ["day-*"]}],
+                   "filters": [{"type": "TokenBudget", "tokenBudget": {"maxTokensPerDay": 50}}]},
+                  {"matches": [{"provider": "anthropic", "models": ["out-*"]}],
+                   "filters": [{"type": "TokenBudget",
+                                "tokenBudget": {"maxOutputTokensPerRequest": 100}}]}]}}
+    rate = {"apiVersion": G, "kind": "RateLimitPolicy", "metadata": {"name": "two-per-hour"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "pol-openai"},
+                     "requests": 2, "window": "1h", "scope": "PerAgent"}}
+    deny = {"apiVersion": G, "kind": "EgressDenyPolicy", "metadata": {"name": "no-gemini"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "pol-google"},
+                     "denyResponse": {"statusCode": 451,
+                                      "message": "Gemini is disabled by policy."}}}
+    chat = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
+    openai_url = "https://api.openai.com/v1/chat/completions"
+    first = [["exec-1", ANTHROPIC_URL, claude("exec-a"), {}],
+             ["exec-2", ANTHROPIC_URL, claude("exec-a"), {}],
+             ["out", ANTHROPIC_URL, claude("out-a", 500), {}],
+             ["out-ok", ANTHROPIC_URL, claude("out-a", 50), {}],
+             ["day-1", ANTHROPIC_URL, claude("day-a"), {}],
+             ["day-2", ANTHROPIC_URL, claude("day-a"), {}],
+             ["day-3", ANTHROPIC_URL, claude("day-a"), {}],
+             ["rate-1", openai_url, chat, {}], ["rate-2", openai_url, chat, {}],
+             ["rate-3", openai_url, chat, {}],
+             ["deny", GEMINI_URL, {"contents": []}, {}],
+             ["unrouted", ANTHROPIC_URL, claude("other-model"), {}]]
+    image = f"{registry.host}/test/python:1"
+    apply(dev, provider_gateway("pol-gw", fake), budget,
+          ai_route("pol-openai", "pol-gw", "openai"), ai_route("pol-google", "pol-gw", "google"),
+          rate, deny, calls_agent("pol-user", "pol-gw", image, first))
+    until(lambda: dev.kubectl("get", "egressgateway", "pol-gw", "-o",
+                              "jsonpath={.status.caSecretName}").stdout, "no CA yet")
+    got = results(dev, "pol-user")
+    status = {k: v["status"] for k, v in got.items()}
+    assert status == {"exec-1": 200, "exec-2": 429, "out": 429, "out-ok": 200,
+                      "day-1": 200, "day-2": 200, "day-3": 429,
+                      "rate-1": 200, "rate-2": 200, "rate-3": 429, "deny": 451,
+                      "unrouted": 403}, got
+    assert json.loads(got["exec-2"]["body"])["error"]["type"] == "rate_limit_error"
+    assert "maxTokensPerExecution" in got["exec-2"]["body"]
+    assert "maxOutputTokensPerRequest" in got["out"]["body"]
+    assert "maxTokensPerDay" in got["day-3"]["body"]
+    assert json.loads(got["rate-3"]["body"])["error"]["code"] == "rate_limit_exceeded"
+    assert 3000 < int(got["rate-3"]["retry"]) <= 3600
+    assert "Gemini is disabled by policy." in got["deny"]["body"]
+    day_calls = [s for s in fake.seen if (s.json() or {}).get("model") == "day-a"]
+    assert len(day_calls) == 2  # the third was refused before it reached upstream
+    assert not any((s.json() or {}).get("model") == "out-a" and
+                   s.json()["max_tokens"] == 500 for s in fake.seen)
+
+    # A new execution has a fresh execution budget but the same day budget, also after
+    # the worker's Envoy is killed and comes back.
+    second = [["exec-1", ANTHROPIC_URL, claude("exec-a"), {}],
+              ["day", ANTHROPIC_URL, claude("day-a"), {}]]
+    apply(dev, calls_agent("pol-user", "pol-gw", image, second))
+    until(lambda: results(dev, "pol-user").get("day", {}).get("status") == 429,
+          "the new revision never ran")
+    envoy = subprocess.run(["pgrep", "-f", f"envoy.*{dev.data_dir}"], capture_output=True,
+                           text=True).stdout.split()
+    assert envoy, "no Envoy of this clrk dev"
+    subprocess.run(["kill", "-9", *envoy], check=False)
+    got = poll(lambda: results(dev, "pol-user"),
+               lambda r: r.get("exec-1", {}).get("status") == 200,
+               "no traffic after Envoy's restart")
+    assert got["day"]["status"] == 429
+    assert len([s for s in fake.seen if (s.json() or {}).get("model") == "day-a"]) == 2
+
+    denied = [s for s in http_spans(dev, "TaskAgent", "pol-user")
+              if s["attributes"].get("clrk.decision") == "deny"]
+    assert {s["attributes"]["http.response.status_code"] for s in denied} >= {"429", "451",
+                                                                              "403"}
+    assert all(s["attributes"]["clrk.deny_reason"] for s in denied)
+
+
+def test_query_param_sigv4_and_gcp_credentials(dev: DevServer, registry: Registry,
+                                               fake: FakeProviders) -> None:
+    """A key as a query parameter, an AWS SigV4 signature that botocore's signer
+    verifies on the fake upstream (stale x-amz-* headers from the agent dropped), and a
+    Google OAuth token minted from a service-account key at a local token endpoint."""
+    from tests.fake_providers import TokenEndpoint, sigv4_verifier
+
+    tokens = TokenEndpoint("ya29.clrk-test-token")
+    try:
+        aws = json.dumps({"accessKeyId": "AKIDCLRKTEST", "secretAccessKey": "aws-secret-5555"})
+        fake.keys["generativelanguage.googleapis.com"] = "AIza-query-4444"
+        fake.keys["us-central1-aiplatform.googleapis.com"] = "ya29.clrk-test-token"
+        fake.verifiers["bedrock-runtime.us-east-1.amazonaws.com"] = sigv4_verifier(
+            "AKIDCLRKTEST", "aws-secret-5555", "us-east-1", "bedrock")
+        dev.kubectl("create", "secret", "generic", "cloud-keys",
+                    "--from-literal=gemini=AIza-query-4444", f"--from-literal=aws={aws}",
+                    f"--from-literal=gcp={tokens.key_json()}")
+        gw = provider_gateway("cred-gw", fake)
+        gw["spec"]["upstreamTLS"]["hostAliases"] += [
+            {"hostname": h, "address": f"127.0.0.1:{fake.port}"}
+            for h in ("us-central1-aiplatform.googleapis.com",
+                      "bedrock-runtime.us-east-1.amazonaws.com")]
+
+        def policy(name: str, route: str, **spec: Any) -> dict[str, Any]:
+            return {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+                    "metadata": {"name": name},
+                    "spec": {"parentRefs": [{"kind": "AIProviderRoute", "name": route}],
+                             "secretRef": {"name": "cloud-keys"}, **spec}}
+
+        vertex = ("https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/"
+                  "us-central1/publishers/google/models/gemini-x:generateContent")
+        bedrock = ("https://bedrock-runtime.us-east-1.amazonaws.com/model/"
+                   "anthropic.claude-x/converse")
+        apply(dev, gw,
+              ai_route("gemini", "cred-gw", "google", ) | {"spec": {
+                  "parentRefs": [{"name": "cred-gw"}], "rules": [{"matches": [
+                      {"provider": "google", "endpoints": ["/v1beta/*"]}]}]}},
+              ai_route("vertex", "cred-gw", "google") | {"spec": {
+                  "parentRefs": [{"name": "cred-gw"}], "rules": [{"matches": [
+                      {"provider": "google", "endpoints": ["/v1/projects/*"]}]}]}},
+              ai_route("bedrock", "cred-gw", "bedrock"),
+              policy("gemini-key", "gemini", secretKey="gemini", target="QueryParam",
+                     queryParamName="key"),
+              policy("vertex-sa", "vertex", secretKey="gcp", target="ProviderAuth",
+                     providerAuth={"type": "GCPServiceAccount"}),
+              policy("bedrock-sig", "bedrock", secretKey="aws", target="ProviderAuth",
+                     providerAuth={"type": "AWSv4",
+                                   "awsv4": {"region": "us-east-1", "service": "bedrock"}}),
+              calls_agent("cred-user", "cred-gw", f"{registry.host}/test/python:1", [
+                  ["gemini", GEMINI_URL + "?alt=json", {"contents": []}, {}],
+                  ["vertex", vertex, {"contents": []}, {}],
+                  ["bedrock", bedrock, {"messages": []},
+                   {"x-amz-date": "20000101T000000Z", "x-amz-security-token": "stale",
+                    "authorization": "AWS4-HMAC-SHA256 stale"}]]))
+        got = poll(lambda: results(dev, "cred-user"),
+                   lambda r: all(v["status"] == 200 for v in r.values()),
+                   "credentials not injected")
+        assert set(got) == {"gemini", "vertex", "bedrock"}
+        gemini = next(s for s in fake.seen if s.path.startswith("/v1beta/models/gemini-x"))
+        assert "key=AIza-query-4444" in gemini.path and "alt=json" in gemini.path
+        signed = next(s for s in fake.seen if s.path.startswith("/model/anthropic.claude-x"))
+        assert "x-amz-security-token" not in signed.headers
+        assert tokens.grants >= 1
+        traced = until(lambda: [s for s in http_spans(dev, "TaskAgent", "cred-user")
+                                if s["attributes"].get("clrk.usage.extracted") == "true"],
+                       "no spans")
+        for span in traced:
+            assert "AIza-query-4444" not in json.dumps(span)
+        assert_nowhere(dev, "AIza-query-4444", [("TaskAgent", "cred-user")])
+        assert_nowhere(dev, "aws-secret-5555", [("TaskAgent", "cred-user")])
+        assert_nowhere(dev, "ya29.clrk-test-token", [("TaskAgent", "cred-user")])
+    finally:
+        tokens.stop()

@@ -71,7 +71,10 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
             "@type": f"{_T}.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": f"mitm_{host.hostname}", "codec_type": "AUTO",
             "stream_idle_timeout": "300s",
-            "route_config": {"name": f"{host.gateway}/{host.hostname}", "virtual_hosts": [{
+            # The cluster may arrive a moment after the listener (separate xDS files):
+            # accept the route now rather than reject the whole listener.
+            "route_config": {"name": f"{host.gateway}/{host.hostname}",
+                             "validate_clusters": False, "virtual_hosts": [{
                 "name": host.hostname, "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"},
                             "request_body_buffer_limit": MAX_REQUEST_BODY,
