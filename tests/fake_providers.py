@@ -313,3 +313,79 @@ class TokenEndpoint:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+TOOLS = ("github_search_issues", "github_get_pr", "github_delete_repo", "shell_exec")
+
+
+class FakeMCP:
+    """An MCP server (the official SDK's own, Streamable HTTP) on loopback with TLS for
+    mcp.example.com. Its tools echo their name; ``calls`` lists the tools actually run,
+    to show what a policy stopped before it reached the server. ``/mcp`` answers in
+    SSE, ``/mcp-json`` in plain JSON."""
+
+    def __init__(self, ca: pki.KeyPair | None = None, tls: bool = True) -> None:
+        import uvicorn
+        from mcp.server.mcpserver.server import MCPServer
+        from mcp.server.transport_security import TransportSecuritySettings
+        from starlette.applications import Starlette
+        from starlette.routing import Mount
+
+        self.calls: list[str] = []
+        self.ca = ca or pki.generate_ca("fake-mcp-ca")
+        outer = self
+
+        def server(json_response: bool) -> Any:
+            mcp = MCPServer("fake-tools")
+            def make(tool: str) -> Any:
+                def run(query: str = "") -> str:
+                    outer.calls.append(tool)
+                    return f"{tool} ran {query}".strip()
+                return run
+
+            for tool in TOOLS:
+                mcp.tool(name=tool, description=f"the {tool} tool")(make(tool))
+            return mcp.streamable_http_app(
+                json_response=json_response, stateless_http=True, streamable_http_path="/",
+                transport_security=TransportSecuritySettings(
+                    enable_dns_rebinding_protection=False))
+
+        sse_app, json_app = server(False), server(True)
+
+        async def lifespan(app: Any) -> Any:
+            import contextlib
+
+            async with contextlib.AsyncExitStack() as stack:
+                for sub in (sse_app, json_app):
+                    await stack.enter_async_context(sub.router.lifespan_context(sub))
+                yield
+
+        from contextlib import asynccontextmanager
+        app = Starlette(routes=[Mount("/mcp-json", json_app), Mount("/mcp", sse_app)],
+                        lifespan=asynccontextmanager(lifespan))
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-mcp-")
+        d = Path(self._dir.name)
+        kwargs: dict[str, Any] = {}
+        if tls:
+            leaf = pki.issue_leaf(self.ca, ["mcp.example.com", "127.0.0.1"])
+            (d / "leaf.pem").write_bytes(leaf.cert_pem)
+            (d / "leaf.key").write_bytes(leaf.key_pem)
+            kwargs = {"ssl_certfile": str(d / "leaf.pem"), "ssl_keyfile": str(d / "leaf.key")}
+        import socket
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", **kwargs)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        import time
+        deadline = time.monotonic() + 10
+        while not self._server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+        self._dir.cleanup()

@@ -505,3 +505,77 @@ def test_query_param_sigv4_and_gcp_credentials(dev: DevServer, registry: Registr
         assert_nowhere(dev, "ya29.clrk-test-token", [("TaskAgent", "cred-user")])
     finally:
         tokens.stop()
+
+
+MCP_CLIENT = """
+import asyncio
+from mcp.client.client import Client
+
+async def main():
+    async with Client("https://mcp.example.com/mcp/") as c:
+        tools = await c.list_tools()
+        print("tools", ",".join(sorted(t.name for t in tools.tools)))
+        for name in ["github_get_pr", "github_delete_repo", "shell_exec",
+                     "github_search_issues", "github_search_issues", "github_get_pr",
+                     "github_get_pr"]:
+            try:
+                r = await c.call_tool(name, {"query": "x"})
+                print("call", name, "error" if r.is_error else "ok")
+            except Exception as e:
+                print("call", name, "refused", str(e).replace(chr(10), " ")[:200])
+    async with Client("https://mcp.example.com/mcp-json/") as c:
+        tools = await c.list_tools()
+        print("json-tools", ",".join(sorted(t.name for t in tools.tools)))
+
+asyncio.run(main())
+"""
+
+
+def test_mcp_tool_policy(dev: DevServer, registry: Registry, fake: FakeProviders) -> None:
+    """The official MCP client through an MCPRoute: tools/list cut to the allowed tools
+    (SSE and JSON answers), a denied tool (regex) and an unmatched one get JSON-RPC
+    errors without reaching the server, a per-tool rate limit and maxCallsPerExecution
+    hold."""
+    from tests.fake_providers import FakeMCP
+
+    server = FakeMCP(ca=fake.ca)
+    try:
+        gw = provider_gateway("mcp-gw", fake)
+        gw["spec"]["upstreamTLS"]["hostAliases"] = [
+            {"hostname": "mcp.example.com", "address": f"127.0.0.1:{server.port}"}]
+        route = {"apiVersion": G, "kind": "MCPRoute", "metadata": {"name": "github-tools"},
+                 "spec": {"parentRefs": [{"name": "mcp-gw"}], "rules": [{
+                     "matches": [{"servers": ["https://mcp.example.com/*"],
+                                  "tools": ["github_*"]}],
+                     "filters": [{"type": "ToolPolicy", "toolPolicy": {
+                         "allowedTools": ["github_search_issues", "github_get_pr",
+                                          "github_delete_repo"],
+                         "deniedTools": ["/.*delete.*/"],
+                         "maxCallsPerExecution": 3,
+                         "rateLimits": [{"tools": ["github_search_*"], "requests": 1,
+                                         "window": "1h"}]}}]}]}}
+        apply(dev, gw, route,
+              task("mcp-user", "mcp-gw", f"{registry.host}/test/python:1", MCP_CLIENT))
+        out = poll(lambda: invoke(dev, "mcp-user"), lambda r: r.status_code == 200
+                   and "json-tools" in r.text, "the MCP client never finished").text
+        lines = out.splitlines()
+        assert "tools github_get_pr,github_search_issues" in lines
+        assert "json-tools github_get_pr,github_search_issues" in lines
+        calls = [ln.split(" ", 3)[1:] for ln in lines if ln.startswith("call ")]
+        assert [c[:2] for c in calls] == [
+            ["github_get_pr", "ok"], ["github_delete_repo", "refused"],
+            ["shell_exec", "refused"], ["github_search_issues", "ok"],
+            ["github_search_issues", "refused"], ["github_get_pr", "ok"],
+            ["github_get_pr", "refused"]], out
+        assert "denied" in calls[1][2] and "no MCPRoute rule" in calls[2][2]
+        assert "rate limit" in calls[4][2] and "maxCallsPerExecution" in calls[6][2]
+        assert server.calls == ["github_get_pr", "github_search_issues", "github_get_pr"]
+        recorded = until(lambda: [s for s in http_spans(dev, "TaskAgent", "mcp-user")
+                                  if s["attributes"].get("gen_ai.tool.name")],
+                         "no MCP spans")
+        names = {s["attributes"]["gen_ai.tool.name"]: s["attributes"]["clrk.decision"]
+                 for s in recorded}
+        assert names["github_delete_repo"] == "deny"
+        assert all(s["attributes"]["mcp.method.name"] == "tools/call" for s in recorded)
+    finally:
+        server.stop()

@@ -16,27 +16,19 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
-from clrk.egress.policy import credentials
+from clrk.egress.policy import credentials, mcp
 from clrk.egress.policy.attachments import Target
 from clrk.egress.policy.limits import retry_after
 from clrk.egress.policy.record import Capture, HttpRecord
+from clrk.egress.policy.refusal import Refusal
 from clrk.egress.policy.state import PolicyState
 from clrk.egress.providers import Codec, codec_for
-from clrk.egress.routing import AIRule
+from clrk.egress.routing import AIRule, MCPRule, glob_or_regex
 from clrk.worker.attribution import Attribution
 
 log = logging.getLogger("clrk.egress.policy")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 DEFAULT_CAPTURE = 64 << 10
-
-
-class Refusal(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 body: bytes | None = None, content_type: str = "text/plain") -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
-        self.headers = headers or {}
-        self.body, self.content_type = body, content_type
 
 
 def _seconds(text: str) -> float:
@@ -86,6 +78,7 @@ class Exchange:
     route_name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     span_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    tools_filter: mcp.ToolsListFilter | None = None
     decided: bool = False
     finishing: bool = False
     finished: bool = False
@@ -160,6 +153,10 @@ class Exchange:
             elif self.deny_all:
                 raise Refusal(403, f"no AIProviderRoute rule of gateway {self.gateway} "
                               f"matches {self.record.path} for model {request.model!r}")
+        elif routes is not None and (rules := routes.mcp_rules(
+                f"https://{self.host}{self.record.path}")):
+            route_kind = "MCPRoute"
+            self._admit_mcp(rules, body)
         capture = self._capture_policy()
         if body is not None and capture[0] and self.record.request_body is None:
             self.record.request_body = Capture(capture[2], capture[3])
@@ -200,6 +197,63 @@ class Exchange:
             set_headers["content-length"] = str(len(new_body))
             common.header_mutation.CopyFrom(_mutation(set_headers, remove))
         return common
+
+    def _admit_mcp(self, rules: list[MCPRule], body: bytes | None) -> None:
+        calls = mcp.parse(body)
+        if calls is None:  # the GET stream, a DELETE, or no JSON-RPC: the route's own
+            self._route(rules[0].route)
+            return
+        first = calls[0]
+        self.record.attributes["mcp.method.name"] = first.method
+        if first.id is not None:
+            self.record.attributes["jsonrpc.request.id"] = str(first.id)
+        for call in calls:
+            rule = mcp.rule_for(rules, call)
+            if rule is None:
+                if self.deny_all:
+                    raise mcp.refuse(calls, f"no MCPRoute rule of gateway {self.gateway} "
+                                     f"covers {call.method}"
+                                     + (f" of tool {call.tool!r}" if call.tool else ""))
+                continue
+            self._route(rule.route)
+            if call.method == "tools/list":
+                self.tools_filter = mcp.ToolsListFilter(
+                    lambda tool, rule=rule: mcp.tool_refusal(rule, tool) is None)
+            if call.method != "tools/call" or call.tool is None:
+                continue
+            self.record.attributes.update({"gen_ai.tool.name": call.tool,
+                                           "gen_ai.operation.name": "execute_tool"})
+            reason = mcp.tool_refusal(rule, call.tool)
+            if reason:
+                raise mcp.refuse(calls, reason)
+            self._tool_limits(rule, call, calls)
+
+    def _tool_limits(self, rule: MCPRule, call: mcp.Call, calls: list[mcp.Call]) -> None:
+        policy, who = rule.tool_policy, self.who
+        invocation = who.invocation if who else "unattributed"
+        limit = policy.get("maxCallsPerExecution")
+        used = self.state.execution_tokens.used(invocation, f"{rule.name}#calls")
+        if limit and used >= int(limit):
+            raise mcp.refuse(calls, f"maxCallsPerExecution of MCPRoute {rule.route} "
+                             f"({limit}) reached")
+        agent = f"{who.agent_kind}/{who.agent_name}" if who else "unattributed"
+        for i, rl in enumerate(policy.get("rateLimits") or []):
+            tools = rl.get("tools") or []
+            if tools and not any(glob_or_regex(p, call.tool or "") for p in tools):
+                continue
+            wait = self.state.windows.take(f"mcp/{rule.name}/{i}/{agent}",
+                                           int(rl["requests"]), _seconds(rl["window"]))
+            if wait is not None:
+                refusal = mcp.refuse(calls, f"rate limit of MCPRoute {rule.route} for "
+                                     f"{call.tool!r} ({rl['requests']} per {rl['window']}) "
+                                     "exceeded")
+                refusal.headers["retry-after"] = retry_after(wait)
+                raise refusal
+        self.state.execution_tokens.add(invocation, f"{rule.name}#calls", 1)
+
+    def _route(self, route: str) -> None:
+        self.route_name = route
+        self.record.attributes["clrk.route"] = f"{self.state.namespace}/{route}"
 
     def _capture_policy(self) -> tuple[bool, bool, int, tuple[str, ...]]:
         """(capture request, capture response, max bytes, content types)."""
@@ -296,6 +350,12 @@ class Exchange:
             capture = Capture(want[2], want[3])
             if capture.wants(content_type):
                 self.record.response_body = capture
+        if self.tools_filter is not None and 200 <= self.record.status < 300:
+            self.tools_filter.sse = "text/event-stream" in content_type
+            return pb.ProcessingResponse(response_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(header_mutation=pb.HeaderMutation(
+                    remove_headers=["content-length"]))))
+        self.tools_filter = None
         return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 
     def response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
@@ -304,6 +364,14 @@ class Exchange:
             self.codec.feed(msg.body)
         if self.record.response_body is not None:
             self.record.response_body.add(msg.body)
+        if self.tools_filter is not None:
+            out = self.tools_filter.feed(msg.body, msg.end_of_stream)
+            mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
+            if self.tools_filter.removed:
+                self.record.attributes["clrk.mcp.tools_hidden"] = str(
+                    self.tools_filter.removed)
+            return pb.ProcessingResponse(response_body=pb.BodyResponse(
+                response=pb.CommonResponse(body_mutation=mutation)))
         return pb.ProcessingResponse(response_body=pb.BodyResponse())
 
     async def finish(self) -> None:
