@@ -579,3 +579,75 @@ def test_mcp_tool_policy(dev: DevServer, registry: Registry, fake: FakeProviders
         assert all(s["attributes"]["mcp.method.name"] == "tools/call" for s in recorded)
     finally:
         server.stop()
+
+
+KEEPALIVE = """
+import http.client, json, time
+conn = http.client.HTTPSConnection("api.anthropic.com", timeout=30)
+sockets, statuses = set(), []
+body = json.dumps({"model": "claude-keepalive", "max_tokens": 5,
+                   "messages": [{"role": "user", "content": "hi"}]})
+end = time.monotonic() + 40
+while time.monotonic() < end:
+    conn.request("POST", "/v1/messages", body, {"content-type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    sockets.add(id(conn.sock))
+    statuses.append(r.status)
+    time.sleep(0.1)
+print("sockets", len(sockets))
+print("statuses", ",".join(sorted({str(s) for s in statuses})))
+"""
+
+
+def test_changes_apply_to_an_open_keep_alive_connection(
+        dev: DevServer, registry: Registry, fake: FakeProviders) -> None:
+    """A deny policy added and removed, then a route narrowed and widened, while the
+    agent keeps one HTTPS connection open: each change takes effect on that same
+    connection. The delays are printed (docs/benchmarks.md has the figures); the test
+    does not time them."""
+    import threading
+
+    fake.keys.pop("api.anthropic.com", None)
+    route = ai_route("ka-route", "ka-gw", "anthropic")
+    route["spec"]["rules"][0]["matches"][0]["models"] = ["claude-*"]
+    apply(dev, provider_gateway("ka-gw", fake), route,
+          task("ka-user", "ka-gw", f"{registry.host}/test/python:1", KEEPALIVE))
+    until(lambda: dev.kubectl("get", "egressgateway", "ka-gw", "-o",
+                              "jsonpath={.status.caSecretName}").stdout, "no CA yet")
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(r=invoke(dev, "ka-user")))
+    runner.start()
+
+    def seen() -> list[float]:
+        return [s.at for s in fake.seen if (s.json() or {}).get("model") == "claude-keepalive"]
+
+    def stops(change: str) -> None:
+        t0 = time.monotonic()
+        until(lambda: seen() and time.monotonic() - seen()[-1] > 1.0,
+              f"traffic never stopped after {change}")
+        print(f"{change}: refused {max(0.0, seen()[-1] - t0):.2f}s after the change")
+
+    def resumes(change: str) -> None:
+        t0, count = time.monotonic(), len(seen())
+        until(lambda: len(seen()) > count, f"traffic never resumed after {change}")
+        print(f"{change}: allowed {seen()[count] - t0:.2f}s after the change")
+
+    until(lambda: len(seen()) >= 3, "the agent's calls never arrived")
+    deny = {"apiVersion": G, "kind": "EgressDenyPolicy", "metadata": {"name": "ka-stop"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "ka-route"}}}
+    apply(dev, deny)
+    stops("deny policy added")
+    dev.kubectl("delete", "egressdenypolicy", "ka-stop")
+    resumes("deny policy removed")
+    route["spec"]["rules"][0]["matches"][0]["models"] = ["gpt-*"]
+    apply(dev, route)
+    stops("route narrowed")
+    route["spec"]["rules"][0]["matches"][0]["models"] = ["claude-*"]
+    apply(dev, route)
+    resumes("route widened")
+    runner.join(120)
+    out = result["r"].text
+    assert result["r"].status_code == 200, out
+    assert "sockets 1" in out.splitlines(), out  # one connection throughout
+    assert "statuses 200,403" in out.splitlines(), out
