@@ -391,3 +391,42 @@ class FakeMCP:
         self._server.should_exit = True
         self._thread.join(5)
         self._dir.cleanup()
+
+
+class OTLPCapture:
+    """An OTLP/HTTP receiver on loopback that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict[str, str], bytes]] = []
+        outer = self
+
+        class Receiver(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                size = int(self.headers.get("content-length") or 0)
+                outer.received.append((self.path, {k.lower(): v for k, v in
+                                                   self.headers.items()},
+                                       self.rfile.read(size)))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[dict[str, Any]]:
+        return [span for path, _, body in self.received if path == "/v1/traces"
+                for rs in json.loads(body)["resourceSpans"]
+                for ss in rs["scopeSpans"] for span in ss["spans"]]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

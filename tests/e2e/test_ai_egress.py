@@ -119,7 +119,10 @@ def test_quickstart_echo_bot(dev: DevServer, registry: Registry,
                              fake: FakeProviders) -> None:
     """The quickstart: a curl loop to https://api.anthropic.com with no key; the fake
     upstream sees the real key, the agent never does, and the span shows it redacted
-    with the provider, model and token counts."""
+    with the provider, model and token counts, stored and re-exported over OTLP."""
+    from tests.fake_providers import OTLPCapture
+
+    collector = OTLPCapture()
     dev.kubectl("create", "secret", "generic", "anthropic-credentials",
                 f"--from-literal=api-key={KEY}")
     examples = Path(__file__).resolve().parents[2] / "examples" / "echo-bot" / "manifests"
@@ -128,7 +131,8 @@ def test_quickstart_echo_bot(dev: DevServer, registry: Registry,
     for doc in docs:
         if doc["kind"] == "EgressGateway":
             doc["spec"] = {**provider_gateway("echo-bot", fake)["spec"],
-                           "otlp": doc["spec"]["otlp"]}
+                           "otlp": {**doc["spec"]["otlp"], "endpoint": collector.url,
+                                    "headers": {"x-tenant": "team-a"}}}
         if doc["kind"] == "DaemonAgent":
             doc["spec"]["template"]["spec"].update(
                 image=f"{registry.host}/test/python:1", args=[ECHO_BOT])
@@ -165,6 +169,19 @@ def test_quickstart_echo_bot(dev: DevServer, registry: Registry,
     assert "\n0\n" in f"\n{logs}"  # nothing in the agent's environment holds the key
     assert_nowhere(dev, KEY, [("DaemonAgent", "echo-bot")])
     dev.kubectl("delete", "daemonagent", "echo-bot")
+
+    exported = until(lambda: [s for s in collector.spans() if s["name"].startswith("POST")],
+                     "no span was re-exported over OTLP")
+    attributes = {a["key"]: a["value"]["stringValue"] for a in exported[0]["attributes"]}
+    assert attributes["gen_ai.usage.output_tokens"] == "24"
+    assert exported[0]["traceId"] == found[0]["traceId"]
+    headers = {a["key"]: a["value"]["stringValue"] for e in exported[0]["events"]
+               for a in e["attributes"]}
+    assert headers["http.request.header.x-api-key"] == "[redacted]"
+    assert all(h.get("x-tenant") == "team-a" for _, h, _ in collector.received)
+    assert any(path == "/v1/logs" for path, _, _ in collector.received)
+    assert not any(KEY.encode() in body for _, _, body in collector.received)
+    collector.stop()
 
 
 def assert_nowhere(dev: DevServer, value: str, agents: list[tuple[str, str]]) -> None:

@@ -18,6 +18,16 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
            items: list[dict[str, Any]]) -> int:
     """``items``: access-log records plus ``attribution`` (or None). Returns how many
     were stored; malformed ones are skipped."""
+    spans, logs = rows(namespace, gateway, items)
+    store.insert("otel_traces", spans)
+    store.insert("otel_logs", logs)
+    return len(spans)
+
+
+def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
+         ) -> tuple[list[list[Any]], list[list[Any]]]:
+    """The otel_traces and otel_logs rows for ``items`` (what is stored and what is
+    re-exported are the same records)."""
     spans: list[list[Any]] = []
     logs: list[list[Any]] = []
     for item in items:
@@ -49,9 +59,7 @@ def record(store: TelemetryStore, namespace: str, gateway: str,
         _emit(spans, logs, namespace, item, start, duration, name, attrs, denied,
               f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes out, "
               f"{attrs['clrk.bytes.received']} in)", "egress.connection")
-    store.insert("otel_traces", spans)
-    store.insert("otel_logs", logs)
-    return len(spans)
+    return spans, logs
 
 
 def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[Any]) -> None:
@@ -104,7 +112,8 @@ def _emit(spans: list[Any], logs: list[Any], namespace: str, item: dict[str, Any
                       "clrk.agent.name": who.get("agentName", ""),
                       "clrk.invocation": who.get("invocation", "")})
     service = who.get("agentName") or "clrk-egress"
-    trace = who.get("traceId") or secrets.token_hex(16)
+    trace = who.get("traceId") or str(item.get("trace_id") or "") or secrets.token_hex(16)
+    span_id = span_id or str(item.get("span_id") or "")
     span_id = span_id if len(span_id) == 16 else secrets.token_hex(8)
     events = events or []
     spans.append([start, trace, span_id, who.get("spanId", ""), "", name, "Client", service,

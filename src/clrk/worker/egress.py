@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from clrk.egress.envoy.supervisor import EnvoySupervisor
 from clrk.egress.leaves import LeafCertificates
 from clrk.egress.policy.service import PolicyService
 from clrk.egress.policy.state import PolicyState
+from clrk.telemetry import connections, otlp_export
 from clrk.worker.attribution import Attributions
 from clrk.worker.telemetry import TelemetryReporter
 
@@ -109,6 +111,7 @@ class EgressPlane:
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
         self.reporter: TelemetryReporter | None = None
+        self.exporter = otlp_export.OTLPExporter()
         self._offsets: dict[Path, int] = {}
         self._lookups: list[dict[str, Any]] = []
 
@@ -120,8 +123,23 @@ class EgressPlane:
         """Who owns each sandbox address, and where records and budgets go."""
         self.state.attribution = attribution
         self.reporter = reporter
-        self.state.records = reporter
+        self.state.records = self
         self.state.budgets = reporter
+
+    async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
+        """Records of a gateway: to the API server's store, and to the gateway's own
+        OTLP endpoint when it names one (best effort, never waited on)."""
+        for item in items:  # one identity for the stored and the exported copy
+            item.setdefault("span_id", secrets.token_hex(8))
+            item.setdefault("trace_id", secrets.token_hex(16))
+        otlp = (((self.gateways.get(gateway) or {}).get("spec") or {}).get("otlp") or {})
+        if otlp.get("endpoint"):
+            spans, logs = connections.rows(ns, gateway, items)
+            self.exporter.offer(otlp_export.Target(
+                otlp["endpoint"], tuple(sorted((otlp.get("headers") or {}).items())), ns),
+                spans, logs)
+        return await self.reporter.connections(ns, gateway, items) \
+            if self.reporter is not None else False
 
     def port_for(self, namespace: str, gateway: str) -> int | None:
         """Where a sandbox of an agent using ``gateway`` is redirected (None: unknown
@@ -190,12 +208,14 @@ class EgressPlane:
         except TimeoutError as err:
             log.error("%s", err)
         watcher = asyncio.create_task(self._watch())
+        exporting = asyncio.create_task(self.exporter.run(stop))
         tailer = asyncio.create_task(self._tail(stop))
         await stop.wait()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await tailer
+        await exporting
         await self.envoy.stop()
         await self.policy.stop()
 
@@ -229,7 +249,7 @@ class EgressPlane:
         pending, self._lookups = self._lookups, []
         for item in pending:
             item["attribution"] = self._attribution(item["sandbox"])
-        await self.reporter.connections(self.namespace, "dns", pending)
+        await self.connections(self.namespace, "dns", pending)
 
     async def _ship(self, gateway: str) -> None:
         path = self.access_log(gateway)
@@ -249,7 +269,7 @@ class EgressPlane:
                 item["attribution"] = self._attribution(
                     str(item.get("source", "")).rsplit(":", 1)[0])
                 items.append(item)
-        if await self.reporter.connections(self.namespace, gateway, items):
+        if await self.connections(self.namespace, gateway, items):
             self._offsets[path] = offset + len(complete)
 
     async def _watch(self) -> None:
