@@ -21,7 +21,7 @@ from clrk import pki
 
 HOSTS = ["api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com",
          "us-central1-aiplatform.googleapis.com", "bedrock-runtime.us-east-1.amazonaws.com",
-         "mcp.example.com"]
+         "mcp.example.com", "api.github.com"]
 ANTHROPIC = {"input_tokens": 12, "output_tokens": 24, "cache_read_input_tokens": 3,
              "cache_creation_input_tokens": 0}
 OPENAI = {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18}

@@ -668,3 +668,69 @@ def test_changes_apply_to_an_open_keep_alive_connection(
     assert result["r"].status_code == 200, out
     assert "sockets 1" in out.splitlines(), out  # one connection throughout
     assert "statuses 200,403" in out.splitlines(), out
+
+
+GH_CALLS = """
+for i in 1 2; do
+  curl -sS -o /dev/null -w '%{http_code} ' -H 'authorization: Bearer agent-placeholder' \\
+    https://api.github.com/user
+  curl -sS -H 'authorization: Bearer agent-placeholder' https://api.github.com/user
+  echo
+done
+"""
+
+
+def test_l4_route_on_a_terminating_listener(dev: DevServer, registry: Registry,
+                                            fake: FakeProviders) -> None:
+    """An EgressL4Route hostname on a TLS Terminate listener is served by Envoy alone:
+    the credential header from the Secret replaces the agent's, an EgressDenyPolicy
+    answers with its status and message, and every request is recorded; a rate limit
+    (which needs the policy service) is enforced on the same route."""
+    token = "ghp-clrk-test-7777"
+    fake.keys["api.github.com"] = token
+    dev.kubectl("create", "secret", "generic", "gh-token", f"--from-literal=token={token}")
+    gw = provider_gateway("gh-gw", fake)
+    gw["spec"]["upstreamTLS"]["hostAliases"].append(
+        {"hostname": "api.github.com", "address": f"127.0.0.1:{fake.port}"})
+    route = {"apiVersion": G, "kind": "EgressL4Route", "metadata": {"name": "github"},
+             "spec": {"parentRefs": [{"name": "gh-gw"}], "rules": [{"matches": [
+                 {"destinationHostnames": ["api.github.com"], "ports": [{"port": 443}]}]}]}}
+    cred = {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+            "metadata": {"name": "github-token"},
+            "spec": {"parentRefs": [{"kind": "EgressL4Route", "name": "github"}],
+                     "secretRef": {"name": "gh-token"}, "secretKey": "token",
+                     "target": "Header", "headerName": "Authorization",
+                     "valuePrefix": "Bearer "}}
+    agent = task("gh-user", "gh-gw", f"{registry.host}/test/python:1", "")
+    agent["spec"]["template"]["spec"]["command"] = ["sh", "-c", GH_CALLS]
+    apply(dev, gw, route, cred, agent)
+    out = poll(lambda: invoke(dev, "gh-user").text, lambda t: t.startswith("200"),
+               "the L4 route never answered through Envoy")
+    assert out.splitlines()[0] == '200 {"ok": true}', out
+    seen = [s for s in fake.seen if s.headers.get("host") == "api.github.com"]
+    assert seen[-1].headers["authorization"] == f"Bearer {token}"
+    spans_found = until(lambda: [s for s in http_spans(dev, "TaskAgent", "gh-user")
+                                 if s["attributes"]["clrk.route"] == "default/github"],
+                        "no span for the native route")
+    headers = spans_found[0]["events"][0]["attributes"]
+    assert headers["http.request.header.authorization"] == "[redacted]"
+
+    deny = {"apiVersion": G, "kind": "EgressDenyPolicy", "metadata": {"name": "block-github"},
+            "spec": {"targetRef": {"kind": "EgressL4Route", "name": "github"},
+                     "denyResponse": {"statusCode": 451, "message":
+                                      "Outbound to GitHub is currently disabled by policy."}}}
+    apply(dev, deny)
+    out = poll(lambda: invoke(dev, "gh-user").text, lambda t: t.startswith("451"),
+               "the deny policy never applied")
+    assert "Outbound to GitHub is currently disabled by policy." in out
+    dev.kubectl("delete", "egressdenypolicy", "block-github")
+    limit = {"apiVersion": G, "kind": "RateLimitPolicy", "metadata": {"name": "gh-once"},
+             "spec": {"targetRef": {"kind": "EgressL4Route", "name": "github"},
+                      "requests": 1, "window": "1h", "scope": "PerExecution"}}
+    apply(dev, limit)
+    out = poll(lambda: invoke(dev, "gh-user").text,
+               lambda t: t.startswith("200") and "429" in t, "the rate limit never applied")
+    # Each round is two requests: the first of the execution passes, the rest do not.
+    assert out.split()[0] == "200" and "rate limit gh-once" in out, out
+    assert "\n429 " in f"\n{out}", out
+    assert_nowhere(dev, token, [("TaskAgent", "gh-user")])

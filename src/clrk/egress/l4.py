@@ -25,6 +25,8 @@ class L4Rule:
     cidrs: tuple[str, ...]
     hostnames: tuple[str, ...]
     ports: tuple[int, ...] | None  # None: every port (CIDR rules only)
+    route: str = ""
+    terminate: frozenset[int] = frozenset()  # ports whose TLS the gateway terminates
 
 
 @dataclass
@@ -33,16 +35,22 @@ class GatewayRoutes:
     aliases: dict[str, str] = field(default_factory=dict)  # hostname -> host[:port]
     problems: list[str] = field(default_factory=list)
 
+    def terminated(self, name: str, port: int) -> L4Rule | None:
+        """The rule whose hostname TLS on ``port`` is terminated by the gateway (HTTP
+        policies then apply to it), if any."""
+        return next((r for r in self.rules if port in r.terminate and any(
+            host_matches(p, name) for p in r.hostnames)), None)
+
     def host_ports(self, name: str) -> set[int]:
         """Ports the hostname may be reached on (empty: it is not routed)."""
         out: set[int] = set()
         for rule in self.rules:
-            if any(_host_matches(pattern, name) for pattern in rule.hostnames):
+            if any(host_matches(pattern, name) for pattern in rule.hostnames):
                 out.update(rule.ports or ())
         return out
 
 
-def _host_matches(pattern: str, name: str) -> bool:
+def host_matches(pattern: str, name: str) -> bool:
     if pattern.startswith("*."):
         return name.endswith(pattern[1:]) and name != pattern[2:]
     return fnmatch.fnmatchcase(name, pattern) if "*" in pattern else name == pattern
@@ -68,7 +76,12 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
     name = gateway["metadata"]["name"]
     namespace = gateway["metadata"].get("namespace", "")
     out = GatewayRoutes()
-    tls = (gateway.get("spec") or {}).get("upstreamTLS") or {}
+    spec = gateway.get("spec") or {}
+    terminating = [li.get("port") for li in spec.get("listeners") or []
+                   if li.get("protocol") == "HTTPS" or (
+                       li.get("protocol") == "TLS"
+                       and (li.get("tls") or {}).get("mode", "Terminate") == "Terminate")]
+    tls = spec.get("upstreamTLS") or {}
     for alias in tls.get("hostAliases") or []:
         out.aliases[alias["hostname"].lower()] = alias["address"]
     for route in routes:
@@ -88,6 +101,11 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                     out.problems.append(f"{where}: hostname matches need ports")
                     hostnames = ()
                 cidrs = tuple(match.get("destinationCIDRs") or ())
+                terminate = frozenset(
+                    p for p in ports or () if hostnames
+                    and match.get("protocol") in (None, "TLS")
+                    and any(t is None or t == p for t in terminating))
                 if cidrs or hostnames:
-                    out.rules.append(L4Rule(cidrs, hostnames, ports))
+                    out.rules.append(L4Rule(cidrs, hostnames, ports, route["metadata"]["name"],
+                                            terminate))
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from clrk.egress.l4 import _host_matches
+from clrk.egress.l4 import host_matches
 
 HTTPS = 443
 # Where each provider's API lives; ``custom`` has no default host.
@@ -49,7 +49,7 @@ class AIRule:
         return f"{self.route}/{self.index}"
 
     def matches(self, host: str, path: str, model: str | None) -> bool:
-        if not any(_host_matches(h, host) for h in self.hosts):
+        if not any(host_matches(h, host) for h in self.hosts):
             return False
         bare = path.split("?", 1)[0]
         if self.endpoints and not any(fnmatch.fnmatchcase(bare, e) for e in self.endpoints):
@@ -96,8 +96,8 @@ class HttpRoutes:
 
     def terminated(self, name: str) -> bool:
         """Whether a route of the gateway names this host (TLS to it is terminated)."""
-        return any(_host_matches(h, name) for rule in self.ai for h in rule.hosts) or \
-            any(_host_matches(h, name) for rule in self.mcp for h in rule.hosts)
+        return any(host_matches(h, name) for rule in self.ai for h in rule.hosts) or \
+            any(host_matches(h, name) for rule in self.mcp for h in rule.hosts)
 
     def host_patterns(self) -> set[str]:
         return {h for rule in self.ai for h in rule.hosts} | \
@@ -110,7 +110,7 @@ class HttpRoutes:
         return next((r for r in self.ai if r.matches(host, path, model)), None)
 
     def ai_candidates(self, host: str) -> list[AIRule]:
-        return [r for r in self.ai if any(_host_matches(h, host) for h in r.hosts)]
+        return [r for r in self.ai if any(host_matches(h, host) for h in r.hosts)]
 
     def mcp_rules(self, url: str) -> list[MCPRule]:
         return [r for r in self.mcp if r.serves(url)]

@@ -37,6 +37,9 @@ def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
         if item.get("kind") == "http":
             _request(item, namespace, spans, logs)
             continue
+        if item.get("kind") == "http-log":
+            _envoy_request(item, namespace, gateway, spans, logs)
+            continue
         try:
             start = _time(str(item["start_time"]))
             duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
@@ -97,6 +100,45 @@ def _request(item: dict[str, Any], namespace: str, spans: list[Any],
     _emit(spans, logs, namespace, item, start, duration, str(item.get("name") or "http"),
           attrs, bool(item.get("error")), str(item.get("summary") or ""), "egress.http",
           events, str(item.get("span_id") or ""))
+
+
+def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: list[Any],
+                   logs: list[Any]) -> None:
+    """An HTTP request Envoy served alone (no policy service on its path), from its
+    access log: the record carries no header values but the injected one's name."""
+    try:
+        start = _time(str(item["start_time"]))
+        duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
+    except (KeyError, ValueError):
+        return
+    path = str(item.get("path") or "")
+    denied = item.get("decision") == "deny"
+    attrs = {"http.request.method": str(item.get("method") or ""), "url.scheme": "https",
+             "url.path": path.split("?", 1)[0], "server.address": str(item.get("host") or ""),
+             "server.port": str(item.get("port") or ""),
+             "http.response.status_code": str(item.get("status") or ""),
+             "source.address": str(item.get("source") or ""),
+             "clrk.gateway": f"{namespace}/{gateway}", "clrk.route":
+             f"{namespace}/{str(item.get('route') or '').partition('/')[2]}",
+             "clrk.decision": "deny" if denied else "allow",
+             "clrk.bytes.sent": str(item.get("bytes_received") or 0),
+             "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
+    if "?" in path:
+        attrs["url.query"] = "[redacted]"  # Envoy logs it as sent; it may carry secrets
+    if denied:
+        attrs["clrk.deny_reason"] = str(item.get("deny_reason") or "")
+    headers = {f"http.request.header.{k}": str(item.get(f) or "") for k, f in (
+        ("user-agent", "user_agent"), ("content-type", "content_type"),
+        ("traceparent", "traceparent")) if item.get(f) not in (None, "", "-")}
+    if item.get("injected"):
+        headers[f"http.request.header.{item['injected']}"] = "[redacted]"
+    name = f"{attrs['http.request.method']} {attrs['server.address']}{attrs['url.path']}"
+    _emit(spans, logs, namespace, item, start, duration, name, attrs,
+          denied or attrs["http.response.status_code"].startswith("5"),
+          f"{name} {attrs['http.response.status_code']} "
+          f"{duration / 1e6:.0f}ms req={attrs['clrk.bytes.sent']}B "
+          f"resp={attrs['clrk.bytes.received']}B route={attrs['clrk.route']}",
+          "egress.http", [(start, "http.request", headers)])
 
 
 def _emit(spans: list[Any], logs: list[Any], namespace: str, item: dict[str, Any],

@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.http import (
+    Native,
     TerminatedHost,
     policy_cluster,
     terminated_chain,
@@ -49,8 +51,11 @@ from clrk.egress.envoy.listeners import (
 )
 from clrk.egress.envoy.supervisor import EnvoySupervisor
 from clrk.egress.leaves import LeafCertificates
+from clrk.egress.policy import credentials
+from clrk.egress.policy.attachments import Target
 from clrk.egress.policy.service import PolicyService
 from clrk.egress.policy.state import PolicyState
+from clrk.egress.secret_files import SecretFiles
 from clrk.telemetry import connections, otlp_export
 from clrk.worker.attribution import Attributions
 from clrk.worker.telemetry import TelemetryReporter
@@ -108,6 +113,8 @@ class EgressPlane:
         self.plans: dict[str, l4.GatewayRoutes] = {}
         self.leaves = LeafCertificates(state_dir / "envoy" / "leaves")
         self.policy = PolicyService(self.state, state_dir / "envoy" / "policy.sock")
+        self.secret_files = SecretFiles(state_dir)
+        self._native_secrets: set[str] = set()
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
         self.reporter: TelemetryReporter | None = None
@@ -218,6 +225,7 @@ class EgressPlane:
         await exporting
         await self.envoy.stop()
         await self.policy.stop()
+        self.secret_files.remove()
 
     async def _tail(self, stop: asyncio.Event) -> None:
         """Every connection in the gateways' access logs goes to the telemetry store,
@@ -306,7 +314,7 @@ class EgressPlane:
                 "additionalTrustBundleSecretRef") or {}
             if secret in (ca_secret_name(gw), trust.get("name")):
                 return True
-        return False
+        return secret in self._native_secrets
 
     def _trust(self, gateway: dict[str, Any]) -> Path:
         """System roots plus the gateway's additional trust bundle, for upstream TLS."""
@@ -328,37 +336,80 @@ class EgressPlane:
         return path
 
     def _terminated(self, name: str, gateway: dict[str, Any], http: routing.HttpRoutes,
-                    aliases: dict[str, str]) -> tuple[list[dict[str, Any]],
-                                                      list[dict[str, Any]]]:
-        """TLS-terminating chains (and their upstream clusters) for the hosts the
-        gateway's AI and MCP routes name."""
+                    plan: l4.GatewayRoutes) -> tuple[list[dict[str, Any]],
+                                                     list[dict[str, Any]]]:
+        """TLS-terminating chains (and their upstream clusters): for the hosts the
+        gateway's AI and MCP routes name (through the policy service), and for
+        EgressL4Route hostnames on a terminating listener (Envoy alone when their
+        policies allow it)."""
         ca = self._ca(gateway)
+        wanted: list[tuple[str, str, int, str | None]] = [
+            (h, v, routing.HTTPS, None) for h, v in sorted(self.vips.items())
+            if http.terminated(h)]
+        for host, vip in sorted(self.vips.items()):
+            for port in sorted(plan.host_ports(host)):
+                rule = plan.terminated(host, port)
+                if rule is not None and not (port == routing.HTTPS and http.terminated(host)):
+                    wanted.append((host, vip, port, rule.route))
         if ca is None:
-            if http.ai or http.mcp:
+            if wanted:
                 log.warning("EgressGateway %s: CA Secret %s not ready; its routed hosts "
                             "are refused until it is", name, ca_secret_name(gateway))
             return [], []
         chains, clusters = [], []
         trust = self._trust(gateway)
-        for host, vip in sorted(self.vips.items()):
-            if not http.terminated(host):
-                continue
-            port = routing.HTTPS
+        for host, vip, port, l4_route in wanted:
             cluster = f"tls/{self.namespace}/{name}/{host}/{port}"
             address, dial_port = host, port
-            alias = aliases.get(host)
+            alias = plan.aliases.get(host)
             if alias:
                 a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 \
                     else (alias, "", "")
                 address = a_host or alias
                 dial_port = int(a_port) if a_port.isdigit() else port
             clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust))
+            route = f"EgressL4Route/{l4_route}" if l4_route else ""
             chains.append(terminated_chain(TerminatedHost(
                 f"{self.namespace}/{name}", host, vip, port, self.leaves.leaf(ca, host),
-                http.needs_bodies(host), cluster)))
+                l4_route is None and http.needs_bodies(host), cluster, route,
+                self._native(name, l4_route) if l4_route else None)))
         return chains, clusters
 
+    def _native(self, gateway: str, route: str) -> Native | None:
+        """Envoy alone serves an L4 route's terminated HTTP when its policies are a
+        credential header and/or a deny answer; anything else (rate limits, other
+        credential targets, body capture) goes through the policy service."""
+        targets = [Target("EgressL4Route", route), Target("EgressGateway", gateway)]
+        policies = self.state.policies
+        if policies.all_attached("RateLimitPolicy", targets) or \
+                policies.attached("LoggingPolicy", targets):
+            return None
+        creds = policies.attached("CredentialInjectionPolicy", targets)
+        if len(creds) > 1 or any((c["spec"].get("target") or "Header") != "Header"
+                                 for c in creds):
+            return None
+        deny = None
+        for doc in policies.attached("EgressDenyPolicy", targets):
+            answer = doc["spec"].get("denyResponse") or {}
+            deny = (int(answer.get("statusCode") or 403), answer.get("message") or
+                    f"denied by EgressDenyPolicy {doc['metadata']['name']}")
+        native = Native(f"EgressL4Route/{route}", self.access_log(gateway), deny=deny)
+        if not creds or deny is not None:
+            return native
+        spec = creds[0]["spec"]
+        try:
+            value = credentials.secret_value(self.state.secrets, spec["secretRef"]["name"],
+                                             spec["secretKey"])
+        except credentials.MissingCredential as err:
+            return replace(native, deny=(503, f"credential unavailable: {err}"))
+        self._native_secrets.add(spec["secretRef"]["name"])
+        secret_name = f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}"
+        path = self.secret_files.write(secret_name, (spec.get("valuePrefix") or "") + value)
+        return replace(native, header=str(spec["headerName"]).lower(), secret_file=path,
+                       secret_name=secret_name)
+
     def _apply(self) -> None:
+        self._native_secrets = set()
         listeners = []
         clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
         self.plans = {name: l4.plan(doc, list(self.l4routes.values()))
@@ -395,11 +446,13 @@ class EgressPlane:
             policy = (doc.get("spec") or {}).get("defaultPolicy") or "deny-all"
             plan = self.plans[name]
             vips = {h: v for h, v in self.vips.items() if plan.host_ports(h)}
-            chains, tls_clusters = self._terminated(name, doc, self.state.routes[name],
-                                                    plan.aliases)
+            chains, tls_clusters = self._terminated(name, doc, self.state.routes[name], plan)
+            denied = frozenset(
+                d["spec"]["targetRef"]["name"] for d in self.docs["EgressDenyPolicy"].values()
+                if d["spec"]["targetRef"].get("kind") == "EgressL4Route")
             listeners.append(listener(GatewayListener(self.namespace, name, port, policy,
                                                       self.access_log(name)), plan, vips,
-                                      chains))
+                                      chains, denied))
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]

@@ -23,6 +23,18 @@ MAX_REQUEST_BODY = 32 << 20  # what a buffered request may hold (larger: 413 fro
 
 
 @dataclass(frozen=True)
+class Native:
+    """What Envoy does alone for a route that needs no Python: a credential header from
+    an SDS file, or the deny policy's answer; every request in the access log."""
+    route: str  # Kind/name of the route, for the records
+    access_log: Path
+    header: str | None = None  # credential header name
+    secret_file: Path | None = None  # SDS file holding the header's value
+    secret_name: str = ""
+    deny: tuple[int, str] | None = None
+
+
+@dataclass(frozen=True)
 class TerminatedHost:
     gateway: str  # namespace/name
     hostname: str
@@ -31,6 +43,52 @@ class TerminatedHost:
     leaf: Leaf
     bodies: bool
     cluster: str
+    route: str = ""  # Kind/name, when the chain serves one route (EgressL4Route)
+    native: Native | None = None
+
+
+HTTP_LOG_FORMAT = {
+    "kind": "http-log",
+    "start_time": "%START_TIME%",
+    "source": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(:PATH)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "status": "%RESPONSE_CODE%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "flags": "%RESPONSE_FLAGS%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "content_type": "%REQ(CONTENT-TYPE)%",
+    "traceparent": "%REQ(TRACEPARENT)%",
+}
+
+
+def _native_filters(native: Native) -> list[dict[str, Any]]:
+    if native.header is None or native.secret_file is None:
+        return []
+    return [{"name": "envoy.filters.http.credential_injector", "typed_config": {
+        "@type": f"{_T}.filters.http.credential_injector.v3.CredentialInjector",
+        "overwrite": True, "credential": {
+            "name": "envoy.http.injected_credentials.generic", "typed_config": {
+                "@type": f"{_T}.http.injected_credentials.generic.v3.Generic",
+                "header": native.header,
+                "credential": {"name": native.secret_name, "sds_config": {
+                    "path_config_source": {
+                        "path": str(native.secret_file),
+                        "watched_directory": {"path": str(native.secret_file.parent)}},
+                    "resource_api_version": "V3"}}}}}}]
+
+
+def _native_log(host: TerminatedHost, native: Native) -> list[dict[str, Any]]:
+    fmt = {**HTTP_LOG_FORMAT, "route": native.route, "host": host.hostname,
+           "port": str(host.port), "injected": native.header or "",
+           "decision": "deny" if native.deny else "allow",
+           "deny_reason": native.deny[1] if native.deny else ""}
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": f"{_T}.access_loggers.file.v3.FileAccessLog",
+        "path": str(native.access_log), "log_format": {"json_format": fmt}}}]
 
 
 def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
@@ -41,7 +99,8 @@ def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
                          "initial_metadata": [
                              {"key": "x-clrk-gateway", "value": host.gateway},
                              {"key": "x-clrk-host", "value": host.hostname},
-                             {"key": "x-clrk-port", "value": str(host.port)}]},
+                             {"key": "x-clrk-port", "value": str(host.port)},
+                             {"key": "x-clrk-route", "value": host.route}]},
         "failure_mode_allow": False,
         "message_timeout": "10s",
         "processing_mode": {
@@ -55,6 +114,13 @@ def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
 
 def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
     net = ipaddress.ip_network(f"{host.vip}/32")
+    native = host.native
+    action: dict[str, Any] = {"route": {"cluster": host.cluster, "timeout": "0s"}}
+    if native is not None and native.deny is not None:
+        action = {"direct_response": {"status": native.deny[0],
+                                      "body": {"inline_string": native.deny[1] + "\n"}}}
+    filters = [_ext_proc(host)] if native is None else _native_filters(native)
+    manager_log = {} if native is None else {"access_log": _native_log(host, native)}
     return {
         "name": f"terminate {host.hostname}:{host.port}",
         "filter_chain_match": {
@@ -77,9 +143,9 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                              "validate_clusters": False, "virtual_hosts": [{
                 "name": host.hostname, "domains": ["*"],
                 "routes": [{"match": {"prefix": "/"},
-                            "request_body_buffer_limit": MAX_REQUEST_BODY,
-                            "route": {"cluster": host.cluster, "timeout": "0s"}}]}]},
-            "http_filters": [_ext_proc(host), {
+                            "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
+            **manager_log,
+            "http_filters": [*filters, {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": f"{_T}.filters.http.router.v3.Router"}}]}}],
     }

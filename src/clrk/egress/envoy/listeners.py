@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clrk.egress.l4 import GatewayRoutes
+from clrk.egress.l4 import GatewayRoutes, host_matches
 
 ORIGINAL_DST = "clrk_original_dst"
 DENY = "clrk_deny"
@@ -83,7 +83,8 @@ def host_cluster(hostname: str, port: int) -> str:
 
 def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
              vips: dict[str, str] | None = None,
-             terminated: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             terminated: list[dict[str, Any]] | None = None,
+             denied: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The gateway's listener: a filter chain per routed destination and port (CIDRs to
     where the sandbox dialled, hostnames' virtual addresses to the host), then the
     default policy for the rest."""
@@ -91,16 +92,23 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
     stat = f"egw_{gw.namespace}_{gw.name}"
     chains: dict[tuple[str, int | None], dict[str, Any]] = {}
     for rule in routes.rules if routes else []:
+        # An EgressDenyPolicy on the route turns it off: its connections are reset.
+        target = DENY if rule.route in denied else ORIGINAL_DST
         for cidr in rule.cidrs:
             for port in rule.ports or (None,):
                 key = (str(ipaddress.ip_network(cidr, strict=False)), port)
                 chains.setdefault(key, _chain(f"cidr {key[0]}:{port or '*'}", key[0], port,
-                                              stat, ORIGINAL_DST, gw.access_log))
+                                              stat, target, gw.access_log))
     for hostname, vip in sorted((vips or {}).items()):
-        for port in sorted(routes.host_ports(hostname)) if routes else []:
+        if routes is None:
+            break
+        for port in sorted(routes.host_ports(hostname)):
+            rule = next(r for r in routes.rules if port in (r.ports or ()) and any(
+                host_matches(p, hostname) for p in r.hostnames))
             chains.setdefault((f"{vip}/32", port), _chain(
                 f"host {hostname}:{port}", f"{vip}/32", port, stat,
-                host_cluster(hostname, port), gw.access_log))
+                DENY if rule.route in denied else host_cluster(hostname, port),
+                gw.access_log))
     return {
         "name": gw.listener_name,
         "address": {"socket_address": {"address": gw.address, "port_value": gw.port}},

@@ -71,6 +71,7 @@ class Exchange:
     gateway: str  # name in the worker's namespace
     host: str
     port: int
+    fixed_route: str = ""  # "Kind/name" when the chain serves one route (EgressL4Route)
     record: HttpRecord = field(init=False)
     who: Attribution | None = None
     codec: Codec | None = None
@@ -135,7 +136,10 @@ class Exchange:
         state, routes = self.state, self.state.routes.get(self.gateway)
         route_kind = "AIProviderRoute"
         doc: dict[str, Any] | None = None
-        if self.codec is not None:
+        if self.fixed_route:
+            route_kind, _, name = self.fixed_route.partition("/")
+            self._route(name)
+        elif self.codec is not None:
             request = self.codec.parse_request(body or b"")
             self.record.attributes.update({
                 "gen_ai.provider.name": self.codec.provider,

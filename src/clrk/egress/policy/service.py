@@ -53,7 +53,8 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
         meta = {k: v for k, v in context.invocation_metadata()}
         gateway = str(meta.get("x-clrk-gateway", "")).rsplit("/", 1)[-1]
         port = int(meta.get("x-clrk-port") or 443)
-        exchange = Exchange(self.state, gateway, str(meta.get("x-clrk-host", "")), port)
+        exchange = Exchange(self.state, gateway, str(meta.get("x-clrk-host", "")), port,
+                            fixed_route=str(meta.get("x-clrk-route", "")))
         try:
             async for msg in requests:
                 which = msg.WhichOneof("request")
