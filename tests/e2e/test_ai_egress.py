@@ -734,3 +734,33 @@ def test_l4_route_on_a_terminating_listener(dev: DevServer, registry: Registry,
     assert out.split()[0] == "200" and "rate limit gh-once" in out, out
     assert "\n429 " in f"\n{out}", out
     assert_nowhere(dev, token, [("TaskAgent", "gh-user")])
+
+
+def test_logging_policy_captures_bodies_and_redacts(dev: DevServer, registry: Registry,
+                                                    fake: FakeProviders) -> None:
+    """A LoggingPolicy on a route turns on request and response capture (the gateway
+    captures nothing itself) and adds its own headers to the redaction list."""
+    import base64
+
+    fake.keys.pop("api.anthropic.com", None)
+    lp = {"apiVersion": G, "kind": "LoggingPolicy", "metadata": {"name": "capture-all"},
+          "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "lp-route"},
+                   "captureRequest": True, "captureResponse": True,
+                   "redactHeaders": ["X-Team-Secret"]}}
+    apply(dev, provider_gateway("lp-gw", fake), ai_route("lp-route", "lp-gw", "anthropic"), lp,
+          calls_agent("lp-user", "lp-gw", f"{registry.host}/test/python:1", [
+              ["one", ANTHROPIC_URL, claude("claude-logged"), {"x-team-secret": "s3cr3t",
+                                                               "x-visible": "shown"}]]))
+    got = poll(lambda: results(dev, "lp-user"), lambda r: r.get("one", {}).get("status")
+               == 200, "the call never went through")
+    assert got["one"]["status"] == 200
+    span = until(lambda: http_spans(dev, "TaskAgent", "lp-user"), "no span")[0]
+    request = next(e for e in span["events"] if e["name"] == "http.request")["attributes"]
+    response = next(e for e in span["events"] if e["name"] == "http.response")["attributes"]
+    assert request["http.request.header.x-team-secret"] == "[redacted]"
+    assert request["http.request.header.x-visible"] == "shown"
+    assert json.loads(base64.b64decode(request["http.request.body"]))["model"] == \
+        "claude-logged"
+    assert json.loads(base64.b64decode(response["http.response.body"]))["usage"][
+        "output_tokens"] == 24
+    assert span["attributes"]["clrk.http.response.body.truncated"] == "false"

@@ -30,12 +30,18 @@ pytestmark = pytest.mark.e2e
 UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
 
 ONE_ECHO = """
-import socketserver
+import socketserver, threading
 class Echo(socketserver.BaseRequestHandler):
     def handle(self):
         self.request.settimeout(10)
         self.request.sendall(b"echo:" + self.request.recv(100))
+class UDPEcho(socketserver.BaseRequestHandler):
+    def handle(self):
+        data, sock = self.request
+        sock.sendto(b"udp-echo:" + data, self.client_address)
 socketserver.ThreadingTCPServer.allow_reuse_address = True
+udp = socketserver.ThreadingUDPServer(("0.0.0.0", 9000), UDPEcho)
+threading.Thread(target=udp.serve_forever, daemon=True).start()
 socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Echo).serve_forever()
 """
 
@@ -411,3 +417,56 @@ def test_a_warm_sandbox_follows_its_gateway(dev: DevServer, registry: Registry) 
     assert "echo:hello" in call(dev, "warm-egress")
     assert not set(stale) & set(warm())
     dev.kubectl("delete", "ta", "warm-egress")
+
+
+UDP_CALL = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(b"hello", ("{target}", 9000))
+try:
+    print(s.recvfrom(100)[0].decode())
+except OSError as err:
+    print("no answer:", err)
+"""
+
+
+def test_udp_goes_by_the_gateways_policy(dev: DevServer, registry: Registry,
+                                         upstream: str) -> None:
+    """Non-DNS UDP: refused and recorded under deny-all, relayed under allow-all and by
+    an EgressL4Route with protocol UDP."""
+    image = f"{registry.host}/test/python:1"
+    udp_route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+                 "metadata": {"name": "udp-echo"},
+                 "spec": {"parentRefs": [{"name": "udp-routed"}], "rules": [{"matches": [
+                     {"protocol": "UDP", "destinationCIDRs": [f"{upstream}/32"],
+                      "ports": [{"port": 9000}]}]}]}}
+    agents = []
+    for name, gw in (("udp-open", "open"), ("udp-closed", "closed"),
+                     ("udp-routed", "udp-routed")):
+        agent = caller(name, image, gw)
+        agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+            "image": image, "command": ["python3", "-c", UDP_CALL.replace("{target}",
+                                                                          upstream)]}
+        agents.append(agent)
+    apply(dev, gateway("open", "allow-all"), gateway("closed", "deny-all"),
+          gateway("udp-routed", "deny-all"), udp_route, *agents)
+    deadline = time.monotonic() + 30
+    while "udp-echo:hello" not in (out := call(dev, "udp-open")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert "udp-echo:hello" in call(dev, "udp-routed")
+    assert "udp-echo" not in call(dev, "udp-closed")
+
+    def refused() -> list[dict[str, Any]]:
+        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
+                          "taskagents/udp-closed/traces").stdout
+        return [s for s in json.loads(out)["items"]
+                if s["attributes"].get("network.transport") == "udp"]
+
+    deadline = time.monotonic() + 30
+    while not (found := refused()):
+        assert time.monotonic() < deadline, "the refused UDP flow was not recorded"
+        time.sleep(0.5)
+    assert found[0]["attributes"]["clrk.decision"] == "deny"
+    assert found[0]["attributes"]["server.address"] == upstream

@@ -35,13 +35,17 @@ def test_plan_takes_only_this_gateways_routes_and_names_problems() -> None:
                "ports": [{"port": 1000, "endPort": 2000}]}),
         route("theirs", "other", {"destinationCIDRs": ["0.0.0.0/0"]})])
     assert plan.aliases == {"api.internal": "127.0.0.1:9"}
-    assert [r.cidrs for r in plan.rules] == [("10.1.0.0/16",), (), ("10.3.0.0/16",)]
+    assert [r.cidrs for r in plan.rules] == [("10.1.0.0/16",), (), ("10.2.0.0/16",),
+                                              ("10.3.0.0/16",)]
+    assert [r.udp for r in plan.rules] == [False, False, True, False]
+    assert plan.udp_rule("10.2.3.4", 53, None) is plan.rules[2]  # UDP: the relay's
+    assert plan.udp_rule("10.1.3.4", 443, None) is None
     assert plan.host_ports("a.example.com") == {8000, 8001}
     assert plan.host_ports("example.com") == set()  # *. needs a label in front
     assert plan.host_ports("noports.example") == set()
-    assert len(plan.rules[2].ports or ()) == l4.MAX_PORTS_PER_RANGE
+    assert len(plan.rules[3].ports or ()) == l4.MAX_PORTS_PER_RANGE
     text = " ".join(plan.problems)
-    assert "need ports" in text and "UDP" in text and "wider than" in text
+    assert "need ports" in text and "wider than" in text
 
 
 def test_listener_chains_and_clusters(tmp_path: Path) -> None:
@@ -68,3 +72,18 @@ def test_listener_chains_and_clusters(tmp_path: Path) -> None:
     assert named["type"] == "LOGICAL_DNS"
     assert named["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
         "address"]["socket_address"] == {"address": "backend.example", "port_value": 443}
+
+
+def test_deny_all_stays_deny_all_next_to_routes() -> None:
+    """A gateway's default chain follows its defaultPolicy whatever its routes say (a
+    route's own target never leaks into the default)."""
+    from pathlib import Path
+
+    from clrk.egress.envoy.listeners import DENY, GatewayListener, listener
+    from clrk.egress.l4 import GatewayRoutes, L4Rule
+
+    routes = GatewayRoutes(rules=[L4Rule(("198.51.100.10/32",), (), (9000,), "r")])
+    for denied in (frozenset(), frozenset({"r"})):
+        doc = listener(GatewayListener("ns", "gw", 15000, "deny-all", Path("/dev/null")),
+                       routes, {}, [], denied)
+        assert doc["default_filter_chain"]["filters"][0]["typed_config"]["cluster"] == DENY

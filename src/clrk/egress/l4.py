@@ -27,6 +27,7 @@ class L4Rule:
     ports: tuple[int, ...] | None  # None: every port (CIDR rules only)
     route: str = ""
     terminate: frozenset[int] = frozenset()  # ports whose TLS the gateway terminates
+    udp: bool = False  # a UDP rule (the worker's relay serves it, not Envoy)
 
 
 @dataclass
@@ -41,13 +42,32 @@ class GatewayRoutes:
         return next((r for r in self.rules if port in r.terminate and any(
             host_matches(p, name) for p in r.hostnames)), None)
 
-    def host_ports(self, name: str) -> set[int]:
-        """Ports the hostname may be reached on (empty: it is not routed)."""
+    def host_ports(self, name: str, udp: bool = False) -> set[int]:
+        """Ports the hostname may be reached on over TCP (or UDP) (empty: not routed)."""
         out: set[int] = set()
         for rule in self.rules:
-            if any(host_matches(pattern, name) for pattern in rule.hostnames):
+            if rule.udp == udp and any(host_matches(p, name) for p in rule.hostnames):
                 out.update(rule.ports or ())
         return out
+
+    def routed(self, name: str) -> bool:
+        """Whether any rule (TCP or UDP) names the host: DNS answers it."""
+        return bool(self.host_ports(name) or self.host_ports(name, udp=True))
+
+    def udp_rule(self, address: str, port: int, hostname: str | None) -> L4Rule | None:
+        """The UDP rule that lets a datagram to ``address:port`` (or ``hostname``, for
+        a virtual address) through."""
+        for rule in self.rules:
+            if not rule.udp or (rule.ports is not None and port not in rule.ports):
+                continue
+            if hostname is not None and any(host_matches(p, hostname)
+                                            for p in rule.hostnames):
+                return rule
+            if hostname is None and any(ipaddress.ip_address(address) in
+                                        ipaddress.ip_network(c, strict=False)
+                                        for c in rule.cidrs):
+                return rule
+        return None
 
 
 def host_matches(pattern: str, name: str) -> bool:
@@ -92,9 +112,7 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
         where = f"EgressL4Route {route['metadata']['name']}"
         for rule in route["spec"].get("rules") or []:
             for match in rule.get("matches") or []:
-                if match.get("protocol") == "UDP":
-                    out.problems.append(f"{where}: UDP routes are not supported yet")
-                    continue
+                udp = match.get("protocol") == "UDP"
                 ports = _ports(match, out.problems, where)
                 hostnames = tuple(h.lower() for h in match.get("destinationHostnames") or [])
                 if hostnames and ports is None:
@@ -107,5 +125,5 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                     and any(t is None or t == p for t in terminating))
                 if cidrs or hostnames:
                     out.rules.append(L4Rule(cidrs, hostnames, ports, route["metadata"]["name"],
-                                            terminate))
+                                            frozenset() if udp else terminate, udp))
     return out

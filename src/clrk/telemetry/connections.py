@@ -48,7 +48,8 @@ def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
         destination = str(item.get("destination") or "")
         host, _, port = destination.rpartition(":")
         denied = item.get("cluster") == "clrk_deny"
-        attrs = {"network.transport": "tcp", "server.address": item.get("sni") or host,
+        transport = "udp" if item.get("kind") == "udp" else "tcp"
+        attrs = {"network.transport": transport, "server.address": item.get("sni") or host,
                  "server.port": port, "source.address": str(item.get("source") or ""),
                  "clrk.gateway": f"{namespace}/{gateway}",
                  "clrk.decision": "deny" if denied else "allow",
@@ -57,8 +58,9 @@ def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
                  "clrk.bytes.sent": str(item.get("bytes_received") or 0),
                  "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
         if denied:
-            attrs["clrk.deny_reason"] = "no route of the gateway matched (deny-all)"
-        name = f"egress tcp {attrs['server.address']}:{port}"
+            attrs["clrk.deny_reason"] = str(item.get("deny_reason") or
+                                            "no route of the gateway matched (deny-all)")
+        name = f"egress {transport} {attrs['server.address']}:{port}"
         _emit(spans, logs, namespace, item, start, duration, name, attrs, denied,
               f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes out, "
               f"{attrs['clrk.bytes.received']} in)", "egress.connection")

@@ -85,8 +85,13 @@ def system_roots() -> bytes:
 
 
 def port_range(index: int) -> tuple[int, int]:
+    """The worker's gateway ports and, last, its UDP relay's."""
     first = 15000 + PORTS_PER_WORKER * index
     return first, first + PORTS_PER_WORKER - 1
+
+
+def udp_relay_port(index: int) -> int:
+    return port_range(index)[1]
 
 
 def _free_port() -> int:
@@ -102,6 +107,7 @@ class EgressPlane:
         self.state_dir = state_dir
         self.namespace = namespace
         self.first, self.last = port_range(index)
+        self.last -= 1  # the range's last port is the UDP relay's
         self.envoy = EnvoySupervisor(state_dir / "envoy", _free_port(), node_id)
         self.docs: dict[str, dict[str, dict[str, Any]]] = {k.kind_info.kind: {}
                                                            for k in FOLLOWED}
@@ -196,13 +202,43 @@ class EgressPlane:
             return False
         plan = self.plans.get(gw["metadata"]["name"])
         http = self.state.routes.get(gw["metadata"]["name"])
-        if (plan is not None and plan.host_ports(name)) or (http and http.terminated(name)):
+        if (plan is not None and plan.routed(name)) or (http and http.terminated(name)):
             vip, new = self._vip(name)
             if new:  # a wildcard's new name: Envoy needs its chain before the connect
                 self._apply()
                 await asyncio.sleep(CONFIG_SETTLE)
             return vip if vip is not None else False
         return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
+
+    def udp_verdict(self, port: int | None, address: str, dport: int
+                    ) -> tuple[tuple[str, int] | None, str, str]:
+        """Where a sandbox's UDP flow to ``address:dport`` may go: (target or None,
+        the route or policy that decided, a reason when refused)."""
+        gw = self.gateway_at(port) if port is not None else None
+        if gw is None:
+            return None, "", "the agent has no egress gateway"
+        name = gw["metadata"]["name"]
+        plan = self.plans.get(name) or l4.GatewayRoutes()
+        hostname = next((h for h, v in self.vips.items() if v == address), None)
+        rule = plan.udp_rule(address, dport, hostname)
+        if rule is not None:
+            if hostname is None:
+                return (address, dport), rule.route, ""
+            alias = plan.aliases.get(hostname)
+            if alias:
+                host, _, alias_port = alias.rpartition(":") if alias.count(":") == 1 \
+                    else (alias, "", "")
+                return (host or alias, int(alias_port) if alias_port.isdigit() else dport), \
+                    rule.route, ""
+            return (hostname, dport), rule.route, ""
+        if hostname is None and (gw.get("spec") or {}).get("defaultPolicy") == "allow-all":
+            return (address, dport), "allow-all", ""
+        return None, "", "no UDP route of the gateway matches (deny-all)"
+
+    def udp_flow(self, item: dict[str, Any]) -> None:
+        """A finished (or refused) UDP flow, for the records."""
+        if len(self._lookups) < 10_000:
+            self._lookups.append(item)
 
     def access_log(self, gateway: str) -> Path:
         return self.state_dir / "envoy" / f"access-{self.namespace}-{gateway}.log"
@@ -257,7 +293,9 @@ class EgressPlane:
         pending, self._lookups = self._lookups, []
         for item in pending:
             item["attribution"] = self._attribution(item["sandbox"])
-        await self.connections(self.namespace, "dns", pending)
+        for gateway in {str(i.get("gateway") or "dns") for i in pending}:
+            await self.connections(self.namespace, gateway,
+                                   [i for i in pending if (i.get("gateway") or "dns") == gateway])
 
     async def _ship(self, gateway: str) -> None:
         path = self.access_log(gateway)

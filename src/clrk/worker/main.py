@@ -22,7 +22,7 @@ from clrk.worker.agents.daemon import DaemonSupervisor
 from clrk.worker.agents.task import Networking
 from clrk.worker.agents.warm import WarmPool
 from clrk.worker.dns import DNSResponder
-from clrk.worker.egress import EgressPlane, port_range
+from clrk.worker.egress import EgressPlane, port_range, udp_relay_port
 from clrk.worker.images import pull_secrets
 from clrk.worker.images.pull_secrets import PullSecretError
 from clrk.worker.images.registry import RegistryClient
@@ -33,6 +33,7 @@ from clrk.worker.sandbox.network import Network
 from clrk.worker.sandbox.runner import Runtime
 from clrk.worker.server import Worker
 from clrk.worker.telemetry import TelemetryReporter
+from clrk.worker.udp import UDPRelay
 
 log = logging.getLogger("clrk.worker")
 HEARTBEAT_SECONDS = 2.0
@@ -110,6 +111,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     networking: Networking | None = None
     metadata_server: Server | None = None
     dns: DNSResponder | None = None
+    udp: UDPRelay | None = None
     if networked:
         metadata = MetadataService()
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
@@ -122,8 +124,21 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
 
         dns = DNSResponder(verdict, dns_upstream, lookup)
         await dns.start()
+
+        def udp_verdict(sandbox: str, address: str, port: int
+                        ) -> tuple[tuple[str, int] | None, str, str]:
+            if networking is None:
+                return None, "", "the worker is starting"
+            return networking.udp_verdict(sandbox, address, port)
+
+        def udp_record(item: dict[str, Any]) -> None:
+            if networking is not None:
+                networking.udp_record(item)
+
+        udp = UDPRelay(udp_verdict, udp_record)
+        await udp.start(udp_relay_port(index))
         network = Network(index, metadata_server.port, egress_ports=port_range(index),
-                          dns_port=dns.port)
+                          dns_port=dns.port, udp_port=udp.port)
         gone = await network.sweep()
         if gone:
             log.info("removed %d network namespace(s) left by a previous worker", len(gone))
@@ -176,3 +191,5 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         await networking.network.uninstall()
     if dns is not None:
         dns.stop()
+    if udp is not None:
+        udp.stop()

@@ -91,20 +91,20 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
     target = ORIGINAL_DST if gw.default_policy == "allow-all" else DENY
     stat = f"egw_{gw.namespace}_{gw.name}"
     chains: dict[tuple[str, int | None], dict[str, Any]] = {}
-    for rule in routes.rules if routes else []:
+    for rule in [r for r in routes.rules if not r.udp] if routes else []:
         # An EgressDenyPolicy on the route turns it off: its connections are reset.
-        target = DENY if rule.route in denied else ORIGINAL_DST
+        routed_to = DENY if rule.route in denied else ORIGINAL_DST
         for cidr in rule.cidrs:
             for port in rule.ports or (None,):
                 key = (str(ipaddress.ip_network(cidr, strict=False)), port)
                 chains.setdefault(key, _chain(f"cidr {key[0]}:{port or '*'}", key[0], port,
-                                              stat, target, gw.access_log))
+                                              stat, routed_to, gw.access_log))
     for hostname, vip in sorted((vips or {}).items()):
         if routes is None:
             break
         for port in sorted(routes.host_ports(hostname)):
-            rule = next(r for r in routes.rules if port in (r.ports or ()) and any(
-                host_matches(p, hostname) for p in r.hostnames))
+            rule = next(r for r in routes.rules if not r.udp and port in (r.ports or ())
+                        and any(host_matches(p, hostname) for p in r.hostnames))
             chains.setdefault((f"{vip}/32", port), _chain(
                 f"host {hostname}:{port}", f"{vip}/32", port, stat,
                 DENY if rule.route in denied else host_cluster(hostname, port),

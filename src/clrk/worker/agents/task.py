@@ -61,6 +61,20 @@ class Networking:
             return False
         return await self.egress.dns_verdict(net.egress_port, name)
 
+    def udp_verdict(self, sandbox: str, address: str, port: int
+                    ) -> tuple[tuple[str, int] | None, str, str]:
+        net = self.network.by_address.get(sandbox)
+        if net is None or self.egress is None:
+            return None, "", "unknown sandbox"
+        return self.egress.udp_verdict(net.egress_port, address, port)
+
+    def udp_record(self, item: dict[str, Any]) -> None:
+        net = self.network.by_address.get(str(item.get("sandbox")))
+        gw = self.egress.gateway_at(net.egress_port) if (
+            self.egress is not None and net is not None and net.egress_port) else None
+        if self.egress is not None and gw is not None:
+            self.egress.udp_flow({**item, "gateway": gw["metadata"]["name"]})
+
     def egress_port(self, namespace: str, template: AgentTemplate,
                     refs: list[EgressRef] | None) -> int | None:
         """The agent's gateway (the template's egressRefs, else the agent's; the first

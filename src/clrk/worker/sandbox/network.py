@@ -73,6 +73,7 @@ class Network:
     metadata_port: int
     egress_ports: tuple[int, int] | None = None  # the worker's egress gateway port range
     dns_port: int | None = None  # the worker's DNS responder (sandboxes' UDP 53 goes there)
+    udp_port: int | None = None  # the worker's UDP relay (other UDP of gateway sandboxes)
     cidr: str = "10.213.0.0/16"
     cidr6: str = "fd0c:c1a0::/48"  # a /64 per worker; a /126 per sandbox
     _free: list[ipaddress.IPv4Network] = field(default_factory=list)
@@ -160,6 +161,8 @@ class Network:
         await _run("iptables", "-t", "nat", "-A", *self._nat_entry())
         if self.egress_ports is not None:
             await _run("iptables", "-I", "INPUT", *self._guard())
+        if self.udp_port is not None:
+            await _run("iptables", "-I", "INPUT", *self._guard_udp())
 
     async def uninstall(self) -> None:
         wild = f"{self.prefix}+"
@@ -178,6 +181,10 @@ class Network:
         if self.egress_ports is not None:
             while (await _run("iptables", "-D", "INPUT", *self._guard(), check=False)) == "":
                 pass
+        if self.udp_port is not None:
+            while (await _run("iptables", "-D", "INPUT", *self._guard_udp(),
+                              check=False)) == "":
+                pass
         await _run("iptables", "-t", "nat", "-F", self.nat_chain, check=False)
         await _run("iptables", "-t", "nat", "-X", self.nat_chain, check=False)
 
@@ -188,9 +195,23 @@ class Network:
         return ["-p", "tcp", "--dport", f"{self.egress_ports[0]}:{self.egress_ports[1]}",
                 "-m", "conntrack", "!", "--ctstate", "DNAT", "-j", "DROP"]
 
+    def _guard_udp(self) -> list[str]:
+        assert self.udp_port is not None
+        return ["-p", "udp", "--dport", str(self.udp_port), "-m", "conntrack", "!",
+                "--ctstate", "DNAT", "-j", "DROP"]
+
     def _redirect(self, net: SandboxNet, port: int) -> list[str]:
         return [self.nat_chain, "-i", net.host_if, "-p", "tcp", "-j", "REDIRECT",
                 "--to-ports", str(port)]
+
+    def _redirects(self, net: SandboxNet, port: int) -> list[list[str]]:
+        """TCP to the gateway's listener; UDP (DNS was taken earlier in the chain) to
+        the worker's relay, which asks the gateway's policy per flow."""
+        out = [self._redirect(net, port)]
+        if self.udp_port is not None:
+            out.append([self.nat_chain, "-i", net.host_if, "-p", "udp", "-j", "REDIRECT",
+                        "--to-ports", str(self.udp_port)])
+        return out
 
     async def setup(self, sid: str, egress_port: int | None = None) -> SandboxNet:
         """The sandbox's netns and veth; with ``egress_port``, its outbound TCP goes to
@@ -217,8 +238,10 @@ class Network:
                 f"addr add {sandbox_ip6}/126 dev eth0 nodad", "link set eth0 up",
                 "link set lo up", f"route add default via {host_ip}",
                 f"route add ::/0 via {host_ip6}"])
-            if egress_port is not None:
-                await _run("iptables", "-t", "nat", "-A", *self._redirect(net, egress_port))
+            if egress_port is not None:  # one iptables-restore: this is on every cold start
+                await _run_batch(["iptables-restore", "-w", "--noflush"], [
+                    "*nat", *(" ".join(["-A", *r]) for r in self._redirects(net, egress_port)),
+                    "COMMIT"])
             self.by_address[sandbox_ip] = self.by_address[sandbox_ip6] = net
         except BaseException:
             await self.teardown(sid, net)
@@ -240,8 +263,8 @@ class Network:
             if self.by_address.get(address) is net:
                 del self.by_address[address]
         if net.egress_port is not None:
-            await _run("iptables", "-t", "nat", "-D", *self._redirect(net, net.egress_port),
-                       check=False)
+            for rule in self._redirects(net, net.egress_port):
+                await _run("iptables", "-t", "nat", "-D", *rule, check=False)
         await _run("ip", "link", "del", net.host_if, check=False)
         await _run("ip", "netns", "del", net.netns, check=False)
         block = self._used.pop(sid, None)
