@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 UPSTREAM = "198.51.100.10"  # TEST-NET-2: "outside", yet only in the test's namespace
 
 ONE_ECHO = """
-import socketserver, threading
+import socketserver, sys, threading
 class Echo(socketserver.BaseRequestHandler):
     def handle(self):
         self.request.settimeout(10)
@@ -42,14 +42,31 @@ class UDPEcho(socketserver.BaseRequestHandler):
 socketserver.ThreadingTCPServer.allow_reuse_address = True
 udp = socketserver.ThreadingUDPServer(("0.0.0.0", 9000), UDPEcho)
 threading.Thread(target=udp.serve_forever, daemon=True).start()
+if len(sys.argv) > 2:  # an HTTPS-ish echo on 443 with the test's certificate
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    class TLSEcho(socketserver.BaseRequestHandler):
+        def handle(self):
+            with ctx.wrap_socket(self.request, server_side=True) as t:
+                t.sendall(b"tls-echo:" + t.recv(100))
+    tls = socketserver.ThreadingTCPServer(("0.0.0.0", 443), TLSEcho)
+    threading.Thread(target=tls.serve_forever, daemon=True).start()
 socketserver.ThreadingTCPServer(("0.0.0.0", 9000), Echo).serve_forever()
 """
 
 
 @pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from clrk import pki
+
+    certs = tmp_path_factory.mktemp("outside-tls")
+    leaf = pki.issue_leaf(pki.generate_ca("outside-ca"), ["outside.test"])
+    (certs / "leaf.pem").write_bytes(leaf.cert_pem)
+    (certs / "leaf.key").write_bytes(leaf.key_pem)
     with veth_netns("up", "198.51.100.9", UPSTREAM) as (ns, _):
-        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", ONE_ECHO])
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", ONE_ECHO,
+                                   str(certs / "leaf.pem"), str(certs / "leaf.key")])
         try:
             yield UPSTREAM
         finally:
@@ -470,3 +487,49 @@ def test_udp_goes_by_the_gateways_policy(dev: DevServer, registry: Registry,
         time.sleep(0.5)
     assert found[0]["attributes"]["clrk.decision"] == "deny"
     assert found[0]["attributes"]["server.address"] == upstream
+
+
+HTTPS_CALL = """
+import socket, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE  # the outside's own test cert
+try:
+    with socket.create_connection(("{target}", 443), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="outside.test") as t:
+            t.sendall(b"hello")
+            print(t.recv(100).decode())
+except OSError as err:
+    print("refused:", type(err).__name__)
+"""
+
+
+def test_https_to_an_unlisted_host(dev: DevServer, registry: Registry, upstream: str) -> None:
+    """HTTPS to a host no route names: refused and recorded (with its SNI) under
+    deny-all, let through untouched under allow-all."""
+    image = f"{registry.host}/test/python:1"
+    agents = []
+    for name, gw in (("tls-open", "open"), ("tls-closed", "closed")):
+        agent = caller(name, image, gw)
+        agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+            "image": image, "command": ["python3", "-c", HTTPS_CALL.replace("{target}",
+                                                                            upstream)]}
+        agents.append(agent)
+    apply(dev, gateway("open", "allow-all"), gateway("closed", "deny-all"), *agents)
+    deadline = time.monotonic() + 30
+    while "tls-echo:hello" not in (out := call(dev, "tls-open")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert "refused:" in call(dev, "tls-closed")
+
+    def recorded() -> list[dict[str, Any]]:
+        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
+                          "taskagents/tls-closed/traces").stdout
+        return [s for s in json.loads(out)["items"]
+                if s["attributes"].get("server.address") == "outside.test"]
+
+    deadline = time.monotonic() + 30
+    while not (found := recorded()):
+        assert time.monotonic() < deadline, "the refused HTTPS connection was not recorded"
+        time.sleep(0.5)
+    assert found[0]["attributes"]["clrk.decision"] == "deny"
+    assert found[0]["attributes"]["server.port"] == "443"
