@@ -21,7 +21,7 @@ from clrk import pki
 
 HOSTS = ["api.anthropic.com", "api.openai.com", "generativelanguage.googleapis.com",
          "us-central1-aiplatform.googleapis.com", "bedrock-runtime.us-east-1.amazonaws.com",
-         "mcp.example.com", "api.github.com"]
+         "mcp.example.com", "api.github.com", "llm-backend.test"]
 ANTHROPIC = {"input_tokens": 12, "output_tokens": 24, "cache_read_input_tokens": 3,
              "cache_creation_input_tokens": 0}
 OPENAI = {"prompt_tokens": 13, "completion_tokens": 5, "total_tokens": 18}
@@ -58,6 +58,7 @@ class FakeProviders:
     ca: pki.KeyPair = field(default_factory=lambda: pki.generate_ca("fake-provider-ca"))
     port: int = 0
     status: int | None = None  # force this status for the next answers (e.g. 429)
+    fail_next: dict[str, int] = field(default_factory=dict)  # host -> how many 503s first
 
     def start(self) -> None:
         leaf = pki.issue_leaf(self.ca, HOSTS)
@@ -126,6 +127,10 @@ class FakeProviders:
             return 401, "application/json", json.dumps(
                 {"type": "error", "error": {"type": "authentication_error",
                                             "message": "invalid credential"}}).encode(), {}
+        if self.fail_next.get(host, 0) > 0:
+            self.fail_next[host] -= 1
+            return 503, "application/json", json.dumps(
+                {"error": {"message": "overloaded", "type": "overloaded"}}).encode(), {}
         if self.status is not None:
             return self.status, "application/json", json.dumps(
                 {"error": {"message": "forced", "type": "overloaded"}}).encode(), {}

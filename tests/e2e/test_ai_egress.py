@@ -764,3 +764,49 @@ def test_logging_policy_captures_bodies_and_redacts(dev: DevServer, registry: Re
     assert json.loads(base64.b64decode(response["http.response.body"]))["usage"][
         "output_tokens"] == 24
     assert span["attributes"]["clrk.http.response.body.truncated"] == "false"
+
+
+def test_backend_refs_model_rewrites_and_retries(dev: DevServer, registry: Registry,
+                                                 fake: FakeProviders) -> None:
+    """An AIProviderRoute rule with backendRefs sends the agent's OpenAI call to its
+    Backend (host rewritten, model renamed by the Backend's modelRewrites); an agent's
+    own x-envoy-* retry headers are dropped, and a FallbackRoutingPolicy's retries get
+    a request past the Backend's 503s."""
+    fake.keys.pop("api.openai.com", None)
+    backend = {"apiVersion": G, "kind": "Backend", "metadata": {"name": "llm-backend"},
+               "spec": {"host": "llm-backend.test", "port": 443, "schema": "openai",
+                        "modelRewrites": [{"from": "gpt-*", "to": "served-model"}]}}
+    gw = provider_gateway("be-gw", fake)
+    gw["spec"]["upstreamTLS"]["hostAliases"].append(
+        {"hostname": "llm-backend.test", "address": f"127.0.0.1:{fake.port}"})
+    route = ai_route("be-route", "be-gw", "openai",
+                     backendRefs=[{"name": "llm-backend", "weight": 1}])
+    chat = {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
+    url = "https://api.openai.com/v1/chat/completions"
+    agent = calls_agent("be-user", "be-gw", f"{registry.host}/test/python:1",
+                        [["call", url, chat, {"x-envoy-max-retries": "5",
+                                              "x-envoy-retry-on": "5xx"}]])
+    apply(dev, backend, gw, route, agent)
+    got = poll(lambda: results(dev, "be-user"), lambda r: r.get("call", {}).get("status")
+               == 200, "the Backend never answered")
+    seen = [s for s in fake.seen if s.headers.get("host") == "llm-backend.test"]
+    assert seen and seen[-1].json()["model"] == "served-model"
+    assert "x-envoy-max-retries" not in seen[-1].headers and \
+        "x-clrk-backend" not in seen[-1].headers
+    span = until(lambda: [s for s in http_spans(dev, "TaskAgent", "be-user")
+                          if s["attributes"].get("clrk.backend")], "no span")[-1]
+    assert span["attributes"]["clrk.backend.model"] == "served-model"
+    assert span["attributes"]["gen_ai.request.model"] == "gpt-x"
+    assert got["call"]["status"] == 200
+
+    fake.fail_next["llm-backend.test"] = 1  # no policy: the 503 reaches the agent
+    assert results(dev, "be-user")["call"]["status"] == 503
+    apply(dev, {"apiVersion": G, "kind": "FallbackRoutingPolicy",
+                "metadata": {"name": "be-retry"},
+                "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "be-route"},
+                         "retry": {"attempts": 2, "retryOn": [503]}}})
+    time.sleep(1)  # the worker's watch delivers the policy
+    fake.fail_next["llm-backend.test"] = 2
+    before = len(fake.seen)
+    assert results(dev, "be-user")["call"]["status"] == 200
+    assert len(fake.seen) - before == 3  # two 503s retried, then the answer

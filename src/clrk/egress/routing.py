@@ -43,6 +43,7 @@ class AIRule:
     models: tuple[str, ...]
     endpoints: tuple[str, ...]
     budget: dict[str, int] = field(default_factory=dict)
+    backends: tuple[tuple[str, int], ...] = ()  # (Backend name, weight)
 
     @property
     def name(self) -> str:
@@ -153,7 +154,9 @@ def plan(gateway: dict[str, Any], ai_routes: list[dict[str, Any]],
                     continue
                 out.ai.append(AIRule(rname, i, provider, hosts,
                                      tuple(match.get("models") or ()),
-                                     tuple(match.get("endpoints") or ()), budget))
+                                     tuple(match.get("endpoints") or ()), budget,
+                                     tuple((r["name"], int(r.get("weight", 1))) for r in refs
+                                           if r.get("name") in backends)))
     for route in sorted(mcp_routes, key=lambda r: r["metadata"]["name"]):
         if not _attached(route, gateway):
             continue

@@ -26,9 +26,11 @@ from clrk import pki
 from clrk.api.backend import Backend
 from clrk.api.core import Secret
 from clrk.api.gateway import EgressGateway
+from clrk.api.meta import parse_duration
 from clrk.api.policies import (
     CredentialInjectionPolicy,
     EgressDenyPolicy,
+    FallbackRoutingPolicy,
     LoggingPolicy,
     RateLimitPolicy,
 )
@@ -37,8 +39,10 @@ from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.http import (
+    BackendRoute,
     Native,
     TerminatedHost,
+    plain_upstream_cluster,
     policy_cluster,
     terminated_chain,
     tls_upstream_cluster,
@@ -68,7 +72,7 @@ MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per p
 SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
 FOLLOWED = (EgressGateway, EgressL4Route, AIProviderRoute, MCPRoute, Backend,
             CredentialInjectionPolicy, RateLimitPolicy, EgressDenyPolicy, LoggingPolicy,
-            Secret)
+            FallbackRoutingPolicy, Secret)
 
 
 def ca_secret_name(gateway: dict[str, Any]) -> str:
@@ -113,7 +117,8 @@ class EgressPlane:
                                                            for k in FOLLOWED}
         self.gateways = self.docs["EgressGateway"]
         self.l4routes = self.docs["EgressL4Route"]
-        self.state = PolicyState(namespace, self.gateways, secrets=self.docs["Secret"])
+        self.state = PolicyState(namespace, self.gateways, secrets=self.docs["Secret"],
+                                 backends=self.docs["Backend"])
         for kind in self.state.policies.by_kind:
             self.state.policies.by_kind[kind] = self.docs[kind]
         self.plans: dict[str, l4.GatewayRoutes] = {}
@@ -396,22 +401,53 @@ class EgressPlane:
             return [], []
         chains, clusters = [], []
         trust = self._trust(gateway)
+
+        def dial(host: str, port: int) -> tuple[str, int]:
+            alias = plan.aliases.get(host)
+            if not alias:
+                return host, port
+            a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 \
+                else (alias, "", "")
+            return a_host or alias, int(a_port) if a_port.isdigit() else port
+
+        backends: dict[str, BackendRoute] = {}
+        for ai_rule in http.ai:
+            for backend_name, _ in ai_rule.backends:
+                spec = (self.docs["Backend"].get(backend_name) or {}).get("spec") or {}
+                if backend_name in backends or not spec.get("host"):
+                    continue
+                b_host, b_port = str(spec["host"]).lower(), int(spec.get("port") or 443)
+                cluster = f"backend/{self.namespace}/{backend_name}"
+                address, dial_port = dial(b_host, b_port)
+                clusters.append(tls_upstream_cluster(cluster, b_host, address, dial_port, trust)
+                                if spec.get("tls", True) else
+                                plain_upstream_cluster(cluster, address, dial_port))
+                backends[backend_name] = BackendRoute(backend_name, cluster, b_host,
+                                                      self._retry(ai_rule.route))
         for host, vip, port, l4_route in wanted:
             cluster = f"tls/{self.namespace}/{name}/{host}/{port}"
-            address, dial_port = host, port
-            alias = plan.aliases.get(host)
-            if alias:
-                a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 \
-                    else (alias, "", "")
-                address = a_host or alias
-                dial_port = int(a_port) if a_port.isdigit() else port
+            address, dial_port = dial(host, port)
             clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust))
             route = f"EgressL4Route/{l4_route}" if l4_route else ""
+            mine = tuple(backends[b] for ai_rule in http.ai_candidates(host)
+                         for b, _ in ai_rule.backends if b in backends) if not l4_route else ()
             chains.append(terminated_chain(TerminatedHost(
                 f"{self.namespace}/{name}", host, vip, port, self.leaves.leaf(ca, host),
                 l4_route is None and http.needs_bodies(host), cluster, route,
-                self._native(name, l4_route) if l4_route else None)))
+                self._native(name, l4_route) if l4_route else None,
+                tuple(dict.fromkeys(mine)))))
         return chains, clusters
+
+    def _retry(self, route: str) -> tuple[int, tuple[int, ...], float | None] | None:
+        """The FallbackRoutingPolicy on an AIProviderRoute, for Envoy's retries."""
+        for doc in self.state.policies.attached("FallbackRoutingPolicy",
+                                                [Target("AIProviderRoute", route)]):
+            retry = doc["spec"].get("retry") or {}
+            per_try = retry.get("perTryTimeout")
+            return (int(retry.get("attempts", 2)),
+                    tuple(int(c) for c in retry.get("retryOn") or (429, 503)),
+                    parse_duration(per_try).total_seconds() if per_try else None)
+        return None
 
     def _native(self, gateway: str, route: str) -> Native | None:
         """Envoy alone serves an L4 route's terminated HTTP when its policies are a

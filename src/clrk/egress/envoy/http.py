@@ -34,6 +34,31 @@ class Native:
     deny: tuple[int, str] | None = None
 
 
+BACKEND_HEADER = "x-clrk-backend"
+
+
+@dataclass(frozen=True)
+class BackendRoute:
+    """Where a request goes when the policy service picks this Backend for it."""
+    name: str
+    cluster: str
+    host: str
+    retry: tuple[int, tuple[int, ...], float | None] | None = None  # attempts, codes, per try
+
+
+def retry_policy(retry: tuple[int, tuple[int, ...], float | None] | None) -> dict[str, Any]:
+    """A FallbackRoutingPolicy as Envoy's route retry policy."""
+    if retry is None:
+        return {}
+    attempts, codes, per_try = retry
+    policy: dict[str, Any] = {"retry_on": "retriable-status-codes",
+                              "retriable_status_codes": list(codes),
+                              "num_retries": attempts}
+    if per_try:
+        policy["per_try_timeout"] = f"{per_try:.3f}s"
+    return {"retry_policy": policy}
+
+
 @dataclass(frozen=True)
 class TerminatedHost:
     gateway: str  # namespace/name
@@ -45,6 +70,7 @@ class TerminatedHost:
     cluster: str
     route: str = ""  # Kind/name, when the chain serves one route (EgressL4Route)
     native: Native | None = None
+    backends: tuple[BackendRoute, ...] = ()
 
 
 HTTP_LOG_FORMAT = {
@@ -120,6 +146,16 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
         action = {"direct_response": {"status": native.deny[0],
                                       "body": {"inline_string": native.deny[1] + "\n"}}}
     filters = [_ext_proc(host)] if native is None else _native_filters(native)
+    # The policy service names a Backend in a header (then clears the route cache);
+    # the header never leaves.
+    backend_routes = [{
+        "match": {"prefix": "/", "headers": [{"name": BACKEND_HEADER,
+                                              "string_match": {"exact": b.name}}]},
+        "request_headers_to_remove": [BACKEND_HEADER],
+        "request_body_buffer_limit": MAX_REQUEST_BODY,
+        "route": {"cluster": b.cluster, "timeout": "0s", "host_rewrite_literal": b.host,
+                  **retry_policy(b.retry)}}
+        for b in host.backends]
     manager_log = {} if native is None else {"access_log": _native_log(host, native)}
     return {
         "name": f"terminate {host.hostname}:{host.port}",
@@ -142,8 +178,9 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
             "route_config": {"name": f"{host.gateway}/{host.hostname}",
                              "validate_clusters": False, "virtual_hosts": [{
                 "name": host.hostname, "domains": ["*"],
-                "routes": [{"match": {"prefix": "/"},
-                            "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
+                "routes": [*backend_routes, {
+                    "match": {"prefix": "/"}, "request_headers_to_remove": [BACKEND_HEADER],
+                    "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
             **manager_log,
             "http_filters": [*filters, {
                 "name": "envoy.filters.http.router",
@@ -157,6 +194,17 @@ def _http_options(upstream_h2: bool) -> dict[str, Any]:
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": f"{_T}.upstreams.http.v3.HttpProtocolOptions",
         "explicit_http_config": explicit}}
+
+
+def plain_upstream_cluster(name: str, address: str, port: int) -> dict[str, Any]:
+    """A Backend spoken to without TLS (``tls: false``: e.g. a model server inside the
+    cluster)."""
+    return {"name": name, "type": "LOGICAL_DNS", "connect_timeout": "5s",
+            "dns_lookup_family": "V4_PREFERRED",
+            "typed_extension_protocol_options": _http_options(False),
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": address, "port_value": port}}}}]}]}}
 
 
 def tls_upstream_cluster(name: str, hostname: str, address: str, port: int,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POLICY_KINDS = ("CredentialInjectionPolicy", "RateLimitPolicy", "EgressDenyPolicy",
-                "LoggingPolicy")
+                "LoggingPolicy", "FallbackRoutingPolicy")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ gRPC stream per request."""
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import json
 import logging
+import random
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
+from clrk.api.meta import parse_duration
+from clrk.egress.envoy.http import BACKEND_HEADER
 from clrk.egress.policy import credentials, mcp
 from clrk.egress.policy.attachments import Target
 from clrk.egress.policy.limits import retry_after
@@ -29,23 +33,6 @@ from clrk.worker.attribution import Attribution
 log = logging.getLogger("clrk.egress.policy")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 DEFAULT_CAPTURE = 64 << 10
-
-
-def _seconds(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    total, number = 0.0, ""
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c.isdigit() or c == ".":
-            number += c
-            i += 1
-            continue
-        unit = "ms" if text[i:i + 2] == "ms" else c
-        total += float(number or 0) * units.get(unit, 1)
-        number = ""
-        i += len(unit)
-    return total + (float(number) if number else 0)
 
 
 def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
@@ -169,10 +156,14 @@ class Exchange:
         self._deny_policy(route_kind)
         self._rate_limits(route_kind)
         rewritten = False
+        backend: dict[str, str] = {}
         if self.codec is not None and self.rule is not None:
             await self._budget(self.rule, doc)
             if doc is not None and self.codec.rewrite_request(doc):
                 rewritten = True
+            if self.rule.backends:
+                backend, changed = self._backend(self.rule, doc)
+                rewritten = rewritten or changed
         if doc is not None and self.codec is not None and self.rule is not None:
             limit = self.rule.budget.get("maxOutputTokensPerRequest")
             if limit and self.codec.request.max_output_tokens is None and \
@@ -192,15 +183,39 @@ class Exchange:
         if "traceparent" not in self.headers and self.who is not None and self.who.trace_id:
             set_headers["traceparent"] = f"00-{self.who.trace_id}-{self.span_id}-01"
         remove = list(injection.remove_headers)
+        # Envoy obeys x-envoy-* request headers (retries, timeouts): never the agent's.
+        remove += [h for h in self.headers if h.startswith(("x-envoy-", "x-clrk-"))
+                   and h not in remove]
+        set_headers.update(backend)
         for name in remove:  # the record shows the request as it went upstream
             self.record.request_headers.pop(name, None)
         self.record.request_headers.update(injection.set_headers)
-        common = pb.CommonResponse(header_mutation=_mutation(set_headers, remove))
+        common = pb.CommonResponse(header_mutation=_mutation(set_headers, remove),
+                                   clear_route_cache=bool(backend))
         if new_body is not None:
             common.body_mutation.body = new_body
             set_headers["content-length"] = str(len(new_body))
             common.header_mutation.CopyFrom(_mutation(set_headers, remove))
         return common
+
+    def _backend(self, rule: AIRule, doc: dict[str, Any] | None
+                 ) -> tuple[dict[str, str], bool]:
+        """Pick one of the rule's Backends by weight; its modelRewrites apply to the
+        request. Returns the header that routes there and whether the body changed."""
+        choices = [(n, w) for n, w in rule.backends if w > 0] or list(rule.backends)
+        name = random.choices([n for n, _ in choices], [max(w, 1) for _, w in choices])[0]
+        self.record.attributes["clrk.backend"] = name
+        spec = (self.state.backends.get(name) or {}).get("spec") or {}
+        changed = False
+        model = doc.get("model") if doc is not None else None
+        for rewrite in spec.get("modelRewrites") or []:
+            if isinstance(model, str) and doc is not None and \
+                    fnmatch.fnmatchcase(model, rewrite["from"]):
+                doc["model"] = rewrite["to"]
+                self.record.attributes["clrk.backend.model"] = rewrite["to"]
+                changed = True
+                break
+        return {BACKEND_HEADER: name}, changed
 
     def _admit_mcp(self, rules: list[MCPRule], body: bytes | None) -> None:
         calls = mcp.parse(body)
@@ -245,8 +260,9 @@ class Exchange:
             tools = rl.get("tools") or []
             if tools and not any(glob_or_regex(p, call.tool or "") for p in tools):
                 continue
+            window = parse_duration(rl["window"]).total_seconds()
             wait = self.state.windows.take(f"mcp/{rule.name}/{i}/{agent}",
-                                           int(rl["requests"]), _seconds(rl["window"]))
+                                           int(rl["requests"]), window)
             if wait is not None:
                 refusal = mcp.refuse(calls, f"rate limit of MCPRoute {rule.route} for "
                                      f"{call.tool!r} ({rl['requests']} per {rl['window']}) "
@@ -293,8 +309,9 @@ class Exchange:
                 key = f"{who.agent_kind}/{who.agent_name}" if who else "unattributed"
             else:
                 key = self.route_name or self.gateway
+            window = parse_duration(spec["window"]).total_seconds()
             wait = self.state.windows.take(f"{doc['metadata']['name']}/{scope}/{key}",
-                                           int(spec["requests"]), _seconds(spec["window"]))
+                                           int(spec["requests"]), window)
             if wait is not None:
                 raise Refusal(429, f"rate limit {doc['metadata']['name']} "
                               f"({spec['requests']} per {spec['window']}, {scope}) exceeded",

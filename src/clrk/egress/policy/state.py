@@ -34,6 +34,7 @@ class PolicyState:
     routes: dict[str, HttpRoutes] = field(default_factory=dict)
     policies: Policies = field(default_factory=Policies)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
     attribution: Attributions = field(default_factory=Attributions)
     windows: RateWindows = field(default_factory=RateWindows)
     execution_tokens: ExecutionTokens = field(default_factory=ExecutionTokens)
