@@ -714,6 +714,9 @@ def test_l4_route_on_a_terminating_listener(dev: DevServer, registry: Registry,
                         "no span for the native route")
     headers = spans_found[0]["events"][0]["attributes"]
     assert headers["http.request.header.authorization"] == "[redacted]"
+    # The agent's own x-envoy-retry-on is not obeyed: the upstream's 503 reaches it.
+    fake.fail_next["api.github.com"] = 1
+    assert invoke(dev, "gh-user").text.startswith("503"), "Envoy obeyed the agent's retries"
 
     deny = {"apiVersion": G, "kind": "EgressDenyPolicy", "metadata": {"name": "block-github"},
             "spec": {"targetRef": {"kind": "EgressL4Route", "name": "github"},

@@ -172,6 +172,10 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": f"{_T}.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": f"mitm_{host.hostname}", "codec_type": "AUTO",
+            # Sandboxes are external clients: Envoy drops the x-envoy-* headers they send
+            # (retries, timeouts are ours to set), and adds no X-Forwarded-For.
+            "use_remote_address": True, "skip_xff_append": True,
+            "internal_address_config": {"unix_sockets": False, "cidr_ranges": []},
             "stream_idle_timeout": "300s",
             # The cluster may arrive a moment after the listener (separate xDS files):
             # accept the route now rather than reject the whole listener.
