@@ -533,3 +533,34 @@ def test_https_to_an_unlisted_host(dev: DevServer, registry: Registry, upstream:
         time.sleep(0.5)
     assert found[0]["attributes"]["clrk.decision"] == "deny"
     assert found[0]["attributes"]["server.port"] == "443"
+
+
+def test_source_agents_limit_who_may_use_a_route(dev: DevServer, registry: Registry,
+                                                upstream: str) -> None:
+    """A route's sourceAgents: the named agent's connections go through, another agent
+    of the same gateway is refused per connection and the refusal is recorded."""
+    image = f"{registry.host}/test/shell:1"
+    route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+             "metadata": {"name": "only-one"},
+             "spec": {"parentRefs": [{"name": "src-gw"}], "rules": [{"matches": [
+                 {"destinationCIDRs": [f"{upstream}/32"], "ports": [{"port": 9000}],
+                  "sourceAgents": [{"kind": "TaskAgent", "name": "src-allowed"}]}]}]}}
+    apply(dev, gateway("src-gw", "deny-all"), route,
+          caller("src-allowed", image, "src-gw"), caller("src-other", image, "src-gw"))
+    deadline = time.monotonic() + 30
+    while "echo:hello" not in (out := call(dev, "src-allowed")):
+        assert time.monotonic() < deadline, out
+        time.sleep(0.5)
+    assert "echo:" not in call(dev, "src-other")
+
+    def refused() -> list[dict[str, Any]]:
+        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
+                          "taskagents/src-other/traces").stdout
+        return [s for s in json.loads(out)["items"]
+                if "sourceAgents" in s["attributes"].get("clrk.deny_reason", "")]
+
+    deadline = time.monotonic() + 30
+    while not (found := refused()):
+        assert time.monotonic() < deadline, "the refusal was not recorded"
+        time.sleep(0.5)
+    assert found[0]["attributes"]["server.address"] == upstream

@@ -28,6 +28,7 @@ class L4Rule:
     route: str = ""
     terminate: frozenset[int] = frozenset()  # ports whose TLS the gateway terminates
     udp: bool = False  # a UDP rule (the worker's relay serves it, not Envoy)
+    sources: tuple[str, ...] = ()  # "Kind/name" ("*/name": any kind); empty: every agent
 
 
 @dataclass
@@ -54,11 +55,14 @@ class GatewayRoutes:
         """Whether any rule (TCP or UDP) names the host: DNS answers it."""
         return bool(self.host_ports(name) or self.host_ports(name, udp=True))
 
-    def udp_rule(self, address: str, port: int, hostname: str | None) -> L4Rule | None:
+    def udp_rule(self, address: str, port: int, hostname: str | None,
+                 agent: tuple[str, str] | None = None) -> L4Rule | None:
         """The UDP rule that lets a datagram to ``address:port`` (or ``hostname``, for
         a virtual address) through."""
         for rule in self.rules:
             if not rule.udp or (rule.ports is not None and port not in rule.ports):
+                continue
+            if rule.sources and not admits(rule.sources, agent):
                 continue
             if hostname is not None and any(host_matches(p, hostname)
                                             for p in rule.hostnames):
@@ -68,6 +72,16 @@ class GatewayRoutes:
                                         for c in rule.cidrs):
                 return rule
         return None
+
+
+def admits(sources: tuple[str, ...], agent: tuple[str, str] | None) -> bool:
+    """Whether an agent (kind, name) is among a rule's sourceAgents."""
+    if not sources:
+        return True
+    if agent is None:
+        return False
+    kind, name = agent
+    return f"{kind}/{name}" in sources or f"*/{name}" in sources
 
 
 def host_matches(pattern: str, name: str) -> bool:
@@ -124,6 +138,8 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                     and match.get("protocol") in (None, "TLS")
                     and any(t is None or t == p for t in terminating))
                 if cidrs or hostnames:
+                    sources = tuple(f"{a.get('kind') or '*'}/{a['name']}"
+                                    for a in match.get("sourceAgents") or [])
                     out.rules.append(L4Rule(cidrs, hostnames, ports, route["metadata"]["name"],
-                                            frozenset() if udp else terminate, udp))
+                                            frozenset() if udp else terminate, udp, sources))
     return out

@@ -215,7 +215,8 @@ class EgressPlane:
             return vip if vip is not None else False
         return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
 
-    def udp_verdict(self, port: int | None, address: str, dport: int
+    def udp_verdict(self, port: int | None, address: str, dport: int,
+                    agent: tuple[str, str] | None = None
                     ) -> tuple[tuple[str, int] | None, str, str]:
         """Where a sandbox's UDP flow to ``address:dport`` may go: (target or None,
         the route or policy that decided, a reason when refused)."""
@@ -225,7 +226,7 @@ class EgressPlane:
         name = gw["metadata"]["name"]
         plan = self.plans.get(name) or l4.GatewayRoutes()
         hostname = next((h for h, v in self.vips.items() if v == address), None)
-        rule = plan.udp_rule(address, dport, hostname)
+        rule = plan.udp_rule(address, dport, hostname, agent)
         if rule is not None:
             if hostname is None:
                 return (address, dport), rule.route, ""

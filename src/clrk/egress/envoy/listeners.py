@@ -66,15 +66,29 @@ def _tcp_proxy(stat: str, cluster: str, access_log: Path) -> dict[str, Any]:
             "log_format": {"json_format": ACCESS_LOG_FORMAT}}}]}}
 
 
+def _authz(gateway: str, chain: str, sources: tuple[str, ...]) -> dict[str, Any]:
+    """Only the route's sourceAgents may open the connection: the policy service checks
+    the sandbox's address (its agent) once per connection."""
+    return {"name": "envoy.filters.network.ext_authz", "typed_config": {
+        "@type": f"{_T}.filters.network.ext_authz.v3.ExtAuthz",
+        "stat_prefix": "clrk_sources", "failure_mode_allow": False,
+        "grpc_service": {"envoy_grpc": {"cluster_name": "clrk_policy"}, "timeout": "2s",
+                         "initial_metadata": [
+                             {"key": "x-clrk-gateway", "value": gateway},
+                             {"key": "x-clrk-chain", "value": chain},
+                             {"key": "x-clrk-sources", "value": ",".join(sources)}]}}}
+
+
 def _chain(name: str, prefix: str, port: int | None, stat: str, cluster: str,
-           log: Path) -> dict[str, Any]:
+           log: Path, sources: tuple[str, ...] = (), gateway: str = "") -> dict[str, Any]:
     net = ipaddress.ip_network(prefix, strict=False)
     match: dict[str, Any] = {"prefix_ranges": [{"address_prefix": str(net.network_address),
                                                 "prefix_len": net.prefixlen}]}
     if port is not None:
         match["destination_port"] = port
+    authz = [_authz(gateway, name, sources)] if sources else []
     return {"name": name, "filter_chain_match": match,
-            "filters": [_tcp_proxy(stat, cluster, log)]}
+            "filters": [*authz, _tcp_proxy(stat, cluster, log)]}
 
 
 def host_cluster(hostname: str, port: int) -> str:
@@ -91,24 +105,40 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
     target = ORIGINAL_DST if gw.default_policy == "allow-all" else DENY
     stat = f"egw_{gw.namespace}_{gw.name}"
     chains: dict[tuple[str, int | None], dict[str, Any]] = {}
-    for rule in [r for r in routes.rules if not r.udp] if routes else []:
+    tcp_rules = [r for r in routes.rules if not r.udp] if routes else []
+    # Who may use a destination: everyone if any rule for it names no sourceAgents.
+    sources: dict[tuple[str, int | None], set[str] | None] = {}
+    for rule in tcp_rules:
+        for cidr in rule.cidrs:
+            for port in rule.ports or (None,):
+                key = (str(ipaddress.ip_network(cidr, strict=False)), port)
+                have = sources.get(key, set())
+                sources[key] = None if have is None or not rule.sources else \
+                    have | set(rule.sources)
+    gateway = f"{gw.namespace}/{gw.name}"
+    for rule in tcp_rules:
         # An EgressDenyPolicy on the route turns it off: its connections are reset.
         routed_to = DENY if rule.route in denied else ORIGINAL_DST
         for cidr in rule.cidrs:
             for port in rule.ports or (None,):
                 key = (str(ipaddress.ip_network(cidr, strict=False)), port)
                 chains.setdefault(key, _chain(f"cidr {key[0]}:{port or '*'}", key[0], port,
-                                              stat, routed_to, gw.access_log))
+                                              stat, routed_to, gw.access_log,
+                                              tuple(sorted(sources.get(key) or ())),
+                                              gateway))
     for hostname, vip in sorted((vips or {}).items()):
         if routes is None:
             break
         for port in sorted(routes.host_ports(hostname)):
-            rule = next(r for r in routes.rules if not r.udp and port in (r.ports or ())
-                        and any(host_matches(p, hostname) for p in r.hostnames))
+            named = [r for r in tcp_rules if port in (r.ports or ())
+                     and any(host_matches(p, hostname) for p in r.hostnames)]
+            rule = named[0]
+            allowed = () if any(not r.sources for r in named) else tuple(sorted(
+                {s for r in named for s in r.sources}))
             chains.setdefault((f"{vip}/32", port), _chain(
                 f"host {hostname}:{port}", f"{vip}/32", port, stat,
                 DENY if rule.route in denied else host_cluster(hostname, port),
-                gw.access_log))
+                gw.access_log, allowed, gateway))
     return {
         "name": gw.listener_name,
         "address": {"socket_address": {"address": gw.address, "port_value": gw.port}},

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2 as auth_pb
+from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.rpc import status_pb2
 
+from clrk.egress.l4 import admits
 from clrk.egress.policy.exchange import Exchange
 from clrk.egress.policy.state import PolicyState
 
@@ -78,6 +83,45 @@ class Processor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
             self._finish(exchange)
 
 
+class SourceCheck(auth_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """Envoy's network ext_authz on chains whose routes name sourceAgents: one check per
+    connection, by the agent that owns the sandbox's address."""
+
+    def __init__(self, state: PolicyState) -> None:
+        self.state = state
+        self._records: set[asyncio.Task[None]] = set()
+
+    async def Check(self, request: auth_pb.CheckRequest,
+                    context: Any) -> auth_pb.CheckResponse:
+        meta = {k: v for k, v in context.invocation_metadata()}
+        sources = tuple(s for s in str(meta.get("x-clrk-sources", "")).split(",") if s)
+        src = request.attributes.source.address.socket_address
+        dst = request.attributes.destination.address.socket_address
+        who = self.state.attribution.of(src.address)
+        agent = (who.agent_kind, who.agent_name) if who else None
+        if admits(sources, agent):
+            return auth_pb.CheckResponse(status=status_pb2.Status(code=0))
+        reason = (f"{agent[0]} {agent[1]} is not among the route's sourceAgents" if agent
+                  else "an unattributed sandbox is not among the route's sourceAgents")
+        if self.state.records is not None:
+            item = {"start_time": dt.datetime.now(dt.UTC).isoformat(),
+                    "source": f"{src.address}:{src.port_value}",
+                    "destination": f"{dst.address}:{dst.port_value}",
+                    "cluster": "clrk_deny", "chain": str(meta.get("x-clrk-chain", "")),
+                    "deny_reason": reason, "bytes_received": 0, "bytes_sent": 0,
+                    "attribution": who.to_json() if who else None}
+            gateway = str(meta.get("x-clrk-gateway", "")).rsplit("/", 1)[-1]
+            task = asyncio.create_task(self._record(gateway, item))
+            self._records.add(task)
+            task.add_done_callback(self._records.discard)
+        return auth_pb.CheckResponse(status=status_pb2.Status(code=7, message=reason))
+
+    async def _record(self, gateway: str, item: dict[str, Any]) -> None:
+        assert self.state.records is not None
+        with contextlib.suppress(Exception):
+            await self.state.records.connections(self.state.namespace, gateway, [item])
+
+
 class PolicyService:
     def __init__(self, state: PolicyState, socket: Path) -> None:
         self.state = state
@@ -91,6 +135,7 @@ class PolicyService:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20),
                                           ("grpc.max_send_message_length", 64 << 20)])
         pb_grpc.add_ExternalProcessorServicer_to_server(Processor(self.state), server)
+        auth_grpc.add_AuthorizationServicer_to_server(SourceCheck(self.state), server)
         server.add_insecure_port(f"unix:{self.socket}")
         await server.start()
         self._server = server

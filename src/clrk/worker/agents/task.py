@@ -66,7 +66,9 @@ class Networking:
         net = self.network.by_address.get(sandbox)
         if net is None or self.egress is None:
             return None, "", "unknown sandbox"
-        return self.egress.udp_verdict(net.egress_port, address, port)
+        who = self.attribution.of(sandbox)
+        return self.egress.udp_verdict(net.egress_port, address, port,
+                                       (who.agent_kind, who.agent_name) if who else None)
 
     def udp_record(self, item: dict[str, Any]) -> None:
         net = self.network.by_address.get(str(item.get("sandbox")))
