@@ -564,3 +564,54 @@ def test_source_agents_limit_who_may_use_a_route(dev: DevServer, registry: Regis
         assert time.monotonic() < deadline, "the refusal was not recorded"
         time.sleep(0.5)
     assert found[0]["attributes"]["server.address"] == upstream
+
+
+ANY_PORT = """
+import socket
+for port in PORTS:
+    try:
+        with socket.create_connection(("any.internal", port), timeout=5) as s:
+            s.sendall(b"hi")
+            print(s.recv(100).decode())
+    except OSError as err:
+        print("failed", port, repr(err))
+"""
+
+
+def test_hostname_route_without_ports(dev: DevServer, registry: Registry) -> None:
+    """A hostname rule with no ports lets the agent reach that host on any port (here
+    two loopback services behind its alias); other names stay unresolved."""
+    import socketserver
+    import threading
+
+    class Tag(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            port = self.server.server_address[1]
+            self.request.sendall(f"port{port}:".encode() + self.request.recv(100))
+
+    servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tag) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ports = [s.server_address[1] for s in servers]
+        gw = gateway("anyport", "deny-all")
+        gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
+            {"hostname": "any.internal", "address": "127.0.0.1"}]}}
+        route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+                 "metadata": {"name": "any-port"},
+                 "spec": {"parentRefs": [{"name": "anyport"}], "rules": [{"matches": [
+                     {"destinationHostnames": ["any.internal"]}]}]}}
+        agent = caller("anyport-user", f"{registry.host}/test/python:1", "anyport")
+        agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+            "image": f"{registry.host}/test/python:1",
+            "command": ["python3", "-c", ANY_PORT.replace("PORTS", repr(ports))]}
+        apply(dev, gw, route, agent)
+        deadline = time.monotonic() + 30
+        want = [f"port{p}:hi" for p in ports]
+        while not all(w in (out := call(dev, "anyport-user")) for w in want):
+            assert time.monotonic() < deadline, out
+            time.sleep(0.5)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

@@ -51,9 +51,19 @@ class GatewayRoutes:
                 out.update(rule.ports or ())
         return out
 
+    def every_port(self, name: str) -> bool:
+        """Whether a TCP rule names the host without ports (any port it dials)."""
+        return any(not r.udp and r.ports is None and any(host_matches(p, name)
+                                                         for p in r.hostnames)
+                   for r in self.rules)
+
     def routed(self, name: str) -> bool:
         """Whether any rule (TCP or UDP) names the host: DNS answers it."""
-        return bool(self.host_ports(name) or self.host_ports(name, udp=True))
+        return bool(self.host_ports(name) or self.host_ports(name, udp=True)
+                    or self.every_port(name) or any(
+                        r.udp and r.ports is None and any(host_matches(p, name)
+                                                          for p in r.hostnames)
+                        for r in self.rules))
 
     def udp_rule(self, address: str, port: int, hostname: str | None,
                  agent: tuple[str, str] | None = None) -> L4Rule | None:
@@ -129,9 +139,6 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                 udp = match.get("protocol") == "UDP"
                 ports = _ports(match, out.problems, where)
                 hostnames = tuple(h.lower() for h in match.get("destinationHostnames") or [])
-                if hostnames and ports is None:
-                    out.problems.append(f"{where}: hostname matches need ports")
-                    hostnames = ()
                 cidrs = tuple(match.get("destinationCIDRs") or ())
                 terminate = frozenset(
                     p for p in ports or () if hostnames

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import logging
 import secrets
@@ -126,6 +127,8 @@ class EgressPlane:
         self.policy = PolicyService(self.state, state_dir / "envoy" / "policy.sock")
         self.secret_files = SecretFiles(state_dir)
         self._native_secrets: set[str] = set()
+        self._resolved: dict[str, str] = {}
+        self._resolving: set[str] = set()
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
         self.ports: dict[str, int] = {}
         self.reporter: TelemetryReporter | None = None
@@ -439,6 +442,38 @@ class EgressPlane:
                 tuple(dict.fromkeys(mine)))))
         return chains, clusters
 
+    def _addresses(self, plan: l4.GatewayRoutes, vips: dict[str, str]) -> dict[str, str]:
+        """Addresses of the hosts routed on every port (their alias's, or resolved in
+        the background: until then their connections are refused)."""
+        out = {}
+        for host in vips:
+            if not plan.every_port(host):
+                continue
+            alias = plan.aliases.get(host, host)
+            target = alias.rpartition(":")[0] if alias.count(":") == 1 else alias
+            try:
+                ipaddress.ip_address(target)
+                out[host] = target
+            except ValueError:
+                if target in self._resolved:
+                    out[host] = self._resolved[target]
+                elif target not in self._resolving:
+                    self._resolving.add(target)
+                    task = asyncio.get_running_loop().create_task(self._resolve(target))
+                    task.add_done_callback(lambda _: None)
+        return out
+
+    async def _resolve(self, target: str) -> None:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(target, None,
+                                                                 type=socket.SOCK_STREAM)
+            self._resolved[target] = str(infos[0][4][0])
+            self._apply()
+        except OSError as err:
+            log.warning("cannot resolve %s for its any-port route: %s", target, err)
+        finally:
+            self._resolving.discard(target)
+
     def _retry(self, route: str) -> tuple[int, tuple[int, ...], float | None] | None:
         """The FallbackRoutingPolicy on an AIProviderRoute, for Envoy's retries."""
         for doc in self.state.policies.attached("FallbackRoutingPolicy",
@@ -520,14 +555,15 @@ class EgressPlane:
                 self.ports[name] = port
             policy = (doc.get("spec") or {}).get("defaultPolicy") or "deny-all"
             plan = self.plans[name]
-            vips = {h: v for h, v in self.vips.items() if plan.host_ports(h)}
+            vips = {h: v for h, v in self.vips.items()
+                    if plan.host_ports(h) or plan.every_port(h)}
             chains, tls_clusters = self._terminated(name, doc, self.state.routes[name], plan)
             denied = frozenset(
                 d["spec"]["targetRef"]["name"] for d in self.docs["EgressDenyPolicy"].values()
                 if d["spec"]["targetRef"].get("kind") == "EgressL4Route")
             listeners.append(listener(GatewayListener(self.namespace, name, port, policy,
                                                       self.access_log(name)), plan, vips,
-                                      chains, denied))
+                                      chains, denied, self._addresses(plan, vips)))
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]

@@ -91,6 +91,18 @@ def _chain(name: str, prefix: str, port: int | None, stat: str, cluster: str,
             "filters": [*authz, _tcp_proxy(stat, cluster, log)]}
 
 
+def _dial(address: str) -> dict[str, Any]:
+    """Send the connection to ``address`` on the port the sandbox dialled (the original
+    destination cluster takes its target from this filter state)."""
+    host = f"[{address}]" if ":" in address else address
+    return {"name": "envoy.filters.network.set_filter_state", "typed_config": {
+        "@type": f"{_T}.filters.network.set_filter_state.v3.Config",
+        "on_new_connection": [{
+            "object_key": "envoy.network.transport_socket.original_dst_address",
+            "format_string": {"text_format_source": {
+                "inline_string": f"{host}:%DOWNSTREAM_LOCAL_PORT%"}}}]}}
+
+
 def host_cluster(hostname: str, port: int) -> str:
     return f"host/{hostname}/{port}"
 
@@ -98,7 +110,8 @@ def host_cluster(hostname: str, port: int) -> str:
 def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
              vips: dict[str, str] | None = None,
              terminated: list[dict[str, Any]] | None = None,
-             denied: frozenset[str] = frozenset()) -> dict[str, Any]:
+             denied: frozenset[str] = frozenset(),
+             addresses: dict[str, str] | None = None) -> dict[str, Any]:
     """The gateway's listener: a filter chain per routed destination and port (CIDRs to
     where the sandbox dialled, hostnames' virtual addresses to the host), then the
     default policy for the rest."""
@@ -139,6 +152,22 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
                 f"host {hostname}:{port}", f"{vip}/32", port, stat,
                 DENY if rule.route in denied else host_cluster(hostname, port),
                 gw.access_log, allowed, gateway))
+    for hostname, vip in sorted((vips or {}).items()):
+        if routes is None or not routes.every_port(hostname):
+            continue
+        # Any port: the host's address (or its alias's), on the port the sandbox dialled;
+        # port-specific chains, more specific, win.
+        named = [r for r in tcp_rules if r.ports is None
+                 and any(host_matches(p, hostname) for p in r.hostnames)]
+        address = (addresses or {}).get(hostname)  # None: not resolved yet, refused
+        allowed = () if any(not r.sources for r in named) else tuple(sorted(
+            {s for r in named for s in r.sources}))
+        chain = _chain(f"host {hostname}:*", f"{vip}/32", None, stat,
+                       DENY if named[0].route in denied or address is None else ORIGINAL_DST,
+                       gw.access_log, allowed, gateway)
+        if address is not None:
+            chain["filters"].insert(len(chain["filters"]) - 1, _dial(address))
+        chains.setdefault((f"{vip}/32", None), chain)
     return {
         "name": gw.listener_name,
         "address": {"socket_address": {"address": gw.address, "port_value": gw.port}},
@@ -189,4 +218,5 @@ def base_clusters() -> list[dict[str, Any]]:
         # No endpoints: a connection routed here is refused (deny, and logged).
         {"name": DENY, "type": "STATIC", "connect_timeout": "1s",
          "load_assignment": {"cluster_name": DENY, "endpoints": []}},
+
     ]
