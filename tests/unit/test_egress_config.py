@@ -35,17 +35,18 @@ def test_plan_takes_only_this_gateways_routes_and_names_problems() -> None:
                "ports": [{"port": 1000, "endPort": 2000}]}),
         route("theirs", "other", {"destinationCIDRs": ["0.0.0.0/0"]})])
     assert plan.aliases == {"api.internal": "127.0.0.1:9"}
-    assert [r.cidrs for r in plan.rules] == [("10.1.0.0/16",), (), ("10.2.0.0/16",),
+    assert [r.cidrs for r in plan.rules] == [("10.1.0.0/16",), (), (), ("10.2.0.0/16",),
                                               ("10.3.0.0/16",)]
-    assert [r.udp for r in plan.rules] == [False, False, True, False]
-    assert plan.udp_rule("10.2.3.4", 53, None) is plan.rules[2]  # UDP: the relay's
+    assert [r.udp for r in plan.rules] == [False, False, False, True, False]
+    assert plan.udp_rule("10.2.3.4", 53, None) is plan.rules[3]  # UDP: the relay's
     assert plan.udp_rule("10.1.3.4", 443, None) is None
     assert plan.host_ports("a.example.com") == {8000, 8001}
     assert plan.host_ports("example.com") == set()  # *. needs a label in front
+    # A hostname without ports: every port (DNS answers it; no port-specific chain).
     assert plan.host_ports("noports.example") == set()
-    assert len(plan.rules[3].ports or ()) == l4.MAX_PORTS_PER_RANGE
-    text = " ".join(plan.problems)
-    assert "need ports" in text and "wider than" in text
+    assert plan.every_port("noports.example") and plan.routed("noports.example")
+    assert len(plan.rules[4].ports or ()) == l4.MAX_PORTS_PER_RANGE
+    assert "wider than" in " ".join(plan.problems)
 
 
 def test_listener_chains_and_clusters(tmp_path: Path) -> None:
