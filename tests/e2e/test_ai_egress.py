@@ -813,3 +813,59 @@ def test_backend_refs_model_rewrites_and_retries(dev: DevServer, registry: Regis
     before = len(fake.seen)
     assert results(dev, "be-user")["call"]["status"] == 200
     assert len(fake.seen) - before == 3  # two 503s retried, then the answer
+
+
+def test_plain_http_listener(dev: DevServer, registry: Registry) -> None:
+    """An HTTP listener serves an EgressL4Route hostname's plain HTTP: the credential
+    header is injected and the request recorded, as on a terminating listener."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(200)
+            self.send_header("content-length", "6")
+            self.end_headers()
+            self.wfile.write(b"plain\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dev.kubectl("create", "secret", "generic", "plain-token",
+                    "--from-literal=token=plain-secret-8888")
+        gw = {"apiVersion": G, "kind": "EgressGateway", "metadata": {"name": "plain-gw"},
+              "spec": {"listeners": [{"name": "web", "protocol": "HTTP", "port": 80}],
+                       "upstreamTLS": {"hostAliases": [{
+                           "hostname": "plain.test",
+                           "address": f"127.0.0.1:{server.server_address[1]}"}]}}}
+        route = {"apiVersion": G, "kind": "EgressL4Route", "metadata": {"name": "plain"},
+                 "spec": {"parentRefs": [{"name": "plain-gw"}], "rules": [{"matches": [
+                     {"destinationHostnames": ["plain.test"], "ports": [{"port": 80}]}]}]}}
+        cred = {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+                "metadata": {"name": "plain-token"},
+                "spec": {"parentRefs": [{"kind": "EgressL4Route", "name": "plain"}],
+                         "secretRef": {"name": "plain-token"}, "secretKey": "token",
+                         "headerName": "x-token"}}
+        agent = task("plain-user", "plain-gw", f"{registry.host}/test/python:1", "")
+        agent["spec"]["template"]["spec"]["command"] = [
+            "sh", "-c", "curl -sS -H 'x-token: from-agent' http://plain.test/thing"]
+        apply(dev, gw, route, cred, agent)
+        out = poll(lambda: invoke(dev, "plain-user").text, lambda t: t.strip() == "plain",
+                   "the plain HTTP route never answered")
+        assert out.strip() == "plain"
+        assert seen[-1]["x-token"] == "plain-secret-8888"
+        span = until(lambda: [s for s in http_spans(dev, "TaskAgent", "plain-user")
+                              if s["attributes"]["url.scheme"] == "http"], "no span")[0]
+        assert span["events"][0]["attributes"]["http.request.header.x-token"] == "[redacted]"
+        assert_nowhere(dev, "plain-secret-8888", [("TaskAgent", "plain-user")])
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -28,6 +28,7 @@ class L4Rule:
     route: str = ""
     terminate: frozenset[int] = frozenset()  # ports whose TLS the gateway terminates
     udp: bool = False  # a UDP rule (the worker's relay serves it, not Envoy)
+    http: frozenset[int] = frozenset()  # ports an HTTP listener serves as plain HTTP
     sources: tuple[str, ...] = ()  # "Kind/name" ("*/name": any kind); empty: every agent
 
 
@@ -36,6 +37,12 @@ class GatewayRoutes:
     rules: list[L4Rule] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # hostname -> host[:port]
     problems: list[str] = field(default_factory=list)
+
+    def plain_http(self, name: str, port: int) -> L4Rule | None:
+        """The rule whose hostname's plain HTTP on ``port`` the gateway's HTTP listener
+        serves (HTTP policies then apply to it), if any."""
+        return next((r for r in self.rules if port in r.http and any(
+            host_matches(p, name) for p in r.hostnames)), None)
 
     def terminated(self, name: str, port: int) -> L4Rule | None:
         """The rule whose hostname TLS on ``port`` is terminated by the gateway (HTTP
@@ -125,6 +132,8 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                    if li.get("protocol") == "HTTPS" or (
                        li.get("protocol") == "TLS"
                        and (li.get("tls") or {}).get("mode", "Terminate") == "Terminate")]
+    http_ports = [li.get("port") for li in spec.get("listeners") or []
+                  if li.get("protocol") == "HTTP"]
     tls = spec.get("upstreamTLS") or {}
     for alias in tls.get("hostAliases") or []:
         out.aliases[alias["hostname"].lower()] = alias["address"]
@@ -144,9 +153,14 @@ def plan(gateway: dict[str, Any], routes: list[dict[str, Any]]) -> GatewayRoutes
                     p for p in ports or () if hostnames
                     and match.get("protocol") in (None, "TLS")
                     and any(t is None or t == p for t in terminating))
+                http = frozenset(
+                    p for p in ports or () if hostnames and not udp
+                    and match.get("protocol") in (None, "TCP")
+                    and any(h is None or h == p for h in http_ports))
+                sources = tuple(f"{a.get('kind') or '*'}/{a['name']}"
+                                for a in match.get("sourceAgents") or [])
                 if cidrs or hostnames:
-                    sources = tuple(f"{a.get('kind') or '*'}/{a['name']}"
-                                    for a in match.get("sourceAgents") or [])
                     out.rules.append(L4Rule(cidrs, hostnames, ports, route["metadata"]["name"],
-                                            frozenset() if udp else terminate, udp, sources))
+                                            frozenset() if udp else terminate, udp, http,
+                                            sources))
     return out

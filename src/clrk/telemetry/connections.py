@@ -115,7 +115,8 @@ def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: li
         return
     path = str(item.get("path") or "")
     denied = item.get("decision") == "deny"
-    attrs = {"http.request.method": str(item.get("method") or ""), "url.scheme": "https",
+    attrs = {"http.request.method": str(item.get("method") or ""),
+             "url.scheme": str(item.get("scheme") or "https"),
              "url.path": path.split("?", 1)[0], "server.address": str(item.get("host") or ""),
              "server.port": str(item.get("port") or ""),
              "http.response.status_code": str(item.get("status") or ""),

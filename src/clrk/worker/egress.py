@@ -390,14 +390,17 @@ class EgressPlane:
         EgressL4Route hostnames on a terminating listener (Envoy alone when their
         policies allow it)."""
         ca = self._ca(gateway)
-        wanted: list[tuple[str, str, int, str | None]] = [
-            (h, v, routing.HTTPS, None) for h, v in sorted(self.vips.items())
+        wanted: list[tuple[str, str, int, str | None, bool]] = [
+            (h, v, routing.HTTPS, None, True) for h, v in sorted(self.vips.items())
             if http.terminated(h)]
         for host, vip in sorted(self.vips.items()):
             for port in sorted(plan.host_ports(host)):
                 rule = plan.terminated(host, port)
                 if rule is not None and not (port == routing.HTTPS and http.terminated(host)):
-                    wanted.append((host, vip, port, rule.route))
+                    wanted.append((host, vip, port, rule.route, True))
+                plain = plan.plain_http(host, port)
+                if plain is not None:
+                    wanted.append((host, vip, port, plain.route, False))
         if ca is None:
             if wanted:
                 log.warning("EgressGateway %s: CA Secret %s not ready; its routed hosts "
@@ -428,15 +431,17 @@ class EgressPlane:
                                 plain_upstream_cluster(cluster, address, dial_port))
                 backends[backend_name] = BackendRoute(backend_name, cluster, b_host,
                                                       self._retry(ai_rule.route))
-        for host, vip, port, l4_route in wanted:
-            cluster = f"tls/{self.namespace}/{name}/{host}/{port}"
+        for host, vip, port, l4_route, tls in wanted:
+            cluster = f"{'tls' if tls else 'http'}/{self.namespace}/{name}/{host}/{port}"
             address, dial_port = dial(host, port)
-            clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust))
+            clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust)
+                            if tls else plain_upstream_cluster(cluster, address, dial_port))
             route = f"EgressL4Route/{l4_route}" if l4_route else ""
             mine = tuple(backends[b] for ai_rule in http.ai_candidates(host)
                          for b, _ in ai_rule.backends if b in backends) if not l4_route else ()
             chains.append(terminated_chain(TerminatedHost(
-                f"{self.namespace}/{name}", host, vip, port, self.leaves.leaf(ca, host),
+                f"{self.namespace}/{name}", host, vip, port,
+                self.leaves.leaf(ca, host) if tls else None,
                 l4_route is None and http.needs_bodies(host), cluster, route,
                 self._native(name, l4_route) if l4_route else None,
                 tuple(dict.fromkeys(mine)))))

@@ -65,7 +65,7 @@ class TerminatedHost:
     hostname: str
     vip: str
     port: int
-    leaf: Leaf
+    leaf: Leaf | None  # None: plain HTTP (an HTTP listener), nothing to terminate
     bodies: bool
     cluster: str
     route: str = ""  # Kind/name, when the chain serves one route (EgressL4Route)
@@ -78,6 +78,7 @@ HTTP_LOG_FORMAT = {
     "start_time": "%START_TIME%",
     "source": "%DOWNSTREAM_REMOTE_ADDRESS%",
     "method": "%REQ(:METHOD)%",
+    "scheme": "%REQ(:SCHEME)%",
     "path": "%REQ(:PATH)%",
     "authority": "%REQ(:AUTHORITY)%",
     "status": "%RESPONSE_CODE%",
@@ -157,18 +158,24 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                   **retry_policy(b.retry)}}
         for b in host.backends]
     manager_log = {} if native is None else {"access_log": _native_log(host, native)}
-    return {
-        "name": f"terminate {host.hostname}:{host.port}",
-        "filter_chain_match": {
-            "prefix_ranges": [{"address_prefix": str(net.network_address),
-                               "prefix_len": 32}],
-            "destination_port": host.port, "transport_protocol": "tls"},
-        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+    match: dict[str, Any] = {
+        "prefix_ranges": [{"address_prefix": str(net.network_address), "prefix_len": 32}],
+        "destination_port": host.port}
+    tls: dict[str, Any] = {}
+    if host.leaf is None:  # plain HTTP, as http_inspector saw it
+        match.update(transport_protocol="raw_buffer",
+                     application_protocols=["http/1.1", "h2c"])
+    else:
+        match["transport_protocol"] = "tls"
+        tls = {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": f"{_T}.transport_sockets.tls.v3.DownstreamTlsContext",
             "common_tls_context": {
                 "alpn_protocols": ["h2", "http/1.1"],
                 "tls_certificates": [{"certificate_chain": {"filename": str(host.leaf.cert)},
-                                      "private_key": {"filename": str(host.leaf.key)}}]}}},
+                                      "private_key": {"filename": str(host.leaf.key)}}]}}}}
+    return {
+        "name": f"{'terminate' if host.leaf else 'http'} {host.hostname}:{host.port}",
+        "filter_chain_match": match, **tls,
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": f"{_T}.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": f"mitm_{host.hostname}", "codec_type": "AUTO",

@@ -79,7 +79,8 @@ class HttpRecord:
 
     def item(self, attribution: dict[str, str] | None, span_id: str) -> dict[str, Any]:
         end = dt.datetime.now(dt.UTC)
-        attrs = {"http.request.method": self.method, "url.scheme": "https",
+        attrs = {"http.request.method": self.method,
+                 "url.scheme": self.request_headers.get(":scheme", "https"),
                  "url.path": self._scrub(self.path.split("?", 1)[0]),
                  "server.address": self.host, "server.port": str(self.port),
                  "clrk.gateway": self.gateway,
