@@ -70,6 +70,7 @@ PORTS_PER_WORKER = 64
 CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
 TAIL_SECONDS = 0.5
 MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per port)
+MAX_PENDING = 10_000  # records waiting for the next batch
 SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
 FOLLOWED = (EgressGateway, EgressL4Route, AIProviderRoute, MCPRoute, Backend,
             CredentialInjectionPolicy, RateLimitPolicy, EgressDenyPolicy, LoggingPolicy,
@@ -133,8 +134,9 @@ class EgressPlane:
         self.ports: dict[str, int] = {}
         self.reporter: TelemetryReporter | None = None
         self.exporter = otlp_export.OTLPExporter()
+        self.dropped_records = 0
         self._offsets: dict[Path, int] = {}
-        self._lookups: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
 
     @property
     def attribution(self) -> Attributions:
@@ -246,8 +248,16 @@ class EgressPlane:
 
     def udp_flow(self, item: dict[str, Any]) -> None:
         """A finished (or refused) UDP flow, for the records."""
-        if len(self._lookups) < 10_000:
-            self._lookups.append(item)
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append(item)
+
+    def record(self, gateway: str, item: dict[str, Any]) -> None:
+        """A record from the policy service (an HTTP request, a refused connection),
+        shipped with the next batch; beyond ``MAX_PENDING`` waiting ones, dropped."""
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append({**item, "gateway": gateway})
+        else:
+            self.dropped_records += 1
 
     def access_log(self, gateway: str) -> Path:
         return self.state_dir / "envoy" / f"access-{self.namespace}-{gateway}.log"
@@ -280,7 +290,7 @@ class EgressPlane:
                 with contextlib.suppress(Exception):  # a bad line or a busy API: next round
                     await self._ship(gateway)
             with contextlib.suppress(Exception):
-                await self._ship_lookups()
+                await self._ship_pending()
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
@@ -288,20 +298,21 @@ class EgressPlane:
 
     def lookup(self, sandbox: str, name: str, verdict: str, answers: list[str]) -> None:
         """A sandbox's DNS question, for the records (shipped with the connections)."""
-        if len(self._lookups) < 10_000:
-            self._lookups.append({"kind": "dns", "sandbox": sandbox, "name": name,
+        if len(self._pending) < MAX_PENDING:
+            self._pending.append({"kind": "dns", "sandbox": sandbox, "name": name,
                                   "verdict": verdict, "answers": answers,
                                   "start_time": dt.datetime.now(dt.UTC).isoformat()})
 
     def _attribution(self, address: str) -> dict[str, str] | None:
         return self.attribution.json_of(address) if self.attribution else None
 
-    async def _ship_lookups(self) -> None:
-        if self.reporter is None or not self._lookups:
+    async def _ship_pending(self) -> None:
+        if self.reporter is None or not self._pending:
             return
-        pending, self._lookups = self._lookups, []
+        pending, self._pending = self._pending, []
         for item in pending:
-            item["attribution"] = self._attribution(item["sandbox"])
+            if "attribution" not in item:
+                item["attribution"] = self._attribution(str(item.get("sandbox", "")))
         for gateway in {str(i.get("gateway") or "dns") for i in pending}:
             await self.connections(self.namespace, gateway,
                                    [i for i in pending if (i.get("gateway") or "dns") == gateway])

@@ -423,15 +423,9 @@ class Exchange:
                     else "the response carried no usage the codec could read")
             if usage.known and self.rule is not None and usage.total:
                 await self._charge(self.rule, usage.total)
-        if self.state.records is None:
-            return
-        who = self.who.to_json() if self.who else None
-        try:
-            await self.state.records.connections(
-                self.state.namespace, self.gateway,
-                [self.record.item(who, self.span_id)])
-        except Exception as err:  # a record is never worth failing traffic for
-            log.warning("request record dropped: %s", err)
+        if self.state.records is not None:
+            self.state.records.record(self.gateway, self.record.item(
+                self.who.to_json() if self.who else None, self.span_id))
 
     async def _charge(self, rule: AIRule, tokens: int) -> None:
         if self.who is not None:

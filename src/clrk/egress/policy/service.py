@@ -89,7 +89,6 @@ class SourceCheck(auth_grpc.AuthorizationServicer):  # type: ignore[misc]
 
     def __init__(self, state: PolicyState) -> None:
         self.state = state
-        self._records: set[asyncio.Task[None]] = set()
 
     async def Check(self, request: auth_pb.CheckRequest,
                     context: Any) -> auth_pb.CheckResponse:
@@ -110,16 +109,9 @@ class SourceCheck(auth_grpc.AuthorizationServicer):  # type: ignore[misc]
                     "cluster": "clrk_deny", "chain": str(meta.get("x-clrk-chain", "")),
                     "deny_reason": reason, "bytes_received": 0, "bytes_sent": 0,
                     "attribution": who.to_json() if who else None}
-            gateway = str(meta.get("x-clrk-gateway", "")).rsplit("/", 1)[-1]
-            task = asyncio.create_task(self._record(gateway, item))
-            self._records.add(task)
-            task.add_done_callback(self._records.discard)
+            self.state.records.record(str(meta.get("x-clrk-gateway", "")).rsplit("/", 1)[-1],
+                                      item)
         return auth_pb.CheckResponse(status=status_pb2.Status(code=7, message=reason))
-
-    async def _record(self, gateway: str, item: dict[str, Any]) -> None:
-        assert self.state.records is not None
-        with contextlib.suppress(Exception):
-            await self.state.records.connections(self.state.namespace, gateway, [item])
 
 
 class PolicyService:

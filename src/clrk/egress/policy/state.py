@@ -23,8 +23,8 @@ class DayBudgets(Protocol):
 
 
 class Records(Protocol):
-    async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
-        ...
+    def record(self, gateway: str, item: dict[str, Any]) -> None:
+        """Queue a record of the namespace's ``gateway`` (shipped in batches)."""
 
 
 @dataclass
