@@ -1,9 +1,12 @@
-"""Token counters for AIProviderRoute day budgets: per (namespace, route, gateway, UTC
-day), in the API server's own SQLite file so every worker adds to the same count and a
-restart of anything forgets nothing.
+"""Counters every worker must share: token counters for AIProviderRoute day budgets
+(per namespace, route, gateway and UTC day, in the API server's own SQLite file so a
+restart of anything forgets nothing), and the windows of PerAgent and PerRoute rate
+limits (an agent's executions and a route's requests may be on any worker; in memory,
+like any rate window).
 
 ``GET  .../aiproviderroutes/NAME/usage?gateway=G``  -> {"day", "tokens"}
 ``POST .../aiproviderroutes/NAME/usage {"gateway": G, "tokens": N}`` -> the new total
+``POST .../ratelimitpolicies/NAME/take {"key": K}`` -> {"allowed", "retryAfter"}
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from clrk.apiserver.errors import APIError
+from clrk.api.meta import parse_duration
+from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import API, Reply, Request
+from clrk.apiserver.storage import Key
+from clrk.egress.policy.limits import RateWindows
 
 GROUP = "clrk.apoxy.dev"
 KEEP_DAYS = 31
@@ -80,4 +86,27 @@ def install(api: API, counters: TokenCounters) -> None:
         return Reply(body={"day": day, "tokens": counters.add(ns, route, gateway, day,
                                                               tokens)})
 
+    windows = RateWindows()
+
+    async def take(req: Request) -> Reply:
+        """One request against a shared rate window, counted for every worker."""
+        if req.method != "POST":
+            raise APIError(405, "take accepts POST only", "MethodNotAllowed")
+        policy = api.store.get(Key(GROUP, "ratelimitpolicies", req.namespace or "",
+                                   req.name or ""))
+        if policy is None:
+            raise not_found("ratelimitpolicies", req.name or "", GROUP)
+        try:
+            doc: Any = json.loads(req.body)
+        except ValueError:
+            raise APIError(400, "the body must be JSON") from None
+        key = doc.get("key") if isinstance(doc, dict) else None
+        if not isinstance(key, str):
+            raise APIError(400, "key must be a string")
+        spec = policy["spec"]
+        wait = windows.take(f"{req.namespace}/{req.name}/{key}", int(spec["requests"]),
+                            parse_duration(spec["window"]).total_seconds())
+        return Reply(body={"allowed": wait is None, "retryAfter": wait or 0})
+
     api.subresources[(GROUP, "aiproviderroutes", "usage")] = usage
+    api.subresources[(GROUP, "ratelimitpolicies", "take")] = take

@@ -72,6 +72,16 @@ class TelemetryReporter:
                                     json={"gateway": gateway, "tokens": tokens})
         r.raise_for_status()
 
+    async def take(self, ns: str, policy: str, key: str) -> float | None:
+        """One request against a PerAgent or PerRoute rate window (shared by every
+        worker): None if allowed, else seconds until the window reopens."""
+        r = await self._client.post(
+            f"{self.server}{API}/namespaces/{ns}/ratelimitpolicies/{policy}/take",
+            json={"key": key})
+        r.raise_for_status()
+        doc = r.json()
+        return None if doc["allowed"] else float(doc["retryAfter"])
+
     def output(self, ns: str, name: str, invocation: str | None, stream: str,
                data: bytes) -> None:
         if invocation is None:

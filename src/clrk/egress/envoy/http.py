@@ -136,6 +136,8 @@ def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
             "response_body_mode": "STREAMED" if host.bodies else "NONE",
             "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
         "request_attributes": ["source.address"],
+        # The service may remove the agent's x-envoy-* headers (and add its own).
+        "mutation_rules": {"allow_envoy": True},
     }}
 
 
@@ -181,8 +183,10 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
             "stat_prefix": f"mitm_{host.hostname}", "codec_type": "AUTO",
             # Sandboxes are external clients: Envoy drops the x-envoy-* headers they send
             # (retries, timeouts are ours to set), and adds no X-Forwarded-For.
+            # (An empty cidr_ranges would mean Envoy's default: private ranges internal.)
             "use_remote_address": True, "skip_xff_append": True,
-            "internal_address_config": {"unix_sockets": False, "cidr_ranges": []},
+            "internal_address_config": {"unix_sockets": False, "cidr_ranges": [
+                {"address_prefix": "127.0.0.1", "prefix_len": 32}]},
             "stream_idle_timeout": "300s",
             # The cluster may arrive a moment after the listener (separate xDS files):
             # accept the route now rather than reject the whole listener.

@@ -154,7 +154,7 @@ class Exchange:
             if self.record.request_body.wants(self.headers.get("content-type", "")):
                 self.record.request_body.add(body)
         self._deny_policy(route_kind)
-        self._rate_limits(route_kind)
+        await self._rate_limits(route_kind)
         rewritten = False
         backend: dict[str, str] = {}
         if self.codec is not None and self.rule is not None:
@@ -297,7 +297,7 @@ class Exchange:
                           deny.get("message") or f"denied by EgressDenyPolicy "
                           f"{doc['metadata']['name']}")
 
-    def _rate_limits(self, route_kind: str) -> None:
+    async def _rate_limits(self, route_kind: str) -> None:
         for doc in self.state.policies.all_attached("RateLimitPolicy",
                                                     self._targets(route_kind)):
             spec = doc["spec"]
@@ -310,8 +310,15 @@ class Exchange:
             else:
                 key = self.route_name or self.gateway
             window = parse_duration(spec["window"]).total_seconds()
-            wait = self.state.windows.take(f"{doc['metadata']['name']}/{scope}/{key}",
-                                           int(spec["requests"]), window)
+            # An execution runs on one worker; an agent's executions and a route's
+            # requests may be on many, so their windows are the API server's.
+            if scope != "PerExecution" and self.state.budgets is not None:
+                wait = await self.state.budgets.take(self.state.namespace,
+                                                     doc["metadata"]["name"],
+                                                     f"{scope}/{key}")
+            else:
+                wait = self.state.windows.take(f"{doc['metadata']['name']}/{scope}/{key}",
+                                               int(spec["requests"]), window)
             if wait is not None:
                 raise Refusal(429, f"rate limit {doc['metadata']['name']} "
                               f"({spec['requests']} per {spec['window']}, {scope}) exceeded",

@@ -15,11 +15,14 @@ from clrk.worker.attribution import Attributions
 
 
 class DayBudgets(Protocol):
-    """Tokens per (route, gateway, UTC day), kept where every worker sees the same."""
+    """Counters every worker must share: tokens per (route, gateway, UTC day) and
+    PerRoute rate windows, kept in the API server."""
 
     async def used(self, namespace: str, route: str, gateway: str) -> int: ...
 
     async def add(self, namespace: str, route: str, gateway: str, tokens: int) -> None: ...
+
+    async def take(self, namespace: str, policy: str, key: str) -> float | None: ...
 
 
 class Records(Protocol):
