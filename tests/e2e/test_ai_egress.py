@@ -141,6 +141,9 @@ def test_quickstart_echo_bot(dev: DevServer, registry: Registry,
           "the fake upstream never saw the agent's call")
     call = next(s for s in fake.seen if s.path == "/v1/messages")
     assert call.headers["x-api-key"] == KEY
+    # Nothing about the sandbox or the proxy leaks upstream.
+    assert not any(h.startswith(("x-envoy-", "x-clrk-")) or h == "x-forwarded-for"
+                   for h in call.headers), list(call.headers)
     assert call.json()["model"] == "claude-haiku-4-5"
 
     found = until(lambda: http_spans(dev, "DaemonAgent", "echo-bot"),
@@ -709,6 +712,8 @@ def test_l4_route_on_a_terminating_listener(dev: DevServer, registry: Registry,
     assert out.splitlines()[0] == '200 {"ok": true}', out
     seen = [s for s in fake.seen if s.headers.get("host") == "api.github.com"]
     assert seen[-1].headers["authorization"] == f"Bearer {token}"
+    assert not any(h.startswith("x-envoy-") or h == "x-forwarded-for"
+                   for h in seen[-1].headers), list(seen[-1].headers)
     spans_found = until(lambda: [s for s in http_spans(dev, "TaskAgent", "gh-user")
                                  if s["attributes"]["clrk.route"] == "default/github"],
                         "no span for the native route")

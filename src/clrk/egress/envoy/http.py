@@ -35,6 +35,9 @@ class Native:
 
 
 BACKEND_HEADER = "x-clrk-backend"
+# Never upstream: our routing header, and the sandbox's address Envoy adds for
+# external clients.
+STRIPPED = [BACKEND_HEADER, "x-envoy-external-address"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
     backend_routes = [{
         "match": {"prefix": "/", "headers": [{"name": BACKEND_HEADER,
                                               "string_match": {"exact": b.name}}]},
-        "request_headers_to_remove": [BACKEND_HEADER],
+        "request_headers_to_remove": STRIPPED,
         "request_body_buffer_limit": MAX_REQUEST_BODY,
         "route": {"cluster": b.cluster, "timeout": "0s", "host_rewrite_literal": b.host,
                   **retry_policy(b.retry)}}
@@ -194,7 +197,7 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                              "validate_clusters": False, "virtual_hosts": [{
                 "name": host.hostname, "domains": ["*"],
                 "routes": [*backend_routes, {
-                    "match": {"prefix": "/"}, "request_headers_to_remove": [BACKEND_HEADER],
+                    "match": {"prefix": "/"}, "request_headers_to_remove": STRIPPED,
                     "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
             **manager_log,
             "http_filters": [*filters, {

@@ -172,9 +172,12 @@ class Exchange:
         new_body = json.dumps(doc, separators=(",", ":")).encode() if rewritten else None
         policies = state.policies.attached("CredentialInjectionPolicy",
                                            self._targets(route_kind))
+        # Headers that never go upstream are not signed either.
+        outgoing = {k: v for k, v in self.headers.items()
+                    if not k.startswith(("x-envoy-", "x-clrk-"))}
         injection = await credentials.inject(
             policies, state.secrets, self.record.method, self.host, self.record.path,
-            self.headers, new_body if new_body is not None else body, state.google)
+            outgoing, new_body if new_body is not None else body, state.google)
         self.record.secrets += injection.secrets
         self.record.redact.update(injection.set_headers)
         set_headers = dict(injection.set_headers)
