@@ -134,14 +134,10 @@ class DaemonSupervisor:
             try:
                 port = self.networking.egress_port(ns, spec.template, spec.egress_refs) \
                     if self.networking else None
+                who = Attribution(ns, "DaemonAgent", name, run_id["invocation"],
+                                  run_id["traceId"], run_id["spanId"]) if run_id else None
                 sandbox = await start(self.runtime, run, False, self.networking, daemon=True,
-                                      egress_port=port)
-                if self.networking is not None and sandbox.net is not None and run_id:
-                    self.networking.attribution.record(sandbox.net.sandbox_addresses,
-                                                       Attribution(ns, "DaemonAgent", name,
-                                                                   run_id["invocation"],
-                                                                   run_id["traceId"],
-                                                                   run_id["spanId"]))
+                                      egress_port=port, attribution=who)
             except Exception as err:  # e.g. the address pool is exhausted: retry later
                 log.warning("cannot start %s/%s: %s", ns, name, err)
                 sandbox, failure = None, f"SandboxFailed: {err}"

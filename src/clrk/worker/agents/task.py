@@ -118,8 +118,11 @@ async def resolve(images: ImageStore, template: AgentTemplate,
 
 async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
                 networking: Networking | None, daemon: bool = False,
-                egress_port: int | None = None) -> Prepared:
-    """A sandbox with its own netns and veth, started and waiting for its input."""
+                egress_port: int | None = None,
+                attribution: Attribution | None = None) -> Prepared:
+    """A sandbox with its own netns and veth, started and waiting for its input.
+    ``attribution`` (known up front for a DaemonAgent run) is recorded before the agent
+    runs, so its first connection is already attributed."""
     exec_key = uuid.uuid4().hex
     if networking is None:
         if metadata_mode:
@@ -141,6 +144,8 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
         *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",
         f"CLRK_METADATA_URL_V6=http://[{net.host_ip6}]:{port}/v1"])
     slot = None
+    if attribution is not None:
+        networking.attribution.record(net.sandbox_addresses, attribution)
     if daemon:
         networking.metadata.register_daemon(*net.sandbox_addresses)
     elif metadata_mode:
