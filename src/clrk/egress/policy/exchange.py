@@ -67,7 +67,6 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     span_id: str = field(default_factory=lambda: secrets.token_hex(8))
     tools_filter: mcp.ToolsListFilter | None = None
-    decided: bool = False
     finishing: bool = False
     finished: bool = False
 
@@ -104,7 +103,6 @@ class Exchange:
         return await self._decide(msg.body, "request_body")
 
     async def _decide(self, body: bytes | None, phase: str) -> pb.ProcessingResponse:
-        self.decided = True
         try:
             common = await self._admit(body)
         except Refusal as refusal:
