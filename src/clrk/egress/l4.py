@@ -44,6 +44,16 @@ class GatewayRoutes:
         return next((r for r in self.rules if port in r.http and any(
             host_matches(p, name) for p in r.hostnames)), None)
 
+    def dial(self, name: str, port: int) -> tuple[str, int]:
+        """Where a connection to ``name:port`` really goes: the hostname's alias
+        (``host`` or ``host:port``) if it has one, else the name itself."""
+        alias = self.aliases.get(name)
+        if not alias:
+            return name, port
+        host, _, alias_port = alias.rpartition(":") if alias.count(":") == 1 \
+            else (alias, "", "")
+        return host or alias, int(alias_port) if alias_port.isdigit() else port
+
     def terminated(self, name: str, port: int) -> L4Rule | None:
         """The rule whose hostname TLS on ``port`` is terminated by the gateway (HTTP
         policies then apply to it), if any."""

@@ -235,13 +235,7 @@ class EgressPlane:
         if rule is not None:
             if hostname is None:
                 return (address, dport), rule.route, ""
-            alias = plan.aliases.get(hostname)
-            if alias:
-                host, _, alias_port = alias.rpartition(":") if alias.count(":") == 1 \
-                    else (alias, "", "")
-                return (host or alias, int(alias_port) if alias_port.isdigit() else dport), \
-                    rule.route, ""
-            return (hostname, dport), rule.route, ""
+            return plan.dial(hostname, dport), rule.route, ""
         if hostname is None and (gw.get("spec") or {}).get("defaultPolicy") == "allow-all":
             return (address, dport), "allow-all", ""
         return None, "", "no UDP route of the gateway matches (deny-all)"
@@ -420,14 +414,6 @@ class EgressPlane:
         chains, clusters = [], []
         trust = self._trust(gateway)
 
-        def dial(host: str, port: int) -> tuple[str, int]:
-            alias = plan.aliases.get(host)
-            if not alias:
-                return host, port
-            a_host, _, a_port = alias.rpartition(":") if alias.count(":") == 1 \
-                else (alias, "", "")
-            return a_host or alias, int(a_port) if a_port.isdigit() else port
-
         backends: dict[str, BackendRoute] = {}
         for ai_rule in http.ai:
             for backend_name, _ in ai_rule.backends:
@@ -436,7 +422,7 @@ class EgressPlane:
                     continue
                 b_host, b_port = str(spec["host"]).lower(), int(spec.get("port") or 443)
                 cluster = f"backend/{self.namespace}/{backend_name}"
-                address, dial_port = dial(b_host, b_port)
+                address, dial_port = plan.dial(b_host, b_port)
                 clusters.append(tls_upstream_cluster(cluster, b_host, address, dial_port, trust)
                                 if spec.get("tls", True) else
                                 plain_upstream_cluster(cluster, address, dial_port))
@@ -444,7 +430,7 @@ class EgressPlane:
                                                       self._retry(ai_rule.route))
         for host, vip, port, l4_route, tls in wanted:
             cluster = f"{'tls' if tls else 'http'}/{self.namespace}/{name}/{host}/{port}"
-            address, dial_port = dial(host, port)
+            address, dial_port = plan.dial(host, port)
             clusters.append(tls_upstream_cluster(cluster, host, address, dial_port, trust)
                             if tls else plain_upstream_cluster(cluster, address, dial_port))
             route = f"EgressL4Route/{l4_route}" if l4_route else ""
@@ -465,8 +451,7 @@ class EgressPlane:
         for host in vips:
             if not plan.every_port(host):
                 continue
-            alias = plan.aliases.get(host, host)
-            target = alias.rpartition(":")[0] if alias.count(":") == 1 else alias
+            target, _ = plan.dial(host, 0)
             try:
                 ipaddress.ip_address(target)
                 out[host] = target

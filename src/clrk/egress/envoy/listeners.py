@@ -190,13 +190,7 @@ def host_clusters(routes: GatewayRoutes, vips: dict[str, str]) -> list[dict[str,
     out = []
     for hostname in sorted(vips):
         for port in sorted(routes.host_ports(hostname)):
-            target, dial_port = hostname, port
-            alias = routes.aliases.get(hostname)
-            if alias:
-                host, _, alias_port = alias.rpartition(":") if alias.count(":") == 1 \
-                    else (alias, "", "")
-                target = host or alias
-                dial_port = int(alias_port) if alias_port.isdigit() else port
+            target, dial_port = routes.dial(hostname, port)
             try:
                 ipaddress.ip_address(target)
                 kind = "STATIC"

@@ -67,6 +67,8 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     span_id: str = field(default_factory=lambda: secrets.token_hex(8))
     tools_filter: mcp.ToolsListFilter | None = None
+    route_kind: str = "AIProviderRoute"
+    capture: tuple[bool, bool, int, tuple[str, ...]] | None = None
     finishing: bool = False
     finished: bool = False
 
@@ -136,9 +138,7 @@ class Exchange:
             self.rule = routes.ai_rule(self.host, self.record.path, request.model) \
                 if routes else None
             if self.rule is not None:
-                self.route_name = self.rule.route
-                self.record.attributes["clrk.route"] = \
-                    f"{state.namespace}/{self.rule.route}"
+                self._route(self.rule.route)
             elif self.deny_all:
                 raise Refusal(403, f"no AIProviderRoute rule of gateway {self.gateway} "
                               f"matches {self.record.path} for model {request.model!r}")
@@ -146,6 +146,7 @@ class Exchange:
                 f"https://{self.host}{self.record.path}")):
             route_kind = "MCPRoute"
             self._admit_mcp(rules, body)
+        self.route_kind = route_kind
         capture = self._capture_policy()
         if body is not None and capture[0] and self.record.request_body is None:
             self.record.request_body = Capture(capture[2], capture[3])
@@ -277,13 +278,19 @@ class Exchange:
         self.record.attributes["clrk.route"] = f"{self.state.namespace}/{route}"
 
     def _capture_policy(self) -> tuple[bool, bool, int, tuple[str, ...]]:
-        """(capture request, capture response, max bytes, content types)."""
+        """(capture request, capture response, max bytes, content types), decided once
+        per request by the route's LoggingPolicy, else the gateway's captureBody."""
+        if self.capture is None:
+            self.capture = self._decide_capture()
+        return self.capture
+
+    def _decide_capture(self) -> tuple[bool, bool, int, tuple[str, ...]]:
         spec = self.doc.get("spec") or {}
         body = ((spec.get("otlp") or {}).get("captureBody") or {})
         limit = int(body.get("maxBytes") or 0)
         types = tuple(body.get("contentTypes") or ())
-        logging_policies = self.state.policies.attached(
-            "LoggingPolicy", self._targets("AIProviderRoute" if self.rule else "MCPRoute"))
+        logging_policies = self.state.policies.attached("LoggingPolicy",
+                                                        self._targets(self.route_kind))
         if logging_policies:
             lp = logging_policies[0]["spec"]
             self.record.redact.update(h.lower() for h in lp.get("redactHeaders") or [])
