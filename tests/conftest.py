@@ -87,6 +87,14 @@ class DevServer:
         except OSError:
             return False
 
+    def wait_for_worker(self, timeout: float = 60) -> None:
+        """Until the default pool reports its one worker ready."""
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "wp", "default", "-o", "jsonpath={.status.readyReplicas}",
+                           check=False).stdout != "1":
+            assert time.monotonic() < deadline, "the worker never became ready"
+            time.sleep(0.3)
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)

@@ -40,11 +40,7 @@ def dev(registry: Registry, fake: FakeProviders,
     server = start_dev(tmp_path_factory.mktemp("ai-egress") / "clrk", "--insecure-registry",
                        registry.host, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while server.kubectl("get", "wp", "default", "-o",
-                             "jsonpath={.status.readyReplicas}", check=False).stdout != "1":
-            assert time.monotonic() < deadline, "the worker never became ready"
-            time.sleep(0.3)
+        server.wait_for_worker()
         ca = tmp_path_factory.mktemp("fake-ca") / "ca.crt"
         ca.write_bytes(fake.ca.cert_pem)
         server.kubectl("create", "secret", "generic", "provider-ca", f"--from-file=ca.crt={ca}")

@@ -117,11 +117,7 @@ def dev(registry: Registry, upstream: str, fake_dns: FakeDNS,
                        registry.host, workers=1,
                        env={"CLRK_DNS_UPSTREAM": f"127.0.0.1:{fake_dns.port}"})
     try:
-        deadline = time.monotonic() + 60
-        while server.kubectl("get", "wp", "default", "-o",
-                             "jsonpath={.status.readyReplicas}", check=False).stdout != "1":
-            assert time.monotonic() < deadline, "the worker never became ready"
-            time.sleep(0.3)
+        server.wait_for_worker()
         yield server
     finally:
         server.stop()
@@ -436,6 +432,19 @@ def test_a_warm_sandbox_follows_its_gateway(dev: DevServer, registry: Registry) 
     dev.kubectl("delete", "ta", "warm-egress")
 
 
+def recorded_spans(dev: DevServer, agent: str, keep: Any, what: str) -> list[dict[str, Any]]:
+    """The TaskAgent's spans that ``keep`` accepts, once there are any."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
+                          f"taskagents/{agent}/traces").stdout
+        found = [s for s in json.loads(out)["items"] if keep(s)]
+        if found:
+            return found
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+
+
 UDP_CALL = """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -475,16 +484,9 @@ def test_udp_goes_by_the_gateways_policy(dev: DevServer, registry: Registry,
     assert "udp-echo:hello" in call(dev, "udp-routed")
     assert "udp-echo" not in call(dev, "udp-closed")
 
-    def refused() -> list[dict[str, Any]]:
-        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
-                          "taskagents/udp-closed/traces").stdout
-        return [s for s in json.loads(out)["items"]
-                if s["attributes"].get("network.transport") == "udp"]
-
-    deadline = time.monotonic() + 30
-    while not (found := refused()):
-        assert time.monotonic() < deadline, "the refused UDP flow was not recorded"
-        time.sleep(0.5)
+    found = recorded_spans(
+        dev, "udp-closed", lambda s: s["attributes"].get("network.transport") == "udp",
+        "the refused UDP flow was not recorded")
     assert found[0]["attributes"]["clrk.decision"] == "deny"
     assert found[0]["attributes"]["server.address"] == upstream
 
@@ -521,16 +523,9 @@ def test_https_to_an_unlisted_host(dev: DevServer, registry: Registry, upstream:
         time.sleep(0.5)
     assert "refused:" in call(dev, "tls-closed")
 
-    def recorded() -> list[dict[str, Any]]:
-        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
-                          "taskagents/tls-closed/traces").stdout
-        return [s for s in json.loads(out)["items"]
-                if s["attributes"].get("server.address") == "outside.test"]
-
-    deadline = time.monotonic() + 30
-    while not (found := recorded()):
-        assert time.monotonic() < deadline, "the refused HTTPS connection was not recorded"
-        time.sleep(0.5)
+    found = recorded_spans(
+        dev, "tls-closed", lambda s: s["attributes"].get("server.address") == "outside.test",
+        "the refused HTTPS connection was not recorded")
     assert found[0]["attributes"]["clrk.decision"] == "deny"
     assert found[0]["attributes"]["server.port"] == "443"
 
@@ -553,16 +548,10 @@ def test_source_agents_limit_who_may_use_a_route(dev: DevServer, registry: Regis
         time.sleep(0.5)
     assert "echo:" not in call(dev, "src-other")
 
-    def refused() -> list[dict[str, Any]]:
-        out = dev.kubectl("get", "--raw", "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default/"
-                          "taskagents/src-other/traces").stdout
-        return [s for s in json.loads(out)["items"]
-                if "sourceAgents" in s["attributes"].get("clrk.deny_reason", "")]
-
-    deadline = time.monotonic() + 30
-    while not (found := refused()):
-        assert time.monotonic() < deadline, "the refusal was not recorded"
-        time.sleep(0.5)
+    found = recorded_spans(
+        dev, "src-other",
+        lambda s: "sourceAgents" in s["attributes"].get("clrk.deny_reason", ""),
+        "the refusal was not recorded")
     assert found[0]["attributes"]["server.address"] == upstream
 
 

@@ -44,15 +44,7 @@ def dev(registry: Registry, private: AuthRegistry,
     server = start_dev(tmp_path_factory.mktemp("invoke") / "clrk", "--insecure-registry",
                        registry.host, "--insecure-registry", private.host, workers=1)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready = server.kubectl("get", "wp", "default", "-o",
-                                   "jsonpath={.status.readyReplicas}", check=False).stdout
-            if ready == "1":
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the worker never became ready")
+        server.wait_for_worker()
         yield server
     finally:
         server.stop()
