@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -64,6 +65,9 @@ ANSWER = json.dumps({"id": "msg", "type": "message", "role": "assistant", "model
                      "usage": {"input_tokens": 12, "output_tokens": 24}}).encode()
 BODY = json.dumps({"model": "claude-b", "max_tokens": 5,
                    "messages": [{"role": "user", "content": "hi"}]})
+
+
+ONLY = ""
 
 
 def upstream_config(port: int, cert: Path, key: Path) -> dict[str, object]:
@@ -196,9 +200,15 @@ async def main(seconds: int, c: int) -> None:
                         ("MITM + header (ext_proc)", "https://plain.test/v1/messages"),
                         ("token accounting", "https://api.anthropic.com/v1/messages")]
                 results = {}
-                for name, url in runs:
+                cpu: dict[str, float] = {}  # this process's (the policy service's) CPU
+                only = [r for r in runs if r[0] == "direct" or not ONLY or r[0] == ONLY]
+                for name, url in only:
                     await asyncio.to_thread(wrk, ns, url, 1, c, script)  # warm up
+                    before = resource.getrusage(resource.RUSAGE_SELF)
                     results[name] = await asyncio.to_thread(wrk, ns, url, seconds, c, script)
+                    after = resource.getrusage(resource.RUSAGE_SELF)
+                    cpu[name] = (after.ru_utime + after.ru_stime - before.ru_utime
+                                 - before.ru_stime) / (results[name][0] * seconds) * 1e6
                 if "--stats" in sys.argv:
                     import urllib.request
                     stats = urllib.request.urlopen(f"{sup.admin_url}/stats").read().decode()
@@ -210,7 +220,8 @@ async def main(seconds: int, c: int) -> None:
                     extra = "" if name == "direct" else \
                         f"  added p50 {p50 - base[1]:+.2f} ms, p99 {p99 - base[2]:+.2f} ms"
                     print(f"{name:<26} {rps:8.0f} rps  p50 {p50:6.2f} ms  "
-                          f"p99 {p99:6.2f} ms{extra}")
+                          f"p99 {p99:6.2f} ms{extra}  policy service "
+                          f"{cpu[name]:.0f} us CPU/request")
                 print(f"(wrk -t1 -c{c} -d{seconds}s, keep-alive POSTs of {len(BODY)} bytes, "
                       "one Envoy worker thread, policy service in-process)")
             finally:
@@ -230,5 +241,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--c", type=int, default=10)
     parser.add_argument("--stats", action="store_true", help="print Envoy's cluster stats")
+    parser.add_argument("--only", default="", help="run this path (and direct) only, e.g. "
+                        "'token accounting' (to profile it)")
     a = parser.parse_args()
+    ONLY = a.only
     asyncio.run(main(a.seconds, a.c))

@@ -83,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--gap", type=float, default=0.6)
+    parser.add_argument("--only", default="", help="comma-separated labels to run, e.g. "
+                        "'warm python word-count' (default: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         registry = Registry(Path(tmp) / "registry")
@@ -103,9 +105,13 @@ def main() -> None:
                         ("cold busybox", "bb", 0.0, None),
                         ("cold python word-count", "wc", 0.0, None),
                         ("warm python word-count", "wc-warm", args.gap, True)):
+                    if args.only and label not in args.only.split(","):
+                        continue
                     ms = asyncio.run(measure(dev, name, args.n, gap, warm))
                     print(f"{label:<26} n={len(ms):<4} p50={statistics.median(ms):7.1f} ms  "
                           f"p99={pct(ms, 0.99):7.1f} ms", flush=True)
+                if args.only and "50 concurrent busybox" not in args.only.split(","):
+                    return
                 wall, ok, shed = asyncio.run(concurrent(dev, "bb", 50))
                 print(f"{'50 concurrent busybox':<26} wall={wall * 1000:7.0f} ms  "
                       f"200={ok} 429={shed}")

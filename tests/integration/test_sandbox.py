@@ -58,6 +58,9 @@ async def test_env_contract(runtime: Runtime, image: Image) -> None:
     assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == \
         "/etc/ssl/certs/ca-certificates.crt"
     assert "PATH" in env
+    # The sandbox's init (a shell that reports the exit) adds nothing of its own.
+    result, out, _ = await run(runtime, image, command=["env"])
+    assert not {"SHLVL", "PWD", "OLDPWD"} & {line.split("=")[0] for line in out.splitlines()}
     # ENTRYPOINT (/bin/sh -c) is used with args; the image CMD (echo from-cmd) is ignored.
     result, out, _ = await run(runtime, image, args=["echo entry:$0"])
     assert out.strip() == "entry:/bin/sh" and "from-cmd" not in out
@@ -80,6 +83,21 @@ async def test_stdin_stdout_stderr_and_exit_codes(runtime: Runtime, image: Image
                                  args=["cat; echo oops >&2; exit 3"])
     assert (result.exit_code, out, err) == (3, "payload", "oops\n")
     assert not result.timed_out
+
+
+async def test_output_is_complete_when_the_exit_is_reported(runtime: Runtime,
+                                                             image: Image) -> None:
+    """The answer comes at the init's exit report, before gVisor's teardown: whatever
+    the agent wrote is all there, and the sandbox is still removed afterwards."""
+    result, out, err = await run(runtime, image, args=[
+        "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo done >&2; exit 5"])
+    assert result.exit_code == 5 and len(out) == 3000001 and set(out.strip()) == {"a"}
+    assert err == "done\n"
+    result, _, _ = await run(runtime, image, command=["/no/such/agent"])
+    assert result.exit_code == 127 and "was not found in the image" in result.reason
+    await runtime.drain()
+    assert await runtime.sandboxes() == []
+    assert list((runtime.state_dir / "bundles").iterdir()) == []
 
 
 async def test_timeout_kills_and_leaves_nothing(runtime: Runtime, image: Image) -> None:

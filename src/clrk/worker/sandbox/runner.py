@@ -1,24 +1,30 @@
 """Running a bundle under runsc (gVisor, ptrace platform) and cleaning up after it.
 
 `runsc run` supervises the sandbox and exits with the agent's exit code; the agent's
-stdout is streamed to the caller as it comes. A timeout kills the sandbox. Deletion
-takes a second or two, so it happens in the background; a worker that starts
-removes whatever a crashed predecessor left (sandboxes, bundles, cgroups).
+stdout is streamed to the caller as it comes. An execution ends at the exit marker of
+the sandbox's init (exit_report.py) or, without one, at the stdio pipes' EOF, which
+comes after gVisor's teardown. A timeout kills the sandbox. Deletion takes a second or
+two, so it happens in the background; a worker that starts removes whatever a crashed
+predecessor left (sandboxes, bundles, cgroups).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import shutil
+import termios
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clrk.worker.sandbox import bundle
+from clrk.worker.sandbox import bundle, exit_report
+from clrk.worker.sandbox.exit_report import ExitReport
 from clrk.worker.sandbox.spec import RunSpec
 
 log = logging.getLogger("clrk.worker.sandbox")
@@ -37,6 +43,61 @@ class Result:
 
 
 STOP_GRACE = 5.0
+REAP_GRACE = 5.0  # for the teardown after the init reported the agent's exit
+
+
+class _Output(asyncio.Protocol):
+    """One of the sandbox's output pipes, handed to its sink as bytes arrive. Our own pipe
+    (not asyncio's subprocess streams) so that :meth:`drain` can ask the kernel whether
+    anything is still unread."""
+
+    def __init__(self, fd: int, report: ExitReport | None = None) -> None:
+        self.fd = fd
+        self.report = report
+        self.reported = asyncio.Event()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sink: Callable[[bytes], None] = lambda _: None
+        self._transport: asyncio.ReadTransport | None = None
+
+    async def open(self, sink: Callable[[bytes], None]) -> None:
+        self._sink = sink
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_read_pipe(lambda: self,
+                                                          os.fdopen(self.fd, "rb", 0))
+
+    def data_received(self, data: bytes) -> None:
+        if self.report is not None:
+            data = self.report.feed(data)
+            if self.report.code is not None:
+                self.reported.set()
+        if data:
+            self._sink(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.report is not None and (rest := self.report.flush()):
+            self._sink(rest)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def drain(self) -> None:
+        """Hand on everything already written to the pipe: the agent's writes completed
+        before its exit was reported, so what is unread is in the kernel's buffer."""
+        while not self.closed.done():
+            try:
+                pending = int.from_bytes(fcntl.ioctl(self.fd, termios.FIONREAD, b"\0" * 4),
+                                         "little")
+            except OSError:
+                return
+            if pending == 0:
+                return
+            await asyncio.sleep(0)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        elif not self.closed.done():
+            os.close(self.fd)
+            self.closed.set_result(None)
 
 
 @dataclass
@@ -45,6 +106,7 @@ class Runtime:
 
     state_dir: Path
     platform: str = "ptrace"
+    busybox: Path | None = field(default_factory=exit_report.host_busybox)
     _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -75,12 +137,26 @@ class Runtime:
         """Start the agent; it runs until it blocks on stdin (read in :meth:`Sandbox.finish`).
         A warm pool starts sandboxes ahead this way."""
         sid = f"clrk-{uuid.uuid4().hex[:12]}"
-        bdir = bundle.write(self.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
-        proc = await asyncio.create_subprocess_exec(
-            *self._run_command(spec, bdir, sid),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        return Sandbox(self, spec, sid, bdir, proc, asyncio.create_task(_watch_memory(sid)))
+        report = None
+        run = spec
+        if self.busybox is not None:
+            run, report = exit_report.wrap(spec, self.busybox)
+        bdir = bundle.write(self.state_dir / "bundles" / sid, run, f"/{CGROUP_PARENT}/{sid}")
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._run_command(run, bdir, sid),
+                stdin=asyncio.subprocess.PIPE, stdout=out_w, stderr=err_w)
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        return Sandbox(self, spec, sid, bdir, proc, asyncio.create_task(_watch_memory(sid)),
+                       _Output(out_r), _Output(err_r, report))
 
     async def run(self, spec: RunSpec, stdin: bytes, timeout: float | None,
                   on_stdout: Callable[[bytes], None], on_stderr: Callable[[bytes], None],
@@ -90,6 +166,27 @@ class Runtime:
 
     def _cleanup_later(self, sid: str, bdir: Path) -> None:
         task = asyncio.create_task(self._delete(sid, bdir))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    def _reap_later(self, sandbox: Sandbox, ended: asyncio.Future[Any]) -> None:
+        """After the init's report: the sandbox tears itself down; wait for that (or
+        make it happen), then delete it."""
+        async def reap() -> None:
+            try:
+                await asyncio.wait_for(asyncio.shield(ended), REAP_GRACE)
+            except TimeoutError:  # something of the agent's lingers: the sandbox goes
+                await self._runsc("kill", "--all", sandbox.sid, "KILL")
+                with contextlib.suppress(ProcessLookupError):
+                    sandbox.proc.kill()
+            with contextlib.suppress(BaseException):
+                await ended
+            await sandbox.proc.wait()
+            for output in (sandbox.stdout, sandbox.stderr):
+                output.close()
+            await self._delete(sandbox.sid, sandbox.bdir)
+
+        task = asyncio.create_task(reap())
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
@@ -129,6 +226,8 @@ class Sandbox:
     bdir: Path
     proc: asyncio.subprocess.Process
     watch: asyncio.Task[bool]
+    stdout: _Output
+    stderr: _Output
     used: bool = False
 
     @property
@@ -142,6 +241,8 @@ class Sandbox:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         await self.proc.communicate()
+        for output in (self.stdout, self.stderr):
+            output.close()
         self.watch.cancel()
         _MEMORY_HITS.pop(self.sid, None)
         _PIDS_HITS.pop(self.sid, None)
@@ -153,16 +254,13 @@ class Sandbox:
         assert not self.used, "a sandbox runs one execution"
         self.used = True
         proc, sid, runtime = self.proc, self.sid, self.runtime
-        assert proc.stdin and proc.stdout and proc.stderr
+        assert proc.stdin
         stderr_tail = bytearray()
 
-        async def pump(stream: asyncio.StreamReader, sink: Callable[[bytes], None],
-                       keep: bytearray | None) -> None:
-            while chunk := await stream.read(65536):
-                sink(chunk)
-                if keep is not None:
-                    keep.extend(chunk)
-                    del keep[:-8192]
+        def keep_stderr(chunk: bytes) -> None:
+            on_stderr(chunk)
+            stderr_tail.extend(chunk)
+            del stderr_tail[:-8192]
 
         async def feed() -> None:
             assert proc.stdin
@@ -171,19 +269,26 @@ class Sandbox:
                 await proc.stdin.drain()
             proc.stdin.close()
 
-        pumps = [asyncio.create_task(pump(proc.stdout, on_stdout, None)),
-                 asyncio.create_task(pump(proc.stderr, on_stderr, stderr_tail)),
-                 asyncio.create_task(feed())]
+        feeding = asyncio.create_task(feed())
+        await asyncio.gather(self.stdout.open(on_stdout), self.stderr.open(keep_stderr))
         timed_out = stopped = False
         code: int | None = None
-        # The pipes' EOF is the reliable end of a fast exit; then collect the status.
-        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*pumps))
+        report = self.stderr.report
+        # The pipes' EOF is the reliable end of a fast exit without an init's report.
+        ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(
+            self.stdout.closed, self.stderr.closed, feeding))
+        exited: asyncio.Future[Any] = asyncio.ensure_future(self.stderr.reported.wait())
         stopping: asyncio.Future[Any] = asyncio.ensure_future(
             stop.wait() if stop else asyncio.Event().wait())
+        detached = False
         try:
-            done, _ = await asyncio.wait([ended, stopping], timeout=timeout,
+            done, _ = await asyncio.wait([ended, exited, stopping], timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
-            if ended in done:
+            if exited in done and ended not in done and report is not None:
+                await self.stdout.drain()
+                code = report.code
+                detached = True  # gVisor's teardown goes on in the background
+            elif ended in done or exited in done:
                 code = await proc.wait()
             elif stopping in done:
                 stopped = True
@@ -200,13 +305,19 @@ class Sandbox:
                     proc.kill()
                 await proc.wait()
         finally:
-            stopping.cancel()
-            if not ended.done():
-                ended.cancel()
-            with contextlib.suppress(BaseException):
-                await ended
+            for waiter in (stopping, exited):
+                waiter.cancel()
             self.watch.cancel()
-            runtime._cleanup_later(sid, self.bdir)
+            if detached:
+                runtime._reap_later(self, ended)
+            else:
+                if not ended.done():
+                    ended.cancel()
+                with contextlib.suppress(BaseException):
+                    await ended
+                for output in (self.stdout, self.stderr):
+                    output.close()
+                runtime._cleanup_later(sid, self.bdir)
         watch = self.watch
         oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
             _MEMORY_HITS.pop(sid, False)
@@ -223,6 +334,8 @@ class Sandbox:
                       "tasks (a fork bomb, or too many processes)")
         elif code and code >= 128:
             reason = f"killed by signal {code - 128}"
+        elif code == 127 and b"not found" in stderr_tail:
+            reason = f"the command {self.spec.argv[0]!r} was not found in the image"
         return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
                       stopped)
 
