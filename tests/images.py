@@ -232,7 +232,11 @@ PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
                  # Installed offline into /opt/venv from wheels downloaded on the host.
                  "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0",
                             "google-genai==3.4.0"],
-                 "version": 2}
+                 # The layer's mtimes are 0 (reproducible), which makes every timestamp
+                 # .pyc stale: Python would recompile the stdlib at each start (the rootfs
+                 # is read-only). Hash-based .pycs do not depend on mtimes.
+                 "pyc": "unchecked-hash",  # forced (-f) over the timestamp ones
+                 "version": 4}
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
           "var/cache/apt", "var/lib/apt/lists", "var/log")
 
@@ -290,6 +294,12 @@ def python_base() -> BuiltImage:
          str(PYTHON_RECIPE["suite"]), str(rootfs), str(PYTHON_RECIPE["mirror"])],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _install_wheels(rootfs, work / "wheels", list(PYTHON_RECIPE["wheels"]))  # type: ignore[call-overload]
+    # Not checked: a few files in the stdlib are not meant to compile (lib2to3's tests).
+    subprocess.run([shutil.which("chroot") or "/usr/sbin/chroot", str(rootfs), "python3",
+                    "-m", "compileall", "-q", "-f", "-j0", "--invalidation-mode",
+                    str(PYTHON_RECIPE["pyc"]), "/usr/lib/python3.11",
+                    "/usr/lib/python3/dist-packages", "/opt/venv/lib"],
+                   stdout=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "HOME": "/root"})
     for rel in _PRUNE:
         shutil.rmtree(rootfs / rel, ignore_errors=True)
     layer = _tar_dir(rootfs)

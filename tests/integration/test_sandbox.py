@@ -119,6 +119,33 @@ async def test_memory_bomb_is_oom_killed(runtime: Runtime, image: Image) -> None
     assert result.reason.startswith("OOMKilled")
 
 
+async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> None:
+    """The sandbox's processes (runsc, gofer, sentry) sit in cgroups with the template's
+    limits, whoever made the groups (the worker, or runsc on hosts without cgroup v1)."""
+    spec = run_spec(SandboxSpec.model_validate({
+        "image": "x", "args": ["cat"],
+        "resources": {"limits": {"cpu": "500m", "memory": "96Mi"}}}), image)
+    sandbox = await runtime.start(spec)
+    try:
+        def read(controller: str, name: str) -> str:
+            path = CGROUP_ROOT / controller / CGROUP_PARENT / sandbox.sid / name
+            return path.read_text().strip() if path.exists() else ""
+
+        for _ in range(200):  # runsc forks the gofer and the sentry as it boots
+            if len(read("memory", "cgroup.procs").split()) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert read("memory", "memory.limit_in_bytes") == str(96 * 1024 * 1024)
+        assert (read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")) == \
+            ("50000", "100000")
+        assert read("pids", "pids.max") == str(PIDS_LIMIT)
+        members = {int(p) for p in read("memory", "cgroup.procs").split()}
+        assert sandbox.proc.pid in members and len(members) >= 3  # runsc, gofer, sentry
+    finally:
+        result = await sandbox.finish(b"done", 30, lambda _: None, lambda _: None)
+    assert result.exit_code == 0
+
+
 async def test_fork_bomb_is_contained(runtime: Runtime, image: Image) -> None:
     # Each process in the sandbox costs host tasks (ptrace stubs); at the cgroup's pids
     # limit the sandbox ends, with a reason that says so, long before 2000 processes.

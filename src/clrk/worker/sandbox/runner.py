@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clrk.worker.sandbox import bundle, exit_report
+from clrk.worker.sandbox import bundle, cgroups, exit_report
 from clrk.worker.sandbox.exit_report import ExitReport
 from clrk.worker.sandbox.spec import RunSpec
 
 log = logging.getLogger("clrk.worker.sandbox")
 RUNSC = "runsc"
-CGROUP_PARENT = "clrk"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = cgroups.PARENT
+CGROUP_ROOT = cgroups.ROOT
 
 
 @dataclass
@@ -107,6 +107,7 @@ class Runtime:
     state_dir: Path
     platform: str = "ptrace"
     busybox: Path | None = field(default_factory=exit_report.host_busybox)
+    own_cgroups: bool = field(default_factory=cgroups.available)
     _cleanups: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -115,15 +116,18 @@ class Runtime:
 
     def _base(self, network: str = "none") -> list[str]:
         return [RUNSC, "--root", str(self.state_dir / "runsc"), f"--platform={self.platform}",
-                f"--network={network}"]
+                f"--network={network}", *(["--ignore-cgroups"] if self.own_cgroups else [])]
 
-    def _run_command(self, spec: RunSpec, bdir: Path, sid: str) -> list[str]:
+    def _run_command(self, spec: RunSpec, bdir: Path, sid: str,
+                     procs: list[Path]) -> list[str]:
+        join = f"{cgroups.join_script(procs)} && " if procs else ""
         if spec.netns is None:
-            return [*self._base(), "run", "--bundle", str(bdir), sid]
+            run = [*self._base(), "run", "--bundle", str(bdir), sid]
+            return ["sh", "-c", f'{join}exec "$@"', "sh", *run] if join else run
         # With a network, runsc refuses to start when it can see the root namespace's
         # /proc/sys/net; hide it with a tmpfs in a private mount namespace (design.md).
         return ["unshare", "-m", "sh", "-c",
-                'mount -t tmpfs tmpfs /proc/sys/net && exec "$@"', "sh",
+                f'{join}mount -t tmpfs tmpfs /proc/sys/net && exec "$@"', "sh",
                 *self._base("sandbox"), "run", "--bundle", str(bdir), sid]
 
     async def _runsc(self, *args: str) -> tuple[int, bytes]:
@@ -142,20 +146,24 @@ class Runtime:
         if self.busybox is not None:
             run, report = exit_report.wrap(spec, self.busybox)
         bdir = bundle.write(self.state_dir / "bundles" / sid, run, f"/{CGROUP_PARENT}/{sid}")
+        procs = cgroups.create(sid, spec.memory, spec.cpu, spec.pids) \
+            if self.own_cgroups else []
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self._run_command(run, bdir, sid),
+                *self._run_command(run, bdir, sid, procs),
                 stdin=asyncio.subprocess.PIPE, stdout=out_w, stderr=err_w)
         except BaseException:
             for fd in (out_r, err_r):
                 os.close(fd)
+            cgroups.remove(sid)
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
-        return Sandbox(self, spec, sid, bdir, proc, asyncio.create_task(_watch_memory(sid)),
+        watch = None if self.own_cgroups else asyncio.create_task(_watch_memory(sid))
+        return Sandbox(self, spec, sid, bdir, proc, watch,
                        _Output(out_r), _Output(err_r, report))
 
     async def run(self, spec: RunSpec, stdin: bytes, timeout: float | None,
@@ -193,7 +201,7 @@ class Runtime:
     async def _delete(self, sid: str, bdir: Path) -> None:
         await self._runsc("delete", "--force", sid)
         shutil.rmtree(bdir, ignore_errors=True)
-        _remove_cgroups(sid)
+        cgroups.remove(sid)
 
     async def drain(self) -> None:
         """Wait for background deletions (worker shutdown, tests)."""
@@ -212,7 +220,7 @@ class Runtime:
             await self._delete(sid, self.state_dir / "bundles" / sid)
         for bdir in (self.state_dir / "bundles").iterdir():
             shutil.rmtree(bdir, ignore_errors=True)
-            _remove_cgroups(bdir.name)
+            cgroups.remove(bdir.name)
         return leftovers
 
 
@@ -225,7 +233,7 @@ class Sandbox:
     sid: str
     bdir: Path
     proc: asyncio.subprocess.Process
-    watch: asyncio.Task[bool]
+    watch: asyncio.Task[bool] | None  # only when runsc manages the cgroups
     stdout: _Output
     stderr: _Output
     used: bool = False
@@ -243,7 +251,8 @@ class Sandbox:
         await self.proc.communicate()
         for output in (self.stdout, self.stderr):
             output.close()
-        self.watch.cancel()
+        if self.watch is not None:
+            self.watch.cancel()
         _MEMORY_HITS.pop(self.sid, None)
         _PIDS_HITS.pop(self.sid, None)
         self.runtime._cleanup_later(self.sid, self.bdir)
@@ -307,7 +316,10 @@ class Sandbox:
         finally:
             for waiter in (stopping, exited):
                 waiter.cancel()
-            self.watch.cancel()
+            if self.watch is not None:
+                self.watch.cancel()
+            else:
+                _check_limits(sid)
             if detached:
                 runtime._reap_later(self, ended)
             else:
@@ -319,8 +331,8 @@ class Sandbox:
                     output.close()
                 runtime._cleanup_later(sid, self.bdir)
         watch = self.watch
-        oom = bool(watch.done() and not watch.cancelled() and watch.result()) or \
-            _MEMORY_HITS.pop(sid, False)
+        oom = bool(watch is not None and watch.done() and not watch.cancelled()
+                   and watch.result()) or _MEMORY_HITS.pop(sid, False)
         pids_hit = _PIDS_HITS.pop(sid, False)
         reason = ""
         if timed_out:
@@ -345,41 +357,34 @@ _PIDS_HITS: dict[str, bool] = {}
 
 
 async def _watch_memory(sid: str) -> bool:
-    """Notice the memory or pids limit being hit while the sandbox runs (runsc removes the
-    cgroups when it exits, taking the evidence with it). True for memory."""
-    cgroup = CGROUP_ROOT / "memory" / CGROUP_PARENT / sid
-    pids = CGROUP_ROOT / "pids" / CGROUP_PARENT / sid
-    while True:
-        with contextlib.suppress(OSError, ValueError):
-            fields = dict(line.split() for line in
-                          (cgroup / "memory.oom_control").read_text().splitlines())
-            usage = int((cgroup / "memory.max_usage_in_bytes").read_text())
-            limit = int((cgroup / "memory.limit_in_bytes").read_text())
-            if int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1" \
-                    or usage >= 0.95 * limit:
-                _MEMORY_HITS[sid] = True
-                return True
-        if sid not in _PIDS_HITS:
-            with contextlib.suppress(OSError, ValueError):
-                events = dict(line.split() for line in
-                              (pids / "pids.events").read_text().splitlines())
-                current = int((pids / "pids.current").read_text())
-                most = (pids / "pids.max").read_text().strip()
-                if int(events.get("max", "0")) > 0 or (most.isdigit()
-                                                       and current >= int(most) - 1):
-                    _PIDS_HITS[sid] = True
+    """Notice the memory or pids limit being hit while the sandbox runs, when runsc manages
+    its cgroups (it removes them when it exits, taking the evidence with it). True for
+    memory. Our own cgroups outlive the sandbox: one look at the end is enough."""
+    while not _check_limits(sid):
         await asyncio.sleep(0.02)
+    return True
 
 
-def _remove_cgroups(sid: str) -> None:
-    for controller in CGROUP_ROOT.iterdir() if CGROUP_ROOT.exists() else []:
-        path = controller / CGROUP_PARENT / sid
-        if path.is_dir():
-            for child in sorted(path.rglob("*"), reverse=True):
-                if child.is_dir():
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-            with contextlib.suppress(OSError):
-                path.rmdir()
-
-
+def _check_limits(sid: str) -> bool:
+    """Record whether the sandbox's memory or pids limit was hit; True for memory."""
+    cgroup = cgroups.path("memory", sid)
+    pids = cgroups.path("pids", sid)
+    with contextlib.suppress(OSError, ValueError):
+        fields = dict(line.split() for line in
+                      (cgroup / "memory.oom_control").read_text().splitlines())
+        usage = int((cgroup / "memory.max_usage_in_bytes").read_text())
+        limit = int((cgroup / "memory.limit_in_bytes").read_text())
+        if int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1" \
+                or usage >= 0.95 * limit:
+            _MEMORY_HITS[sid] = True
+            return True
+    if sid not in _PIDS_HITS:
+        with contextlib.suppress(OSError, ValueError):
+            events = dict(line.split() for line in
+                          (pids / "pids.events").read_text().splitlines())
+            current = int((pids / "pids.current").read_text())
+            most = (pids / "pids.max").read_text().strip()
+            if int(events.get("max", "0")) > 0 or (most.isdigit()
+                                                   and current >= int(most) - 1):
+                _PIDS_HITS[sid] = True
+    return False

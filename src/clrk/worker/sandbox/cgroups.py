@@ -1,0 +1,70 @@
+"""A sandbox's cgroup limits (cgroup v1: memory without swap, CPU quota, pids), made by
+the worker rather than by runsc.
+
+runsc's own cgroup setup costs ~35 ms of every sandbox start on this machine; writing a
+few files costs well under one. runsc then runs with ``--ignore-cgroups`` inside the
+group its launching shell joined, and the gofer and sandbox processes it forks inherit
+the group. On a host without the v1 controllers runsc keeps doing it itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PARENT = "clrk"
+CPU_PERIOD = 100_000
+CONTROLLERS = ("memory", "cpu", "pids")
+
+
+def available() -> bool:
+    return all((ROOT / c / "cgroup.procs").exists() for c in CONTROLLERS)
+
+
+def path(controller: str, sid: str) -> Path:
+    return ROOT / controller / PARENT / sid
+
+
+def create(sid: str, memory: int, cpu: float, pids: int) -> list[Path]:
+    """The sandbox's groups with their limits; returns the files a process writes its pid
+    to in order to join them."""
+    settings = {
+        "memory": [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)],
+        "cpu": [("cpu.cfs_period_us", CPU_PERIOD),
+                ("cpu.cfs_quota_us", max(1000, int(cpu * CPU_PERIOD)))],
+        "pids": [("pids.max", pids)],
+    }
+    procs = []
+    try:
+        for controller, values in settings.items():
+            group = path(controller, sid)
+            group.mkdir(parents=True, exist_ok=True)
+            for name, value in values:
+                if (group / name).exists():  # memsw only with swap accounting
+                    (group / name).write_text(str(value))
+            procs.append(group / "cgroup.procs")
+    except BaseException:
+        remove(sid)
+        raise
+    return procs
+
+
+def join_script(procs: list[Path]) -> str:
+    """Shell that moves itself into the groups (before it execs runsc)."""
+    joins = " && ".join(f"echo $$ > {shlex.quote(str(p))}" for p in procs)
+    return f"{{ {joins}; }} || {{ echo 'clrk: cannot join the sandbox cgroups' >&2; exit 125; }}"
+
+
+def remove(sid: str) -> None:
+    """Remove the sandbox's groups in every controller (empty once its processes ended)."""
+    for controller in ROOT.iterdir() if ROOT.exists() else []:
+        group = controller / PARENT / sid
+        if group.is_dir():
+            for child in sorted(group.rglob("*"), reverse=True):
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                group.rmdir()
