@@ -199,6 +199,7 @@ class Runtime:
         task.add_done_callback(self._cleanups.discard)
 
     async def _delete(self, sid: str, bdir: Path) -> None:
+        await asyncio.sleep(0)  # the execution's result goes out first (see Network.teardown)
         await self._runsc("delete", "--force", sid)
         shutil.rmtree(bdir, ignore_errors=True)
         cgroups.remove(sid)
