@@ -93,6 +93,7 @@ async def main(n: int, kind: str, settle: float | None) -> None:
             finally:
                 await asyncio.gather(*(discard(p, networking) for p in started))
                 await runtime.drain()
+                await network.drain()
                 await network.uninstall()
         finally:
             registry.stop()

@@ -89,21 +89,29 @@ def test_word_count_through_the_ingress_and_the_api(dev: DevServer, registry: Re
     assert api.json() == {"word_count": 2, "envelope_id": "req-9"}
 
 
+def spare_networks(wdir: Path) -> set[str]:
+    """The namespaces and veths the worker made ahead for its next sandboxes (no sandbox
+    has used them)."""
+    path = wdir / "spare-networks"
+    return set(path.read_text().split()) if path.exists() else set()
+
+
 def leftovers(dev: DevServer) -> list[str]:
     """Whatever of the worker's sandboxes exists: runsc sandboxes, bundles, cgroups,
     network namespaces and veths, mounts, processes."""
     import subprocess
 
     wdir = Path(dev.data_dir) / "workers" / "worker-0" / "sandboxes"
+    spares = spare_networks(wdir)
     found = sorted(sandboxes(dev))
     found += [f"bundle {p.name}" for p in (wdir / "bundles").iterdir()]
     found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/clrk/clrk-*")]
     found += [f"netns {n}" for n in subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-        if n.startswith("clrk-0-")]
+        if n.startswith("clrk-0-") and n not in spares]
     found += [f"link {n}" for n in subprocess.run(
         ["ip", "-o", "link"], capture_output=True, text=True).stdout.split()
-        if n.startswith("clk0x")]
+        if n.startswith("clk0x") and n.split("@")[0].rstrip(":") not in spares]
     found += [f"mount {line}" for line in Path("/proc/mounts").read_text().splitlines()
               if str(wdir) in line]
     found += [f"process {line}" for line in subprocess.run(
@@ -165,7 +173,8 @@ def test_exit_codes_timeouts_and_limits(dev: DevServer, registry: Registry) -> N
     agent(dev, "sleeper", image, ["sleep 30"], timeout="1s")
     r = call(dev, "sleeper")
     assert r.status_code == 504
-    wait_for(lambda: leftovers(dev) == [], what="the timed-out sandbox's cleanup")
+    wait_for(lambda: leftovers(dev) == [], what="the timed-out sandbox's cleanup",
+             show=lambda: leftovers(dev))
     r = call(dev, "fails", body=b"x" * (33 * 1024 * 1024))
     assert r.status_code == 413
     st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
@@ -472,12 +481,14 @@ async def test_worker_killed_mid_execution(dev: DevServer, registry: Registry) -
             break
         await asyncio.sleep(0.1)
     assert list(bundles.iterdir()) == []
-    for _ in range(100):
-        netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        if "clrk-0-" not in netns:
+    for _ in range(100):  # nothing but the new worker's spare namespaces
+        netns = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                           text=True).stdout.split()
+                 if n.startswith("clrk-0-") and n not in spare_networks(wdir / "sandboxes")]
+        if not netns:
             break
         await asyncio.sleep(0.1)
-    assert "clrk-0-" not in netns
+    assert not netns
     runsc = subprocess.run(["runsc", "--root", str(wdir / "sandboxes" / "runsc"), "list",
                             "--quiet"], capture_output=True, text=True).stdout
     assert runsc.strip() == ""
@@ -692,13 +703,15 @@ def sandboxes(dev: DevServer) -> set[str]:
     return set(out.split())
 
 
-def wait_for(pred: Any, timeout: float = 60, what: str = "") -> Any:
+def wait_for(pred: Any, timeout: float = 60, what: str = "",
+             show: Any = lambda: None) -> Any:
+    """``show`` says what was seen last when it times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if got := pred():
             return got
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {show()}")
 
 
 def test_warm_pool(dev: DevServer, registry: Registry) -> None:
@@ -892,4 +905,5 @@ def test_bombs_are_contained_and_the_worker_stays_healthy(dev: DevServer,
     # The worker is fine: it serves the next call and leaves nothing behind.
     agent(dev, "after", image, ["echo still-fine"])
     assert call(dev, "after").text == "still-fine\n"
-    wait_for(lambda: leftovers(dev) == [], what="cleanup after the bombs")
+    wait_for(lambda: leftovers(dev) == [], what="cleanup after the bombs",
+             show=lambda: leftovers(dev))

@@ -138,7 +138,8 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
         udp = UDPRelay(udp_verdict, udp_record)
         await udp.start(udp_relay_port(index))
         network = Network(index, metadata_server.port, egress_ports=port_range(index),
-                          dns_port=dns.port, udp_port=udp.port)
+                          dns_port=dns.port, udp_port=udp.port,
+                          spare_file=runtime.state_dir / "spare-networks")
         gone = await network.sweep()
         if gone:
             log.info("removed %d network namespace(s) left by a previous worker", len(gone))

@@ -10,7 +10,9 @@ the group. On a host without the v1 controllers runsc keeps doing it itself.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import signal
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -57,8 +59,21 @@ def join_script(procs: list[Path]) -> str:
     return f"{{ {joins}; }} || {{ echo 'clrk: cannot join the sandbox cgroups' >&2; exit 125; }}"
 
 
-def remove(sid: str) -> None:
-    """Remove the sandbox's groups in every controller (empty once its processes ended)."""
+def kill(sid: str) -> None:
+    """SIGKILL whatever is still in the sandbox's groups: only its own processes (runsc,
+    gofer, sentry, and what they forked) can be there, and a group with members cannot
+    be removed."""
+    for controller in CONTROLLERS:
+        with contextlib.suppress(OSError, ValueError):
+            for pid in (path(controller, sid) / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+def remove(sid: str) -> bool:
+    """Remove the sandbox's groups in every controller; False while one is still busy
+    (its processes are still exiting)."""
+    gone = True
     for controller in ROOT.iterdir() if ROOT.exists() else []:
         group = controller / PARENT / sid
         if group.is_dir():
@@ -66,5 +81,8 @@ def remove(sid: str) -> None:
                 if child.is_dir():
                     with contextlib.suppress(OSError):
                         child.rmdir()
-            with contextlib.suppress(OSError):
+            try:
                 group.rmdir()
+            except OSError:
+                gone = False
+    return gone

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 log = logging.getLogger("clrk.worker.network")
 NETNS_DIR = "/var/run/netns"
@@ -80,6 +82,14 @@ class Network:
     _used: dict[str, ipaddress.IPv4Network] = field(default_factory=dict)
     _teardowns: set[asyncio.Task[None]] = field(default_factory=set)
     by_address: dict[str, SandboxNet] = field(default_factory=dict)  # live sandboxes
+    # Namespaces made ahead (netns, veth, addresses, routes), so that a cold start does
+    # not wait ~9 ms for `ip`; only its gateway redirect is added when it is taken. Their
+    # names are kept in ``spare_file`` (for whoever wonders what an idle netns is).
+    spares: int = 2
+    spare_file: Path | None = None
+    _spare: list[tuple[ipaddress.IPv4Network, SandboxNet]] = field(default_factory=list)
+    _making: asyncio.Task[None] | None = None
+    _closing: bool = False
 
     def __post_init__(self) -> None:
         base = ipaddress.IPv4Network(self.cidr)
@@ -147,6 +157,7 @@ class Network:
         except BaseException:
             await self.uninstall()  # never leave half a firewall behind
             raise
+        self._make_spares()
 
     async def _install(self) -> None:
         for tool in TABLES:
@@ -216,17 +227,38 @@ class Network:
     async def setup(self, sid: str, egress_port: int | None = None) -> SandboxNet:
         """The sandbox's netns and veth; with ``egress_port``, its outbound TCP goes to
         the egress gateway listening there (without one, it is dropped)."""
+        if self._spare:
+            block, net = self._spare.pop(0)
+            self._write_spares()
+        else:
+            block, net = await self._make()
+        self._make_spares()
+        net = replace(net, egress_port=egress_port)
+        self._used[sid] = block
+        try:
+            if egress_port is not None:  # one iptables-restore: this is on every cold start
+                await _run_batch(["iptables-restore", "-w", "--noflush"], [
+                    "*nat", *(" ".join(["-A", *r]) for r in self._redirects(net, egress_port)),
+                    "COMMIT"])
+            self.by_address[net.sandbox_ip] = self.by_address[net.sandbox_ip6] = net
+        except BaseException:
+            await self.teardown(sid, net)
+            raise
+        return net
+
+    async def _make(self) -> tuple[ipaddress.IPv4Network, SandboxNet]:
+        """A fresh namespace joined to the host by a veth, with its addresses and routes
+        (a used one never serves again: gVisor's netstack takes its addresses)."""
         if not self._free:
             raise NetworkError("the worker's sandbox address pool is exhausted")
         block = self._free.pop(0)
-        self._used[sid] = block
         host_ip, sandbox_ip = (str(h) for h in list(block.hosts())[:2])
         host_ip6, sandbox_ip6 = self._v6(block)
-        short = sid.removeprefix("clrk-")[:8]
+        short = secrets.token_hex(4)
         net = SandboxNet(f"clrk-{self.index}-{short}", f"{self.prefix}{short}", host_ip,
-                         sandbox_ip, host_ip6, sandbox_ip6, egress_port)
+                         sandbox_ip, host_ip6, sandbox_ip6)
         try:
-            # Two `ip -batch` runs instead of eight processes: this is on every cold start.
+            # Two `ip -batch` runs instead of eight processes.
             await _run_batch(["ip", "-batch", "-"], [
                 f"netns add {net.netns}",
                 f"link add {net.host_if} type veth peer name eth0 netns {net.netns}",
@@ -238,15 +270,33 @@ class Network:
                 f"addr add {sandbox_ip6}/126 dev eth0 nodad", "link set eth0 up",
                 "link set lo up", f"route add default via {host_ip}",
                 f"route add ::/0 via {host_ip6}"])
-            if egress_port is not None:  # one iptables-restore: this is on every cold start
-                await _run_batch(["iptables-restore", "-w", "--noflush"], [
-                    "*nat", *(" ".join(["-A", *r]) for r in self._redirects(net, egress_port)),
-                    "COMMIT"])
-            self.by_address[sandbox_ip] = self.by_address[sandbox_ip6] = net
         except BaseException:
-            await self.teardown(sid, net)
+            await self._remove(net)
+            self._free.append(block)
             raise
-        return net
+        return block, net
+
+    def _make_spares(self) -> None:
+        if self._closing or self.spares <= 0 or \
+                (self._making is not None and not self._making.done()):
+            return
+        self._making = asyncio.create_task(self._spares_loop())
+
+    async def _spares_loop(self) -> None:
+        await asyncio.sleep(0)  # after the caller's own work (see teardown)
+        while not self._closing and len(self._spare) < self.spares and \
+                len(self._free) > self.spares:
+            try:
+                self._spare.append(await self._make())
+            except (NetworkError, OSError) as err:
+                log.warning("cannot make a spare sandbox network: %s", err)
+                return
+            self._write_spares()
+
+    def _write_spares(self) -> None:
+        if self.spare_file is not None:
+            self.spare_file.write_text("".join(f"{n.netns} {n.host_if}\n"
+                                               for _, n in self._spare))
 
     def teardown_later(self, sid: str, net: SandboxNet) -> None:
         """Tear down off the response path (the addresses return to the pool after)."""
@@ -255,8 +305,18 @@ class Network:
         task.add_done_callback(self._teardowns.discard)
 
     async def drain(self) -> None:
+        """Wait for background work and remove the spare namespaces (worker shutdown)."""
+        self._closing = True
+        if self._making is not None:
+            await asyncio.gather(self._making, return_exceptions=True)
+        while self._spare:
+            block, net = self._spare.pop()
+            await self._remove(net)
+            self._free.append(block)
+        self._write_spares()
         while self._teardowns:
             await asyncio.gather(*list(self._teardowns), return_exceptions=True)
+        self._closing = False
 
     async def teardown(self, sid: str, net: SandboxNet) -> None:
         # Started as an execution ends: let its result frame, queued in the same loop
@@ -268,11 +328,15 @@ class Network:
         if net.egress_port is not None:
             for rule in self._redirects(net, net.egress_port):
                 await _run("iptables", "-t", "nat", "-D", *rule, check=False)
-        await _run("ip", "link", "del", net.host_if, check=False)
-        await _run("ip", "netns", "del", net.netns, check=False)
+        await self._remove(net)
         block = self._used.pop(sid, None)
         if block is not None:
             self._free.append(block)
+
+    @staticmethod
+    async def _remove(net: SandboxNet) -> None:
+        await _run("ip", "link", "del", net.host_if, check=False)
+        await _run("ip", "netns", "del", net.netns, check=False)
 
     async def sweep(self) -> list[str]:
         """Delete namespaces and veths a crashed predecessor of this worker left."""

@@ -202,7 +202,7 @@ class Runtime:
         await asyncio.sleep(0)  # the execution's result goes out first (see Network.teardown)
         await self._runsc("delete", "--force", sid)
         shutil.rmtree(bdir, ignore_errors=True)
-        cgroups.remove(sid)
+        await _remove_cgroups(sid)
 
     async def drain(self) -> None:
         """Wait for background deletions (worker shutdown, tests)."""
@@ -221,7 +221,7 @@ class Runtime:
             await self._delete(sid, self.state_dir / "bundles" / sid)
         for bdir in (self.state_dir / "bundles").iterdir():
             shutil.rmtree(bdir, ignore_errors=True)
-            cgroups.remove(bdir.name)
+            await _remove_cgroups(bdir.name)
         return leftovers
 
 
@@ -351,6 +351,17 @@ class Sandbox:
             reason = f"the command {self.spec.argv[0]!r} was not found in the image"
         return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
                       stopped)
+
+
+async def _remove_cgroups(sid: str) -> None:
+    """runsc's delete can return while the sandbox's processes are still exiting (or, for
+    a killed `runsc run`, orphaned): kill what is left in its groups until they go."""
+    for _ in range(50):
+        cgroups.kill(sid)
+        if cgroups.remove(sid):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("the cgroups of sandbox %s could not be removed", sid)
 
 
 _MEMORY_HITS: dict[str, bool] = {}
