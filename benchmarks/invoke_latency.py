@@ -1,7 +1,9 @@
 """TaskAgent invocations through the `clrk dev` ingress, with real workers and runsc.
 
 Prints p50/p99 for cold invocations of a busybox agent and the Python word-count agent
-(image cached on the worker, no warm pool), warm invocations of the word-count agent
+(image cached on the worker, no warm pool; one call every --gap seconds, so a call's
+latency is its own and not the previous call's background teardown, which the
+back-to-back busybox line shows), warm invocations of the word-count agent
 (warmPoolSize 2, stdin mode, one call every --gap seconds so the pool refills between
 calls), and the wall time of 50 concurrent invocations.
 Run: .venv/bin/python benchmarks/invoke_latency.py [--n 30] [--gap 0.6]
@@ -102,8 +104,9 @@ def main() -> None:
                 apply(dev, "wc-warm", f"{registry.host}/bench/word-count:1", warmPoolSize=2)
                 time.sleep(1)
                 for label, name, gap, warm in (
-                        ("cold busybox", "bb", 0.0, None),
-                        ("cold python word-count", "wc", 0.0, None),
+                        ("cold busybox", "bb", args.gap, None),
+                        ("cold python word-count", "wc", args.gap, None),
+                        ("cold busybox back-to-back", "bb", 0.0, None),
                         ("warm python word-count", "wc-warm", args.gap, True)):
                     if args.only and label not in args.only.split(","):
                         continue
