@@ -604,3 +604,62 @@ def test_hostname_route_without_ports(dev: DevServer, registry: Registry) -> Non
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+WILD = """
+import json, socket, sys
+host = json.load(sys.stdin)["data"]["host"]
+try:
+    with socket.create_connection((host, 9000), timeout=5) as s:
+        s.sendall(b"hi")
+        print(s.recv(100).decode())
+except OSError as err:
+    print("failed", host, repr(err))
+"""
+
+
+def test_a_new_name_under_a_wildcard_connects_at_once(dev: DevServer,
+                                                      registry: Registry) -> None:
+    """`*.` rules: a name first seen in a DNS lookup gets its own chain in Envoy before
+    the answer (the worker waits for the versions Envoy reports), so the connection
+    right after the first lookup works; a name outside the wildcard is not answered."""
+    import socketserver
+    import threading
+
+    class Wild(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"wild:" + self.request.recv(100))
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Wild)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_address[1]}"
+        gw = gateway("wild", "deny-all")
+        gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
+            {"hostname": f"{n}.wild.internal", "address": address} for n in ("a", "b")]}}
+        route: dict[str, object] = {
+            "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
+            "metadata": {"name": "wild"},
+            "spec": {"parentRefs": [{"name": "wild"}], "rules": [{"matches": [
+                {"destinationHostnames": ["*.wild.internal"], "ports": [{"port": 9000}]}]}]}}
+        agent = caller("wild-user", f"{registry.host}/test/python:1", "wild")
+        agent["spec"]["template"]["spec"] = {  # type: ignore[index]
+            "image": f"{registry.host}/test/python:1", "command": ["python3", "-c", WILD]}
+        apply(dev, gw, route, agent)
+
+        def ask(host: str) -> str:
+            r = httpx.post(f"{dev.ingress}/", json={"host": host}, timeout=60,
+                           headers={"X-Clrk-TaskAgent": "default/wild-user"})
+            assert r.status_code == 200, (r.status_code, r.text)
+            return r.text
+
+        deadline = time.monotonic() + 30
+        while "wild:hi" not in (out := ask("a.wild.internal")):  # the route is in place
+            assert time.monotonic() < deadline, out
+            time.sleep(0.5)
+        # A name never asked before: its first lookup, then its first connection.
+        assert "wild:hi" in ask("b.wild.internal")
+        assert "failed" in ask("other.internal")  # not under the wildcard: no answer
+    finally:
+        server.shutdown()
+        server.server_close()

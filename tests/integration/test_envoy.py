@@ -156,3 +156,15 @@ async def test_default_policies_live_changes_and_restarts(
 
 async def _restarted(sup: EnvoySupervisor) -> bool:
     return sup.restarts >= 1 and sup.proc is not None and sup.proc.returncode is None
+
+
+async def test_loaded_reports_the_written_versions(
+        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int) -> None:
+    """The worker waits for the chain of a new wildcard name by the versions Envoy reports
+    (not for a fixed time): True once they are served, False for versions never written."""
+    sup, port = envoy
+    gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "access.log")
+    versions = xds_files.write(sup.config_dir, [listener(gw)], base_clusters())
+    assert await sup.loaded(versions, 10)
+    assert (await once(netns[0], echo)) == "echo:ping0"  # served as soon as reported
+    assert not await sup.loaded(("1", "2"), 0.3)

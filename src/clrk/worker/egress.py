@@ -67,7 +67,7 @@ from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.egress")
 PORTS_PER_WORKER = 64
-CONFIG_SETTLE = 0.5  # seconds Envoy is given to load a new chain (it watches the files)
+CONFIG_WAIT = 2.0  # at most, for Envoy to load a new chain (it watches the files)
 TAIL_SECONDS = 0.5
 MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per port)
 MAX_PENDING = 10_000  # records waiting for the next batch
@@ -215,8 +215,10 @@ class EgressPlane:
         if (plan is not None and plan.routed(name)) or (http and http.terminated(name)):
             vip, new = self._vip(name)
             if new:  # a wildcard's new name: Envoy needs its chain before the connect
-                self._apply()
-                await asyncio.sleep(CONFIG_SETTLE)
+                versions = self._apply()
+                if not await self.envoy.loaded(versions, CONFIG_WAIT):
+                    log.warning("envoy did not load the chain for %s within %gs", name,
+                                CONFIG_WAIT)
             return vip if vip is not None else False
         return bool((gw.get("spec") or {}).get("defaultPolicy") == "allow-all")
 
@@ -519,7 +521,8 @@ class EgressPlane:
         return replace(native, header=str(spec["headerName"]).lower(), secret_file=path,
                        secret_name=secret_name)
 
-    def _apply(self) -> None:
+    def _apply(self) -> tuple[str, str]:
+        """Write the configuration; returns the versions Envoy reports once loaded."""
         self._native_secrets = set()
         listeners = []
         clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
@@ -568,4 +571,4 @@ class EgressPlane:
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]
-        xds_files.write(self.envoy.config_dir, listeners, clusters)
+        return xds_files.write(self.envoy.config_dir, listeners, clusters)

@@ -9,6 +9,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from clrk.egress.envoy.binary import envoy_binary
 
 log = logging.getLogger("clrk.egress.envoy")
 _PR_SET_PDEATHSIG = 1
+# "name: value" lines of /stats; text readouts are quoted ("version_text: \"123\"").
+_STAT = re.compile(r'(?m)^([\w.]+): "?([^"\n]*)"?$')
 
 
 def _die_with_parent() -> None:
@@ -105,6 +108,26 @@ class EnvoySupervisor:
                     raise TimeoutError(f"envoy did not become ready; see "
                                        f"{self.config_dir / 'envoy.log'}")
                 await asyncio.sleep(0.1)
+
+    async def loaded(self, versions: tuple[str, str], timeout: float) -> bool:
+        """Whether Envoy serves the (clusters, listeners) versions :func:`xds_files.write`
+        returned, with no listener still warming, within ``timeout``; False otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        want = {"cluster_manager.cds.version_text": versions[0],
+                "listener_manager.lds.version_text": versions[1],
+                "listener_manager.total_listeners_warming": "0"}
+        url = f"{self.admin_url}/stats?filter=" + "|".join(
+            re.escape(name) for name in want)
+        async with httpx.AsyncClient(timeout=1) as client:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    seen = dict(_STAT.findall((await client.get(url)).text))
+                    if all(seen.get(name) == value for name, value in want.items()):
+                        return True
+                if loop.time() > deadline:
+                    return False
+                await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -40,14 +40,17 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
 
 
 def write(config_dir: Path, listeners: list[dict[str, Any]],
-          clusters: list[dict[str, Any]]) -> None:
-    """Clusters first: a listener may name a cluster only once Envoy has it."""
+          clusters: list[dict[str, Any]]) -> tuple[str, str]:
+    """Clusters first: a listener may name a cluster only once Envoy has it. Returns the
+    (clusters, listeners) versions, which Envoy reports once it has loaded them."""
     config_dir.mkdir(parents=True, exist_ok=True)
-    _write(config_dir / "cds.json", {"version_info": str(_version(clusters)),
+    versions = str(_version(clusters)), str(_version(listeners))
+    _write(config_dir / "cds.json", {"version_info": versions[0],
                                      "resources": [{"@type": CLUSTER, **c} for c in clusters]})
-    _write(config_dir / "lds.json", {"version_info": str(_version(listeners)),
+    _write(config_dir / "lds.json", {"version_info": versions[1],
                                      "resources": [{"@type": LISTENER, **li}
                                                    for li in listeners]})
+    return versions
 
 
 def _version(resources: list[dict[str, Any]]) -> int:
