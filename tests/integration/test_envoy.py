@@ -164,7 +164,8 @@ async def test_loaded_reports_the_written_versions(
     (not for a fixed time): True once they are served, False for versions never written."""
     sup, port = envoy
     gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "access.log")
-    versions = xds_files.write(sup.config_dir, [listener(gw)], base_clusters())
-    assert await sup.loaded(versions, 10)
+    sup.write([listener(gw)], base_clusters())
+    assert await sup.loaded(10)
     assert (await once(netns[0], echo)) == "echo:ping0"  # served as soon as reported
-    assert not await sup.loaded(("1", "2"), 0.3)
+    sup.written = ("1", "2")  # versions Envoy never saw
+    assert not await sup.loaded(0.3)

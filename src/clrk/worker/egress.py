@@ -38,7 +38,6 @@ from clrk.api.policies import (
 from clrk.api.routes import AIProviderRoute, EgressL4Route, MCPRoute
 from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
-from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.http import (
     BackendRoute,
     Native,
@@ -215,8 +214,8 @@ class EgressPlane:
         if (plan is not None and plan.routed(name)) or (http and http.terminated(name)):
             vip, new = self._vip(name)
             if new:  # a wildcard's new name: Envoy needs its chain before the connect
-                versions = self._apply()
-                if not await self.envoy.loaded(versions, CONFIG_WAIT):
+                self._apply()
+                if not await self.envoy.loaded(CONFIG_WAIT):
                     log.warning("envoy did not load the chain for %s within %gs", name,
                                 CONFIG_WAIT)
             return vip if vip is not None else False
@@ -521,8 +520,7 @@ class EgressPlane:
         return replace(native, header=str(spec["headerName"]).lower(), secret_file=path,
                        secret_name=secret_name)
 
-    def _apply(self) -> tuple[str, str]:
-        """Write the configuration; returns the versions Envoy reports once loaded."""
+    def _apply(self) -> None:
         self._native_secrets = set()
         listeners = []
         clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
@@ -571,4 +569,4 @@ class EgressPlane:
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]
-        return xds_files.write(self.envoy.config_dir, listeners, clusters)
+        self.envoy.write(listeners, clusters)

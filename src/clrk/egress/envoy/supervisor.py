@@ -12,6 +12,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,7 @@ class EnvoySupervisor:
         self.node_id = node_id
         self.concurrency = concurrency
         self.restarts = 0
+        self.written: tuple[str, str] = ("", "")  # (clusters, listeners) versions
         self.proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -49,7 +51,7 @@ class EnvoySupervisor:
     async def start(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         if not (self.config_dir / "lds.json").exists():
-            xds_files.write(self.config_dir, [], [])
+            self.write([], [])
         boot = self.config_dir / "bootstrap.json"
         boot.write_text(json.dumps(xds_files.bootstrap(self.config_dir, self.node_id,
                                                        self.admin_port)))
@@ -109,21 +111,24 @@ class EnvoySupervisor:
                                        f"{self.config_dir / 'envoy.log'}")
                 await asyncio.sleep(0.1)
 
-    async def loaded(self, versions: tuple[str, str], timeout: float) -> bool:
-        """Whether Envoy serves the (clusters, listeners) versions :func:`xds_files.write`
-        returned, with no listener still warming, within ``timeout``; False otherwise."""
+    def write(self, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
+        """New configuration for Envoy (xDS files), remembered for :meth:`loaded`."""
+        self.written = xds_files.write(self.config_dir, listeners, clusters)
+
+    async def loaded(self, timeout: float) -> bool:
+        """Whether Envoy serves the configuration last written (its cluster and listener
+        versions, no listener still warming) within ``timeout``; False otherwise. A
+        newer write while waiting is what is waited for then (it contains the older)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        want = {"cluster_manager.cds.version_text": versions[0],
-                "listener_manager.lds.version_text": versions[1],
-                "listener_manager.total_listeners_warming": "0"}
-        url = f"{self.admin_url}/stats?filter=" + "|".join(
-            re.escape(name) for name in want)
+        names = ("cluster_manager.cds.version_text", "listener_manager.lds.version_text",
+                 "listener_manager.total_listeners_warming")
+        url = f"{self.admin_url}/stats?filter=" + "|".join(re.escape(n) for n in names)
         async with httpx.AsyncClient(timeout=1) as client:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     seen = dict(_STAT.findall((await client.get(url)).text))
-                    if all(seen.get(name) == value for name, value in want.items()):
+                    if [seen.get(n) for n in names] == [*self.written, "0"]:
                         return True
                 if loop.time() > deadline:
                     return False
