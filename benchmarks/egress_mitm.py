@@ -67,9 +67,6 @@ BODY = json.dumps({"model": "claude-b", "max_tokens": 5,
                    "messages": [{"role": "user", "content": "hi"}]})
 
 
-ONLY = ""
-
-
 def upstream_config(port: int, cert: Path, key: Path) -> dict[str, object]:
     """A second Envoy as the upstream: TLS, keep-alive, a fixed Anthropic-shaped answer
     (fast and steady, so the figures measure the egress path, not the fake)."""
@@ -128,7 +125,7 @@ def wrk(ns: str, url: str, seconds: int, c: int, script: Path) -> tuple[float, f
     return rps, p50, p99
 
 
-async def main(seconds: int, c: int) -> None:
+async def main(seconds: int, c: int, only_path: str = "") -> None:
     port, envoy_port = free_port(), free_port()
     upstream_ca, gateway_ca = pki.generate_ca("bench-upstream"), pki.generate_ca("bench-gw")
     leaf = pki.issue_leaf(upstream_ca, ["api.anthropic.com", "plain.test", "pass.test",
@@ -201,7 +198,8 @@ async def main(seconds: int, c: int) -> None:
                         ("token accounting", "https://api.anthropic.com/v1/messages")]
                 results = {}
                 cpu: dict[str, float] = {}  # this process's (the policy service's) CPU
-                only = [r for r in runs if r[0] == "direct" or not ONLY or r[0] == ONLY]
+                only = [r for r in runs
+                        if r[0] == "direct" or not only_path or r[0] == only_path]
                 for name, url in only:
                     await asyncio.to_thread(wrk, ns, url, 1, c, script)  # warm up
                     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -244,5 +242,4 @@ if __name__ == "__main__":
     parser.add_argument("--only", default="", help="run this path (and direct) only, e.g. "
                         "'token accounting' (to profile it)")
     a = parser.parse_args()
-    ONLY = a.only
-    asyncio.run(main(a.seconds, a.c))
+    asyncio.run(main(a.seconds, a.c, a.only))

@@ -18,7 +18,7 @@ import os
 import shutil
 import termios
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,10 +172,14 @@ class Runtime:
         sandbox = await self.start(spec)
         return await sandbox.finish(stdin, timeout, on_stdout, on_stderr, stop)
 
-    def _cleanup_later(self, sid: str, bdir: Path) -> None:
-        task = asyncio.create_task(self._delete(sid, bdir))
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Cleanup off the response path, which :meth:`drain` waits for."""
+        task = asyncio.create_task(work)
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
+
+    def _cleanup_later(self, sid: str, bdir: Path) -> None:
+        self._in_background(self._delete(sid, bdir))
 
     def _reap_later(self, sandbox: Sandbox, ended: asyncio.Future[Any]) -> None:
         """After the init's report: the sandbox tears itself down; wait for that (or
@@ -194,9 +198,7 @@ class Runtime:
                 output.close()
             await self._delete(sandbox.sid, sandbox.bdir)
 
-        task = asyncio.create_task(reap())
-        self._cleanups.add(task)
-        task.add_done_callback(self._cleanups.discard)
+        self._in_background(reap())
 
     async def _delete(self, sid: str, bdir: Path) -> None:
         await asyncio.sleep(0)  # the execution's result goes out first (see Network.teardown)
