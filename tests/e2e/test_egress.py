@@ -127,6 +127,27 @@ def apply(dev: DevServer, *docs: dict[str, object]) -> None:
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
+@contextlib.contextmanager
+def tagging_server(tag: str) -> Iterator[int]:
+    """A TCP service on the host's loopback that answers ``tag`` (``{port}`` is filled
+    in) followed by what it received; yields its port."""
+    import socketserver
+    import threading
+
+    class Tag(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            port = self.server.server_address[1]
+            self.request.sendall(tag.format(port=port).encode() + self.request.recv(100))
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tag)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def gateway(name: str, policy: str) -> dict[str, object]:
     return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressGateway",
             "metadata": {"name": name}, "spec": {"defaultPolicy": policy}}
@@ -243,19 +264,10 @@ echo "unlisted-name:$( (echo hello; sleep 1) | timeout 5 nc unlisted.internal 90
 
 def test_l4_routes_by_hostname_and_cidr(dev: DevServer, registry: Registry,
                                         fake_dns: FakeDNS) -> None:
-    import socketserver
-    import threading
-
-    class Loop(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            self.request.sendall(b"loop:" + self.request.recv(100))
-
-    loop = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Loop)
-    threading.Thread(target=loop.serve_forever, daemon=True).start()
-    try:
+    with tagging_server("loop:") as loop_port:
         l4gw = gateway("l4", "deny-all")
         l4gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
-            {"hostname": "echo.internal", "address": f"127.0.0.1:{loop.server_address[1]}"}]}}
+            {"hostname": "echo.internal", "address": f"127.0.0.1:{loop_port}"}]}}
         route = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressL4Route",
                  "metadata": {"name": "l4-routes"},
                  "spec": {"parentRefs": [{"name": "l4"}], "rules": [{"matches": [
@@ -284,9 +296,6 @@ def test_l4_routes_by_hostname_and_cidr(dev: DevServer, registry: Registry,
         assert any(e["cluster"] == "host/echo.internal/9000" for e in entries)
         assert any(e["destination"] == f"{UPSTREAM}:9001" and e["cluster"] == "clrk_deny"
                    for e in entries)
-    finally:
-        loop.shutdown()
-        loop.server_close()
 
 
 PEER_CERT = """
@@ -570,19 +579,8 @@ for port in PORTS:
 def test_hostname_route_without_ports(dev: DevServer, registry: Registry) -> None:
     """A hostname rule with no ports lets the agent reach that host on any port (here
     two loopback services behind its alias); other names stay unresolved."""
-    import socketserver
-    import threading
-
-    class Tag(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            port = self.server.server_address[1]
-            self.request.sendall(f"port{port}:".encode() + self.request.recv(100))
-
-    servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tag) for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        ports = [s.server_address[1] for s in servers]
+    with contextlib.ExitStack() as stack:
+        ports = [stack.enter_context(tagging_server("port{port}:")) for _ in range(2)]
         gw = gateway("anyport", "deny-all")
         gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
             {"hostname": "any.internal", "address": "127.0.0.1"}]}}
@@ -600,10 +598,6 @@ def test_hostname_route_without_ports(dev: DevServer, registry: Registry) -> Non
         while not all(w in (out := call(dev, "anyport-user")) for w in want):
             assert time.monotonic() < deadline, out
             time.sleep(0.5)
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 WILD = """
@@ -623,17 +617,8 @@ def test_a_new_name_under_a_wildcard_connects_at_once(dev: DevServer,
     """`*.` rules: a name first seen in a DNS lookup gets its own chain in Envoy before
     the answer (the worker waits for the versions Envoy reports), so the connection
     right after the first lookup works; a name outside the wildcard is not answered."""
-    import socketserver
-    import threading
-
-    class Wild(socketserver.BaseRequestHandler):
-        def handle(self) -> None:
-            self.request.sendall(b"wild:" + self.request.recv(100))
-
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Wild)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        address = f"127.0.0.1:{server.server_address[1]}"
+    with tagging_server("wild:") as port:
+        address = f"127.0.0.1:{port}"
         gw = gateway("wild", "deny-all")
         gw["spec"] = {"defaultPolicy": "deny-all", "upstreamTLS": {"hostAliases": [
             {"hostname": f"{n}.wild.internal", "address": address} for n in ("a", "b")]}}
@@ -660,6 +645,3 @@ def test_a_new_name_under_a_wildcard_connects_at_once(dev: DevServer,
         # A name never asked before: its first lookup, then its first connection.
         assert "wild:hi" in ask("b.wild.internal")
         assert "failed" in ask("other.internal")  # not under the wildcard: no answer
-    finally:
-        server.shutdown()
-        server.server_close()
