@@ -418,24 +418,7 @@ class Exchange:
         attrs = self.record.attributes
         if self.codec is not None and not self.record.denied and self.record.status:
             usage = self.codec.finish()
-            if usage.response_model:
-                attrs["gen_ai.response.model"] = usage.response_model
-            if usage.response_id:
-                attrs["gen_ai.response.id"] = usage.response_id
-            for name, value in (
-                    ("gen_ai.usage.input_tokens", usage.input_tokens),
-                    ("gen_ai.usage.output_tokens", usage.output_tokens),
-                    ("gen_ai.usage.cache_read.input_tokens", usage.cache_read_input_tokens),
-                    ("gen_ai.usage.cache_creation.input_tokens",
-                     usage.cache_creation_input_tokens),
-                    ("gen_ai.usage.reasoning.output_tokens", usage.reasoning_output_tokens)):
-                if value is not None:
-                    attrs[name] = str(value)
-            attrs["clrk.usage.extracted"] = "true" if usage.known else "false"
-            if not usage.known:
-                attrs["clrk.usage.missing_reason"] = (
-                    f"status {self.record.status}" if self.record.status >= 400
-                    else "the response carried no usage the codec could read")
+            attrs.update(usage.attributes(self.record.status))
             if usage.known and self.rule is not None and usage.total:
                 await self._charge(self.rule, usage.total)
         if self.state.records is not None:

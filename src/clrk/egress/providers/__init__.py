@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from clrk.egress.providers.sse import EventStream
 
@@ -31,6 +31,28 @@ class Usage:
     @property
     def total(self) -> int:
         return (self.input_tokens or 0) + (self.output_tokens or 0)
+
+    def attributes(self, status: int) -> dict[str, str]:
+        """The call's GenAI usage attributes, and whether (or why not) usage was read."""
+        out: dict[str, str] = {}
+        if self.response_model:
+            out["gen_ai.response.model"] = self.response_model
+        if self.response_id:
+            out["gen_ai.response.id"] = self.response_id
+        for name, value in (
+                ("gen_ai.usage.input_tokens", self.input_tokens),
+                ("gen_ai.usage.output_tokens", self.output_tokens),
+                ("gen_ai.usage.cache_read.input_tokens", self.cache_read_input_tokens),
+                ("gen_ai.usage.cache_creation.input_tokens", self.cache_creation_input_tokens),
+                ("gen_ai.usage.reasoning.output_tokens", self.reasoning_output_tokens)):
+            if value is not None:
+                out[name] = str(value)
+        out["clrk.usage.extracted"] = "true" if self.known else "false"
+        if not self.known:
+            out["clrk.usage.missing_reason"] = (
+                f"status {status}" if status >= 400
+                else "the response carried no usage the codec could read")
+        return out
 
     def merge(self, other: Usage) -> None:
         """Later figures win (streams repeat cumulative counts)."""
@@ -57,6 +79,10 @@ def _int(v: Any) -> int | None:
 @dataclass
 class Codec:
     """Base codec: one per provider; subclasses read their usage shape."""
+    # Every JSON path (dotted) ``read_response`` reads from a JSON answer: Envoy extracts
+    # these alone on the calls it meters (clrk.egress.metered), and ``read_fields``
+    # rebuilds the document from them.
+    USAGE_PATHS: ClassVar[tuple[str, ...]] = ()
     provider: str = "custom"
     path: str = "/"
     request: Request = field(default_factory=Request)
@@ -133,6 +159,21 @@ class Codec:
 
     def read_response(self, doc: dict[str, Any]) -> None:
         pass
+
+    def read_fields(self, fields: dict[str, Any]) -> Usage:
+        """Usage from a JSON answer's values at ``USAGE_PATHS``, keyed by path."""
+        doc: dict[str, Any] = {}
+        for path, value in fields.items():
+            *parents, leaf = path.split(".")
+            node = doc
+            for key in parents:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[leaf] = value
+        self.read_response(doc)
+        return self.usage
 
     def read_event(self, event: str, doc: dict[str, Any]) -> None:
         self.read_response(doc)

@@ -18,6 +18,9 @@ def _usage(u: Any, into: Usage) -> None:
 
 
 class Anthropic(Codec):
+    USAGE_PATHS = ("id", "model", "usage.input_tokens", "usage.output_tokens",
+                   "usage.cache_read_input_tokens", "usage.cache_creation_input_tokens")
+
     def operation(self, path: str) -> str:
         return "count_tokens" if path.endswith("/count_tokens") else "chat"
 

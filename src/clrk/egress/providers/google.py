@@ -10,6 +10,11 @@ from clrk.egress.providers import Codec, Usage, _int
 
 
 class Google(Codec):
+    USAGE_PATHS = ("responseId", "modelVersion", "usageMetadata.promptTokenCount",
+                   "usageMetadata.candidatesTokenCount",
+                   "usageMetadata.cachedContentTokenCount",
+                   "usageMetadata.thoughtsTokenCount")
+
     def operation(self, path: str) -> str:
         p = path.split("?", 1)[0]
         if p.endswith((":embedContent", ":batchEmbedContents")):

@@ -18,6 +18,13 @@ def _details(u: dict[str, Any], key: str, field: str) -> int | None:
 
 
 class OpenAI(Codec):
+    USAGE_PATHS = ("id", "model", "usage.prompt_tokens", "usage.completion_tokens",
+                   "usage.input_tokens", "usage.output_tokens",
+                   "usage.prompt_tokens_details.cached_tokens",
+                   "usage.input_tokens_details.cached_tokens",
+                   "usage.completion_tokens_details.reasoning_tokens",
+                   "usage.output_tokens_details.reasoning_tokens")
+
     def operation(self, path: str) -> str:
         p = path.split("?", 1)[0]
         if p.endswith("/embeddings"):
