@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -310,6 +311,9 @@ def test_official_sdks_streaming_and_not(dev: DevServer, registry: Registry,
                     ("openai", "true", "responses"): (13, 5),
                     ("google", "false", "generateContent"): (9, 4),
                     ("google", "true", "streamGenerateContent"): (9, 4)}
+    # Envoy meters the plain calls alone; streams go through the policy service.
+    assert all((s["attributes"].get("clrk.metered_by") == "envoy") ==
+               (s["attributes"]["gen_ai.request.stream"] == "false") for s in calls[-8:])
     for s in calls:
         headers = next(e for e in s["events"] if e["name"] == "http.request")["attributes"]
         assert all(v == "[redacted]" for k, v in headers.items()
@@ -616,24 +620,30 @@ print("statuses", ",".join(sorted({str(s) for s in statuses})))
 """
 
 
+def invoke_in_background(dev: DevServer, gateway: str,
+                         agent: str) -> tuple[dict[str, Any], threading.Thread]:
+    """Once the gateway has its CA, invoke the agent on a thread: its answer lands in
+    the dict, under "r"."""
+    until(lambda: dev.kubectl("get", "egressgateway", gateway, "-o",
+                              "jsonpath={.status.caSecretName}").stdout, "no CA yet")
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.update(r=invoke(dev, agent)))
+    runner.start()
+    return result, runner
+
+
 def test_changes_apply_to_an_open_keep_alive_connection(
         dev: DevServer, registry: Registry, fake: FakeProviders) -> None:
     """A deny policy added and removed, then a route narrowed and widened, while the
     agent keeps one HTTPS connection open: each change takes effect on that same
     connection. The delays are printed (docs/benchmarks.md has the figures); the test
     does not time them."""
-    import threading
-
     fake.keys.pop("api.anthropic.com", None)
     route = ai_route("ka-route", "ka-gw", "anthropic")
     route["spec"]["rules"][0]["matches"][0]["models"] = ["claude-*"]
     apply(dev, provider_gateway("ka-gw", fake), route,
           task("ka-user", "ka-gw", f"{registry.host}/test/python:1", KEEPALIVE))
-    until(lambda: dev.kubectl("get", "egressgateway", "ka-gw", "-o",
-                              "jsonpath={.status.caSecretName}").stdout, "no CA yet")
-    result: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: result.update(r=invoke(dev, "ka-user")))
-    runner.start()
+    result, runner = invoke_in_background(dev, "ka-gw", "ka-user")
 
     def seen() -> list[float]:
         return [s.at for s in fake.seen if (s.json() or {}).get("model") == "claude-keepalive"]
@@ -667,6 +677,98 @@ def test_changes_apply_to_an_open_keep_alive_connection(
     assert result["r"].status_code == 200, out
     assert "sockets 1" in out.splitlines(), out  # one connection throughout
     assert "statuses 200,403" in out.splitlines(), out
+
+
+METERED = """
+import http.client, json, time
+conn = http.client.HTTPSConnection("api.anthropic.com", timeout=30)
+sockets, statuses = set(), []
+
+def call(stream=False, content_type="application/json"):
+    body = json.dumps({"model": "claude-metered", "max_tokens": 5, "stream": stream,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    conn.request("POST", "/v1/messages", body, {"content-type": content_type,
+                                                "x-clrk-python": "0"})
+    r = conn.getresponse()
+    r.read()
+    sockets.add(id(conn.sock))
+    statuses.append(r.status)
+    return r.status
+
+call()
+call(stream=True)
+call(stream=True, content_type="application/x-unknown")  # a body Envoy does not read
+end = time.monotonic() + 60
+while time.monotonic() < end and call() != 429:
+    time.sleep(0.2)
+print("sockets", len(sockets))
+print("statuses", ",".join(str(s) for s in statuses))
+"""
+
+
+def test_envoy_meters_plain_calls_and_hands_over_to_python(
+        dev: DevServer, registry: Registry, fake: FakeProviders) -> None:
+    """A route with nothing for Python to decide per call: Envoy serves its calls
+    alone, injects the key and a traceparent in the execution's trace, and records the
+    usage of JSON answers (streams, and bodies Envoy cannot read, still go through the
+    policy service); once a rate
+    limit is attached, the same open connection's calls go through the policy service,
+    which enforces it."""
+    fake.keys["api.anthropic.com"] = KEY
+    dev.kubectl("create", "secret", "generic", "metered-key", f"--from-literal=k={KEY}")
+    cred = {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+            "metadata": {"name": "metered-key"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "metered"},
+                     "secretRef": {"name": "metered-key"}, "secretKey": "k",
+                     "target": "Header", "headerName": "x-api-key"}}
+    apply(dev, provider_gateway("metered-gw", fake), ai_route("metered", "metered-gw",
+                                                              "anthropic"), cred,
+          task("metered-user", "metered-gw", f"{registry.host}/test/python:1", METERED))
+    result, runner = invoke_in_background(dev, "metered-gw", "metered-user")
+
+    def seen() -> list[Any]:
+        return [s for s in fake.seen if (s.json() or {}).get("model") == "claude-metered"]
+
+    until(lambda: len(seen()) >= 5, "the agent's calls never arrived")
+    rate = {"apiVersion": G, "kind": "RateLimitPolicy", "metadata": {"name": "metered-one"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "metered"},
+                     "requests": 1, "window": "1h", "scope": "PerAgent"}}
+    apply(dev, rate)
+    runner.join(120)
+    out = result["r"].text
+    assert result["r"].status_code == 200, out
+    assert "sockets 1" in out.splitlines(), out  # one connection throughout
+    statuses = out.split("statuses ")[1].split()[0].split(",")
+    assert statuses[-2:] == ["200", "429"] and set(statuses[:-1]) == {"200"}, out
+    assert all(s.headers["x-api-key"] == KEY for s in seen())
+    assert not any(h.startswith("x-clrk-") for s in seen() for h in s.headers)
+
+    def recorded() -> list[dict[str, Any]]:
+        found = http_spans(dev, "TaskAgent", "metered-user")
+        return found if len(found) >= len(statuses) else []
+
+    calls = until(recorded, "not every call has a span")
+    by_envoy = [c for c in calls if c["attributes"].get("clrk.metered_by") == "envoy"]
+    by_python = [c for c in calls if c not in by_envoy]
+    assert by_envoy and len(by_python) >= 4, [c["attributes"] for c in calls]
+    for span in by_envoy:  # the plain calls before the rate limit
+        attrs = span["attributes"]
+        assert (attrs["gen_ai.provider.name"], attrs["gen_ai.request.model"],
+                attrs["gen_ai.request.stream"], attrs["gen_ai.usage.input_tokens"],
+                attrs["gen_ai.usage.output_tokens"], attrs["clrk.route"]) == (
+            "anthropic", "claude-metered", "false", "12", "24", "default/metered")
+        request = next(e for e in span["events"] if e["name"] == "http.request")
+        assert request["attributes"]["http.request.header.x-api-key"] == "[redacted]"
+    # Envoy's traceparent: the execution's trace, the span's own id.
+    parents = {s.headers["traceparent"].split("-")[2] for s in seen()}
+    assert {s.headers["traceparent"].split("-")[1] for s in seen()} == \
+        {calls[0]["traceId"]}
+    assert {s["spanId"] for s in by_envoy} <= parents
+    streamed = [c for c in by_python if c["attributes"]["gen_ai.request.stream"] == "true"]
+    assert [c["attributes"]["gen_ai.usage.output_tokens"] for c in streamed] == ["24", "24"]
+    refused = [c for c in by_python if c["attributes"]["http.response.status_code"] == "429"]
+    assert len(refused) == 1 and "rate limit" in refused[0]["attributes"]["clrk.deny_reason"]
+    assert_nowhere(dev, KEY, [("TaskAgent", "metered-user")])
 
 
 GH_CALLS = """
@@ -819,7 +921,6 @@ def test_backend_refs_model_rewrites_and_retries(dev: DevServer, registry: Regis
 def test_plain_http_listener(dev: DevServer, registry: Registry) -> None:
     """An HTTP listener serves an EgressL4Route hostname's plain HTTP: the credential
     header is injected and the request recorded, as on a terminating listener."""
-    import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[dict[str, str]] = []

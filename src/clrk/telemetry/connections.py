@@ -128,6 +128,8 @@ def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: li
              "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
     if "?" in path:
         attrs["url.query"] = "[redacted]"  # Envoy logs it as sent; it may carry secrets
+    # A provider call Envoy metered: its GenAI attributes, read by the worker.
+    attrs.update({str(k): str(v) for k, v in (item.get("attributes") or {}).items()})
     if denied:
         attrs["clrk.deny_reason"] = str(item.get("deny_reason") or "")
     headers = {f"http.request.header.{k}": str(item.get(f) or "") for k, f in (

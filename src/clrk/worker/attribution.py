@@ -7,7 +7,7 @@ network hands addresses out in turn, so that is hundreds of sandboxes later).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 
@@ -29,10 +29,14 @@ class Attribution:
 @dataclass
 class Attributions:
     by_address: dict[str, Attribution] = field(default_factory=dict)
+    # Told each address's trace as it is given out (Envoy reads it to add traceparent).
+    traces: Callable[[str, str], None] | None = None
 
     def record(self, addresses: Iterable[str], who: Attribution) -> None:
         for address in addresses:
             self.by_address[address] = who
+            if self.traces is not None:
+                self.traces(address, who.trace_id)
 
     def of(self, address: str) -> Attribution | None:
         return self.by_address.get(address.removeprefix("::ffff:"))

@@ -17,7 +17,7 @@ import json
 import logging
 import secrets
 import socket
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,10 @@ from clrk.egress.envoy.listeners import (
     host_clusters,
     listener,
 )
+from clrk.egress.envoy.metering import Metering
 from clrk.egress.envoy.supervisor import EnvoySupervisor
 from clrk.egress.leaves import LeafCertificates
+from clrk.egress.metered import METERED_PROVIDERS, Meter, MeterFiles, record_fields
 from clrk.egress.policy import credentials
 from clrk.egress.policy.attachments import Target
 from clrk.egress.policy.service import PolicyService
@@ -74,6 +76,15 @@ SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
 FOLLOWED = (EgressGateway, EgressL4Route, AIProviderRoute, MCPRoute, Backend,
             CredentialInjectionPolicy, RateLimitPolicy, EgressDenyPolicy, LoggingPolicy,
             FallbackRoutingPolicy, Secret)
+
+
+@dataclass(frozen=True)
+class EnvoyPolicies:
+    """What a route's policies ask of Envoy when it serves the route alone."""
+    header: str | None = None  # the credential header
+    value: str = ""  # its value
+    secret: str = ""  # a name for the credential (its policy and Secret)
+    deny: tuple[int, str] | None = None  # the deny policy's status and message
 
 
 def ca_secret_name(gateway: dict[str, Any]) -> str:
@@ -126,6 +137,8 @@ class EgressPlane:
         self.leaves = LeafCertificates(state_dir / "envoy" / "leaves")
         self.policy = PolicyService(self.state, state_dir / "envoy" / "policy.sock")
         self.secret_files = SecretFiles(state_dir)
+        self.meter_files = MeterFiles(self.secret_files.directory)
+        self._meters: dict[Path, Meter] = {}
         self._native_secrets: set[str] = set()
         self._resolved: dict[str, str] = {}
         self._resolving: set[str] = set()
@@ -144,6 +157,7 @@ class EgressPlane:
     def attach(self, attribution: Attributions, reporter: TelemetryReporter) -> None:
         """Who owns each sandbox address, and where records and budgets go."""
         self.state.attribution = attribution
+        attribution.traces = self.meter_files.trace
         self.reporter = reporter
         self.state.records = self
         self.state.budgets = reporter
@@ -325,8 +339,10 @@ class EgressPlane:
             return
         items = []
         for line in complete.splitlines():
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, TypeError, KeyError):
                 item = json.loads(line)
+                if item.get("provider"):  # a call Envoy metered alone
+                    item.update(record_fields(item))
                 item["attribution"] = self._attribution(
                     str(item.get("source", "")).rsplit(":", 1)[0])
                 items.append(item)
@@ -437,12 +453,19 @@ class EgressPlane:
             route = f"EgressL4Route/{l4_route}" if l4_route else ""
             mine = tuple(backends[b] for ai_rule in http.ai_candidates(host)
                          for b, _ in ai_rule.backends if b in backends) if not l4_route else ()
+            bodies = l4_route is None and http.needs_bodies(host)
+            meter = None
+            if bodies:
+                meter = Metering(self.meter_files.meter_file(name, host),
+                                 self.meter_files.traces, self.access_log(name))
+                metered = self._metered(name, http, host)
+                if metered is not None:
+                    self._meters[meter.meter_file] = metered
             chains.append(terminated_chain(TerminatedHost(
                 f"{self.namespace}/{name}", host, vip, port,
-                self.leaves.leaf(ca, host) if tls else None,
-                l4_route is None and http.needs_bodies(host), cluster, route,
+                self.leaves.leaf(ca, host) if tls else None, bodies, cluster, route,
                 self._native(name, l4_route) if l4_route else None,
-                tuple(dict.fromkeys(mine)))))
+                tuple(dict.fromkeys(mine)), meter)))
         return chains, clusters
 
     def _addresses(self, plan: l4.GatewayRoutes, vips: dict[str, str]) -> dict[str, str]:
@@ -487,11 +510,11 @@ class EgressPlane:
                     parse_duration(per_try).total_seconds() if per_try else None)
         return None
 
-    def _native(self, gateway: str, route: str) -> Native | None:
-        """Envoy alone serves an L4 route's terminated HTTP when its policies are a
-        credential header and/or a deny answer; anything else (rate limits, other
-        credential targets, body capture) goes through the policy service."""
-        targets = [Target("EgressL4Route", route), Target("EgressGateway", gateway)]
+    def _envoy_policies(self, gateway: str, route: Target) -> EnvoyPolicies | None:
+        """What a route's policies ask of Envoy when it serves the route alone: a
+        credential header and/or a deny answer. None: they need the policy service
+        (rate limits, other credential targets, body capture)."""
+        targets = [route, Target("EgressGateway", gateway)]
         policies = self.state.policies
         if policies.all_attached("RateLimitPolicy", targets) or \
                 policies.attached("LoggingPolicy", targets):
@@ -505,23 +528,55 @@ class EgressPlane:
             answer = doc["spec"].get("denyResponse") or {}
             deny = (int(answer.get("statusCode") or 403), answer.get("message") or
                     f"denied by EgressDenyPolicy {doc['metadata']['name']}")
-        native = Native(f"EgressL4Route/{route}", self.access_log(gateway), deny=deny)
         if not creds or deny is not None:
-            return native
+            return EnvoyPolicies(deny=deny)
         spec = creds[0]["spec"]
         try:
             value = credentials.secret_value(self.state.secrets, spec["secretRef"]["name"],
                                              spec["secretKey"])
         except credentials.MissingCredential as err:
-            return replace(native, deny=(503, f"credential unavailable: {err}"))
+            return EnvoyPolicies(deny=(503, f"credential unavailable: {err}"))
         self._native_secrets.add(spec["secretRef"]["name"])
-        secret_name = f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}"
-        path = self.secret_files.write(secret_name, (spec.get("valuePrefix") or "") + value)
-        return replace(native, header=str(spec["headerName"]).lower(), secret_file=path,
-                       secret_name=secret_name)
+        return EnvoyPolicies(str(spec["headerName"]).lower(),
+                             (spec.get("valuePrefix") or "") + value,
+                             f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}")
+
+    def _native(self, gateway: str, route: str) -> Native | None:
+        """Envoy alone serves an L4 route's terminated HTTP when its policies allow."""
+        alone = self._envoy_policies(gateway, Target("EgressL4Route", route))
+        if alone is None:
+            return None
+        native = Native(f"EgressL4Route/{route}", self.access_log(gateway), deny=alone.deny)
+        if alone.header is None or alone.deny is not None:
+            return native
+        path = self.secret_files.write(alone.secret, alone.value)
+        return replace(native, header=alone.header, secret_file=path,
+                       secret_name=alone.secret)
+
+    def _metered(self, gateway: str, http: routing.HttpRoutes, host: str) -> Meter | None:
+        """Whether Envoy alone serves and meters the calls to a provider host (the
+        conditions are in clrk.egress.metered)."""
+        rules = http.ai_candidates(host)
+        if len(rules) != 1 or any(l4.host_matches(h, host) for r in http.mcp
+                                  for h in r.hosts):
+            return None
+        rule = rules[0]
+        if rule.provider not in METERED_PROVIDERS or rule.models or rule.endpoints or \
+                rule.budget or rule.backends:
+            return None
+        spec = (self.gateways.get(gateway) or {}).get("spec") or {}
+        if ((spec.get("otlp") or {}).get("captureBody") or {}).get("maxBytes"):
+            return None
+        alone = self._envoy_policies(gateway, Target("AIProviderRoute", rule.route))
+        if alone is None or alone.deny is not None or "\n" in alone.value or \
+                "\r" in alone.value:
+            return None
+        return Meter(f"AIProviderRoute/{rule.route}", rule.provider, alone.header or "",
+                     alone.value)
 
     def _apply(self) -> None:
         self._native_secrets = set()
+        self._meters = {}
         listeners = []
         clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
         self.plans = {name: l4.plan(doc, list(self.l4routes.values()))
@@ -569,4 +624,5 @@ class EgressPlane:
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]
+        self.meter_files.sync(self._meters)
         self.envoy.write(listeners, clusters)

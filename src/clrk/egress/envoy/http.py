@@ -5,7 +5,8 @@ the gateway's additional trust bundle.
 
 Bodies go to the policy service only on chains that need them (AI and MCP hosts):
 requests buffered (the model, the tool, the budget are in there), responses streamed
-(token usage arrives at the end of a stream).
+(token usage arrives at the end of a stream). On those chains Envoy serves and meters
+most calls alone (clrk.egress.envoy.metering).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clrk.egress.envoy import metering
 from clrk.egress.leaves import Leaf
 
 POLICY = "clrk_policy"
@@ -37,7 +39,7 @@ class Native:
 BACKEND_HEADER = "x-clrk-backend"
 # Never upstream: our routing header, and the sandbox's address Envoy adds for
 # external clients.
-STRIPPED = [BACKEND_HEADER, "x-envoy-external-address"]
+STRIPPED = [BACKEND_HEADER, metering.PYTHON_HEADER, "x-envoy-external-address"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class TerminatedHost:
     route: str = ""  # Kind/name, when the chain serves one route (EgressL4Route)
     native: Native | None = None
     backends: tuple[BackendRoute, ...] = ()
+    meter: metering.Metering | None = None  # on a chain with bodies: Envoy meters calls
 
 
 HTTP_LOG_FORMAT = {
@@ -111,14 +114,25 @@ def _native_filters(native: Native) -> list[dict[str, Any]]:
                     "resource_api_version": "V3"}}}}}}]
 
 
+def _file_log(path: Path, fmt: dict[str, str],
+              only: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [{"name": "envoy.access_loggers.file", **({"filter": only} if only else {}),
+             "typed_config": {"@type": f"{_T}.access_loggers.file.v3.FileAccessLog",
+                              "path": str(path), "log_format": {"json_format": fmt}}}]
+
+
 def _native_log(host: TerminatedHost, native: Native) -> list[dict[str, Any]]:
-    fmt = {**HTTP_LOG_FORMAT, "route": native.route, "host": host.hostname,
-           "port": str(host.port), "injected": native.header or "",
-           "decision": "deny" if native.deny else "allow",
-           "deny_reason": native.deny[1] if native.deny else ""}
-    return [{"name": "envoy.access_loggers.file", "typed_config": {
-        "@type": f"{_T}.access_loggers.file.v3.FileAccessLog",
-        "path": str(native.access_log), "log_format": {"json_format": fmt}}}]
+    return _file_log(native.access_log, {
+        **HTTP_LOG_FORMAT, "route": native.route, "host": host.hostname,
+        "port": str(host.port), "injected": native.header or "",
+        "decision": "deny" if native.deny else "allow",
+        "deny_reason": native.deny[1] if native.deny else ""})
+
+
+def _metered_log(host: TerminatedHost, meter: metering.Metering) -> list[dict[str, Any]]:
+    return _file_log(meter.access_log, {**HTTP_LOG_FORMAT, **metering.LOG_FIELDS,
+                                        "host": host.hostname, "port": str(host.port)},
+                     metering.LOG_FILTER)
 
 
 def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
@@ -151,7 +165,13 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
     if native is not None and native.deny is not None:
         action = {"direct_response": {"status": native.deny[0],
                                       "body": {"inline_string": native.deny[1] + "\n"}}}
-    filters = [_ext_proc(host)] if native is None else _native_filters(native)
+    meter = host.meter if host.bodies and native is None else None
+    if native is not None:
+        filters = _native_filters(native)
+    elif meter is not None:
+        filters = metering.provider_filters(meter, _ext_proc(host))
+    else:
+        filters = [_ext_proc(host)]
     # The policy service names a Backend in a header (then clears the route cache);
     # the header never leaves.
     backend_routes = [{
@@ -162,7 +182,8 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
         "route": {"cluster": b.cluster, "timeout": "0s", "host_rewrite_literal": b.host,
                   **retry_policy(b.retry)}}
         for b in host.backends]
-    manager_log = {} if native is None else {"access_log": _native_log(host, native)}
+    manager_log = {"access_log": _native_log(host, native)} if native is not None else \
+        {"access_log": _metered_log(host, meter)} if meter is not None else {}
     match: dict[str, Any] = {
         "prefix_ranges": [{"address_prefix": str(net.network_address), "prefix_len": 32}],
         "destination_port": host.port}

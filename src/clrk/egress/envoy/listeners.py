@@ -19,6 +19,9 @@ from typing import Any
 from clrk.egress.l4 import GatewayRoutes, host_matches
 
 ORIGINAL_DST = "clrk_original_dst"
+# What Envoy may hold of one connection's data: a JSON answer it meters is held whole
+# until its end (json_to_metadata), up to the 32 MiB a buffered request may hold.
+BUFFER_LIMIT = 32 << 20
 DENY = "clrk_deny"
 _T = "type.googleapis.com/envoy.extensions"
 
@@ -171,6 +174,7 @@ def listener(gw: GatewayListener, routes: GatewayRoutes | None = None,
     return {
         "name": gw.listener_name,
         "address": {"socket_address": {"address": gw.address, "port_value": gw.port}},
+        "per_connection_buffer_limit_bytes": BUFFER_LIMIT,
         "listener_filters": [
             _listener_filter("original_dst", "OriginalDst"),
             _listener_filter("tls_inspector", "TlsInspector"),
