@@ -9,8 +9,11 @@ second Envoy answering with a fixed Anthropic-shaped body):
   again): what an EgressL4Route with a header credential gets
 - MITM + header (ext_proc): the same through the policy service, headers only (what a
   route with a rate limit or a non-header credential gets)
-- token accounting: the same plus bodies through ext_proc (an Anthropic route; usage
-  parsed from every response)
+- token accounting (Envoy): an Anthropic route Envoy meters alone (its Lua filter
+  injects the key and traceparent; json_to_metadata reads the model and the usage of
+  every answer into the access log)
+- token accounting (ext_proc): the same route once it needs the policy service (its
+  meter file removed, as when a rate limit is attached): bodies through ext_proc
 
 One Envoy worker thread, the policy service in this process (as in the worker).
 Needs root. Run: .venv/bin/python benchmarks/egress_mitm.py [--seconds 5] [--c 10]
@@ -27,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,8 +55,10 @@ from clrk.egress.envoy.listeners import (  # noqa: E402
     host_clusters,
     listener,
 )
+from clrk.egress.envoy.metering import Metering  # noqa: E402
 from clrk.egress.envoy.supervisor import EnvoySupervisor  # noqa: E402
 from clrk.egress.leaves import LeafCertificates  # noqa: E402
+from clrk.egress.metered import Meter, MeterFiles, record_fields  # noqa: E402
 from clrk.egress.policy.service import PolicyService  # noqa: E402
 from clrk.egress.policy.state import PolicyState  # noqa: E402
 from clrk.egress.secret_files import SecretFiles  # noqa: E402
@@ -125,6 +131,22 @@ def wrk(ns: str, url: str, seconds: int, c: int, script: Path) -> tuple[float, f
     return rps, p50, p99
 
 
+def metered_lines(log: Path) -> str:
+    """What the worker does with the access-log line of each call Envoy metered (its
+    GenAI attributes), timed; and a check that every line carried the usage."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = [item for item in lines if item.get("provider")]
+    start = time.process_time()
+    found = [record_fields(item)["attributes"] for item in lines]
+    spent = time.process_time() - start
+    # (Calls wrk cut off at the end of a run have no answer, hence no usage.)
+    bad = [a for a, item in zip(found, lines, strict=True)
+           if str(item.get("status")) == "200" and a.get("gen_ai.usage.output_tokens") != "24"]
+    assert not bad, (len(bad), bad[:2])
+    return (f"{len(found)} metered calls logged with their usage; the worker read each "
+            f"line's attributes in {spent / max(len(found), 1) * 1e6:.0f} us CPU")
+
+
 async def main(seconds: int, c: int, only_path: str = "") -> None:
     port, envoy_port = free_port(), free_port()
     upstream_ca, gateway_ca = pki.generate_ca("bench-upstream"), pki.generate_ca("bench-gw")
@@ -160,6 +182,9 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
         native = Native("EgressL4Route/bench", tmp / "http.log", header="x-api-key",
                         secret_file=secrets.write("bench-key", "sk-bench-key"),
                         secret_name="bench-key")
+        meters = MeterFiles(tmp / "meter")
+        metering = Metering(meters.meter_file("gw", "api.anthropic.com"), meters.traces,
+                            tmp / "http.log")
         for host, bodies, how in (("api.anthropic.com", True, None),
                                   ("plain.test", False, None), ("native.test", False, native)):
             cluster = f"tls/{host}"
@@ -167,7 +192,7 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                                                  tmp / "trust.pem"))
             chains.append(terminated_chain(TerminatedHost(
                 "bench/gw", host, VIPS[host], 443, leaves.leaf(gateway_ca, host), bodies,
-                cluster, native=how)))
+                cluster, native=how, meter=metering if bodies else None)))
         plan = l4.GatewayRoutes(rules=[l4.L4Rule((), ("pass.test",), (443,))],
                                 aliases={"pass.test": f"127.0.0.1:{port}"})
         vips = {"pass.test": VIPS["pass.test"]}
@@ -195,12 +220,18 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                         ("TLS passthrough", "https://pass.test/v1/messages"),
                         ("MITM + header (Envoy)", "https://native.test/v1/messages"),
                         ("MITM + header (ext_proc)", "https://plain.test/v1/messages"),
-                        ("token accounting", "https://api.anthropic.com/v1/messages")]
+                        ("token accounting (Envoy)", "https://api.anthropic.com/v1/messages"),
+                        ("token accounting (ext_proc)",
+                         "https://api.anthropic.com/v1/messages")]
+                meter = Meter("AIProviderRoute/anthropic", "anthropic", "x-api-key",
+                              "sk-bench-key")
                 results = {}
                 cpu: dict[str, float] = {}  # this process's (the policy service's) CPU
                 only = [r for r in runs
-                        if r[0] == "direct" or not only_path or r[0] == only_path]
+                        if r[0] == "direct" or not only_path or r[0].startswith(only_path)]
                 for name, url in only:
+                    metered = name == "token accounting (Envoy)"
+                    meters.sync({metering.meter_file: meter} if metered else {})
                     await asyncio.to_thread(wrk, ns, url, 1, c, script)  # warm up
                     before = resource.getrusage(resource.RUSAGE_SELF)
                     results[name] = await asyncio.to_thread(wrk, ns, url, seconds, c, script)
@@ -213,6 +244,8 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                     print("\n".join(ln for ln in stats.splitlines() if re.search(
                         r"cluster\.(tls|clrk_policy).*(upstream_cx_total|upstream_rq_total|"
                         r"upstream_cx_connect_ms)", ln)))
+                if "token accounting (Envoy)" in results:
+                    print(metered_lines(tmp / "http.log"))
                 base = results["direct"]
                 for name, (rps, p50, p99) in results.items():
                     extra = "" if name == "direct" else \
@@ -239,7 +272,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--c", type=int, default=10)
     parser.add_argument("--stats", action="store_true", help="print Envoy's cluster stats")
-    parser.add_argument("--only", default="", help="run this path (and direct) only, e.g. "
-                        "'token accounting' (to profile it)")
+    parser.add_argument("--only", default="", help="run the paths named so (and direct) "
+                        "only, e.g. 'token accounting' (to profile them)")
     a = parser.parse_args()
     asyncio.run(main(a.seconds, a.c, a.only))
