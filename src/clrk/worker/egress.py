@@ -339,10 +339,11 @@ class EgressPlane:
             return
         items = []
         for line in complete.splitlines():
-            with contextlib.suppress(ValueError, TypeError, KeyError):
+            with contextlib.suppress(ValueError):
                 item = json.loads(line)
                 if item.get("provider"):  # a call Envoy metered alone
-                    item.update(record_fields(item))
+                    with contextlib.suppress(ValueError, TypeError):  # else without usage
+                        item.update(record_fields(item))
                 item["attribution"] = self._attribution(
                     str(item.get("source", "")).rsplit(":", 1)[0])
                 items.append(item)
