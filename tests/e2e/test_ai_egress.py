@@ -711,9 +711,9 @@ def test_envoy_meters_plain_calls_and_hands_over_to_python(
     """A route with nothing for Python to decide per call: Envoy serves its calls
     alone, injects the key and a traceparent in the execution's trace, and records the
     usage of JSON answers (streams, and bodies Envoy cannot read, still go through the
-    policy service); once a rate
-    limit is attached, the same open connection's calls go through the policy service,
-    which enforces it."""
+    policy service), and counts their tokens toward the execution. Once the route gets
+    a token budget, the same open connection's calls go through the policy service,
+    which refuses the next one: the execution has already spent the budget."""
     fake.keys["api.anthropic.com"] = KEY
     dev.kubectl("create", "secret", "generic", "metered-key", f"--from-literal=k={KEY}")
     cred = {"apiVersion": G, "kind": "CredentialInjectionPolicy",
@@ -729,17 +729,24 @@ def test_envoy_meters_plain_calls_and_hands_over_to_python(
     def seen() -> list[Any]:
         return [s for s in fake.seen if (s.json() or {}).get("model") == "claude-metered"]
 
-    until(lambda: len(seen()) >= 5, "the agent's calls never arrived")
-    rate = {"apiVersion": G, "kind": "RateLimitPolicy", "metadata": {"name": "metered-one"},
-            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "metered"},
-                     "requests": 1, "window": "1h", "scope": "PerAgent"}}
-    apply(dev, rate)
+
+    def metered() -> list[dict[str, Any]]:
+        return [s for s in http_spans(dev, "TaskAgent", "metered-user")
+                if s["attributes"].get("clrk.metered_by") == "envoy"]
+
+    # Two plain calls recorded, hence counted (36 tokens each, and 72 streamed): a
+    # budget of 100 per execution is spent already.
+    until(lambda: len(metered()) >= 2, "no call metered by Envoy was recorded")
+    route = ai_route("metered", "metered-gw", "anthropic")
+    route["spec"]["rules"][0]["filters"] = [
+        {"type": "TokenBudget", "tokenBudget": {"maxTokensPerExecution": 100}}]
+    apply(dev, route)
     runner.join(120)
     out = result["r"].text
     assert result["r"].status_code == 200, out
     assert "sockets 1" in out.splitlines(), out  # one connection throughout
     statuses = out.split("statuses ")[1].split()[0].split(",")
-    assert statuses[-2:] == ["200", "429"] and set(statuses[:-1]) == {"200"}, out
+    assert statuses[-1] == "429" and set(statuses[:-1]) == {"200"}, out
     assert all(s.headers["x-api-key"] == KEY for s in seen())
     assert not any(h.startswith("x-clrk-") for s in seen() for h in s.headers)
 
@@ -750,8 +757,8 @@ def test_envoy_meters_plain_calls_and_hands_over_to_python(
     calls = until(recorded, "not every call has a span")
     by_envoy = [c for c in calls if c["attributes"].get("clrk.metered_by") == "envoy"]
     by_python = [c for c in calls if c not in by_envoy]
-    assert by_envoy and len(by_python) >= 4, [c["attributes"] for c in calls]
-    for span in by_envoy:  # the plain calls before the rate limit
+    assert by_envoy and len(by_python) == 3, [c["attributes"] for c in calls]
+    for span in by_envoy:  # the plain calls before the budget
         attrs = span["attributes"]
         assert (attrs["gen_ai.provider.name"], attrs["gen_ai.request.model"],
                 attrs["gen_ai.request.stream"], attrs["gen_ai.usage.input_tokens"],
@@ -766,8 +773,11 @@ def test_envoy_meters_plain_calls_and_hands_over_to_python(
     assert {s["spanId"] for s in by_envoy} <= parents
     streamed = [c for c in by_python if c["attributes"]["gen_ai.request.stream"] == "true"]
     assert [c["attributes"]["gen_ai.usage.output_tokens"] for c in streamed] == ["24", "24"]
-    refused = [c for c in by_python if c["attributes"]["http.response.status_code"] == "429"]
-    assert len(refused) == 1 and "rate limit" in refused[0]["attributes"]["clrk.deny_reason"]
+    plain = [c["attributes"]["http.response.status_code"] for c in by_python
+             if c["attributes"]["gen_ai.request.stream"] == "false"]
+    assert plain == ["429"], plain  # the first call the policy service saw was refused
+    refused = next(c for c in by_python if c["attributes"]["gen_ai.request.stream"] == "false")
+    assert "maxTokensPerExecution" in refused["attributes"]["clrk.deny_reason"]
     assert_nowhere(dev, KEY, [("TaskAgent", "metered-user")])
 
 

@@ -341,14 +341,30 @@ class EgressPlane:
         for line in complete.splitlines():
             with contextlib.suppress(ValueError):
                 item = json.loads(line)
+                source = str(item.get("source", "")).rsplit(":", 1)[0]
                 if item.get("provider"):  # a call Envoy metered alone
                     with contextlib.suppress(ValueError, TypeError):  # else without usage
                         item.update(record_fields(item))
-                item["attribution"] = self._attribution(
-                    str(item.get("source", "")).rsplit(":", 1)[0])
+                        self._count_execution_tokens(gateway, source, item)
+                item["attribution"] = self._attribution(source)
                 items.append(item)
         if await self.connections(self.namespace, gateway, items):
             self._offsets[path] = offset + len(complete)
+
+    def _count_execution_tokens(self, gateway: str, source: str,
+                                item: dict[str, Any]) -> None:
+        """A metered call's tokens count toward its execution, as the policy service's
+        calls do, so a maxTokensPerExecution attached mid-execution sees them."""
+        who = self.attribution.of(source)
+        attrs = item["attributes"]
+        route = str(item.get("route") or "").partition("/")[2]
+        routes = self.state.routes.get(gateway)
+        rule = next((r for r in routes.ai_candidates(str(item.get("host") or ""))
+                     if r.route == route), None) if routes else None
+        tokens = sum(int(attrs.get(f"gen_ai.usage.{k}_tokens") or 0)
+                     for k in ("input", "output"))
+        if who is not None and rule is not None and tokens:
+            self.state.execution_tokens.add(who.invocation, rule.name, tokens)
 
     async def _watch(self) -> None:
         await asyncio.gather(*(self._follow(kind, self.docs[kind.kind_info.kind])
