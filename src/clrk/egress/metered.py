@@ -9,14 +9,15 @@ deny or logging policy and no body capture. Envoy then injects the credential, a
 to the policy service.
 
 The files live next to the credential files Envoy injects (memory-backed, root only,
-never under the data directory): ``meter/<gateway>/<host>`` holds the route, the
-provider, the credential header and its value, one per line; ``traces/<address>``
-holds the trace id of the execution that owns a sandbox address.
+never under the data directory): ``meter/<gateway>/<hash of the host>`` holds the
+route, the provider, the credential header and its value, one per line;
+``traces/<address>`` holds the trace id of the execution that owns a sandbox address.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -62,7 +63,9 @@ class MeterFiles:
         return self.directory / "traces"
 
     def meter_file(self, gateway: str, host: str) -> Path:
-        return self.directory / "meter" / gateway / host
+        # Named by a hash: a name under a wildcard route is the sandbox's to invent.
+        name = hashlib.sha256(host.encode()).hexdigest()[:24]
+        return self.directory / "meter" / gateway / name
 
     def sync(self, meters: dict[Path, Meter]) -> None:
         """Exactly these hosts are metered by Envoy from now on."""
