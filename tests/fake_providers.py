@@ -116,7 +116,7 @@ class FakeProviders:
         query = parse_qs(urlsplit(seen.path).query)
         return (seen.headers.get("x-api-key") or seen.headers.get("x-goog-api-key")
                 or (auth.removeprefix("Bearer ") if auth else None)
-                or (query.get("key") or [None])[0])
+                or next(iter(query.get("key") or []), None))
 
     def answer(self, seen: Seen) -> tuple[int, str, bytes, dict[str, str]]:
         host = self.host_of(seen)
@@ -220,8 +220,9 @@ class FakeProviders:
 
     def _gemini(self, path: str, full: str) -> tuple[int, str, bytes, dict[str, str]]:
         model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
-        chunk = {"candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"},
-                                 "index": 0}], "modelVersion": model, "responseId": "r-fake"}
+        chunk: dict[str, Any] = {
+            "candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"},
+                            "index": 0}], "modelVersion": model, "responseId": "r-fake"}
         last = {**chunk, "candidates": [{**chunk["candidates"][0], "finishReason": "STOP"}],
                 "usageMetadata": GOOGLE}
         if ":streamGenerateContent" not in path:
@@ -289,9 +290,10 @@ class TokenEndpoint:
                 size = int(self.headers.get("content-length") or 0)
                 form = parse_qs(self.rfile.read(size).decode())
                 try:
-                    jwt.decode(form["assertion"][0], certs=outer.public_pem,
-                               audience=["https://oauth2.googleapis.com/token",
-                                         f"http://127.0.0.1:{outer.port}/token"])
+                    jwt.decode(  # type: ignore[no-untyped-call]
+                        form["assertion"][0], certs=outer.public_pem,
+                        audience=["https://oauth2.googleapis.com/token",
+                                  f"http://127.0.0.1:{outer.port}/token"])
                     status, body = 200, {"access_token": outer.token, "expires_in": 3600,
                                          "token_type": "Bearer"}
                     outer.grants += 1

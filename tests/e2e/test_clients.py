@@ -40,11 +40,14 @@ async def test_lightkube(shared_dev_server: DevServer) -> None:
     client = AsyncClient(config=config)
     try:
         created = await client.create(_agent("lk"))
+        assert created.metadata is not None
         assert created.metadata.generation == 1
         assert created.spec["timeout"] == "60s"
         got = await client.get(TaskAgent, "lk", namespace="default")
+        assert got.metadata is not None
         assert got.metadata.uid == created.metadata.uid
-        names = [o.metadata.name async for o in client.list(TaskAgent, namespace="default")]
+        names = [o.metadata.name async for o in client.list(TaskAgent, namespace="default")
+                 if o.metadata is not None]
         assert "lk" in names
 
         # Watch from the current version sees a merge patch.
@@ -55,7 +58,8 @@ async def test_lightkube(shared_dev_server: DevServer) -> None:
             async for kind, obj in client.watch(TaskAgent, namespace="default",
                                                  resource_version=rv):
                 events.append((kind, obj))
-                if kind == "MODIFIED" and obj.metadata.name == "lk" and \
+                if kind == "MODIFIED" and obj.metadata is not None and \
+                        obj.metadata.name == "lk" and \
                         obj.spec["timeout"] == "30s":
                     return
 
@@ -64,7 +68,7 @@ async def test_lightkube(shared_dev_server: DevServer) -> None:
         patched = await client.patch(TaskAgent, "lk", {"spec": {"timeout": "30s"}},
                                      namespace="default", patch_type=PatchType.MERGE)
         assert patched.spec["timeout"] == "30s"
-        assert patched.metadata.generation == 2
+        assert patched.metadata is not None and patched.metadata.generation == 2
         await asyncio.wait_for(task, 30)
         assert events[-1][1].spec["timeout"] == "30s"
 

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def dev(registry: Registry, upstream: str, fake_dns: FakeDNS,
         server.stop()
 
 
-def apply(dev: DevServer, *docs: dict[str, object]) -> None:
+def apply(dev: DevServer, *docs: Mapping[str, object]) -> None:
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
@@ -136,7 +136,9 @@ def tagging_server(tag: str) -> Iterator[int]:
 
     class Tag(socketserver.BaseRequestHandler):
         def handle(self) -> None:
-            port = self.server.server_address[1]
+            address = self.server.server_address
+            assert isinstance(address, tuple)
+            port = address[1]
             self.request.sendall(tag.format(port=port).encode() + self.request.recv(100))
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Tag)

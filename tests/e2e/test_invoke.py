@@ -68,15 +68,15 @@ def agent(dev: DevServer, name: str, image: str, args: list[str] | None = None,
 
 
 def call(dev: DevServer, name: str, body: bytes = b'{"text":"hello world from clrk"}',
-         **headers: str) -> httpx.Response:
+         headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(f"{dev.ingress}/", content=body, timeout=120, headers={
         "X-Clrk-TaskAgent": f"default/{name}", "X-Clrk-Trigger": "http",
-        "content-type": "application/json", **headers})
+        "content-type": "application/json", **(headers or {})})
 
 
 def test_word_count_through_the_ingress_and_the_api(dev: DevServer, registry: Registry) -> None:
     agent(dev, "word-count", f"{registry.host}/test/word-count:0.1")
-    r = call(dev, "word-count", **{"X-Clrk-Execution-ID": "exec-123"})
+    r = call(dev, "word-count", headers={"X-Clrk-Execution-ID": "exec-123"})
     assert r.status_code == 200, r.text
     assert r.json() == {"word_count": 4, "envelope_id": "exec-123"}
     assert r.headers["x-clrk-execution-id"] == "exec-123"
@@ -506,13 +506,13 @@ def test_images_are_pulled_when_a_revision_appears(dev: DevServer, registry: Reg
     agent(dev, "prepulled", f"{registry.host}/test/word-count:0.1")
     agent(dev, "missing-image", f"{registry.host}/test/no-such-image:1")
 
-    def revision(name: str) -> dict[str, object]:
+    def revision(name: str) -> dict[str, Any]:
         return dict(json.loads(dev.kubectl("get", "asr", f"{name}-00001", "-o", "json",
                                            check=False).stdout or "{}").get("status") or {})
 
-    def ready(name: str) -> dict[str, object]:
-        conds = revision(name).get("conditions") or []
-        return next((c for c in conds if c["type"] == "Ready"), {})  # type: ignore[union-attr]
+    def ready(name: str) -> dict[str, Any]:
+        conds: list[dict[str, Any]] = revision(name).get("conditions") or []
+        return next((c for c in conds if c["type"] == "Ready"), {})
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (ready("prepulled") and ready("missing-image")):
@@ -572,7 +572,7 @@ def api_get(dev: DevServer, path: str, **params: str) -> httpx.Response:
 
 
 def invocation(dev: DevServer, name: str) -> dict[str, Any]:
-    return json.loads(dev.kubectl("get", "inv", name, "-o", "json").stdout)
+    return dict(json.loads(dev.kubectl("get", "inv", name, "-o", "json").stdout))
 
 
 def wait_revision(dev: DevServer, name: str) -> str:
@@ -591,7 +591,7 @@ def test_invocations_and_logs(dev: DevServer, registry: Registry) -> None:
           ["echo out-1; sleep 0.2; echo err-1 >&2; sleep 0.2; echo out-2; sleep 0.2; "
            "printf 'err-2' >&2"])
     revision = wait_revision(dev, "talker")
-    r = call(dev, "talker", **{"X-Clrk-Execution-ID": "talk-1"})
+    r = call(dev, "talker", headers={"X-Clrk-Execution-ID": "talk-1"})
     assert r.status_code == 200, r.text
     name = r.headers["x-clrk-invocation"]
     inv = invocation(dev, name)
@@ -720,7 +720,7 @@ def test_warm_pool(dev: DevServer, registry: Registry) -> None:
     agent(dev, "warm-wc", image, warmPoolSize=2)
     first = wait_for(lambda: s if len(s := sandboxes(dev)) == 2 else None, what="2 warm")
     for i in range(3):
-        r = call(dev, "warm-wc", **{"X-Clrk-Execution-ID": f"warm-{i}"})
+        r = call(dev, "warm-wc", headers={"X-Clrk-Execution-ID": f"warm-{i}"})
         assert r.status_code == 200 and r.json() == {"word_count": 4,
                                                       "envelope_id": f"warm-{i}"}
         st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
@@ -850,7 +850,7 @@ def test_bad_images_fail_with_clear_reasons(dev: DevServer, registry: Registry) 
     images = Path(dev.data_dir) / "workers" / "worker-0" / "images"
     escaped = images.parent / "escaped"
     registry.push("test/evil", "1", build(Recipe(
-        "evil-e2e", [Layer({"../../escaped": b"x"})], {"Env": []})))  # type: ignore[arg-type]
+        "evil-e2e", [Layer({"../../escaped": b"x"})], {"Env": []})))
     bad = dev.kubectl("apply", "-f", "-", check=False, input=json.dumps({
         "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
         "metadata": {"name": "malformed"},

@@ -191,8 +191,9 @@ async def test_gateway_ca_is_created_once_and_never_rotated(env: Env) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     cert = x509.load_pem_x509_certificate(base64.b64decode(first.data["tls.crt"]))
-    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
-    assert cert.public_key().curve.name == "secp256r1"
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert key.curve.name == "secp256r1"
     lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert lifetime.days >= 3649
 

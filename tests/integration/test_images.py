@@ -71,7 +71,7 @@ async def test_concurrent_pulls_share_one_download(tmp_path: Path, registry: Reg
         fetched.append(digest)
         await original(ref, digest, dest, on_bytes)
 
-    client.fetch_blob = counting  # type: ignore[method-assign]
+    client.fetch_blob = counting  # type: ignore[method-assign, assignment]
     s = ImageStore(tmp_path / "images", client)
     ref = f"{registry.host}/test/shared:1"
     results = await asyncio.gather(*(s.pull(ref) for _ in range(5)))

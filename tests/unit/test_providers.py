@@ -7,11 +7,11 @@ import json
 import struct
 import zlib
 
-from clrk.egress.providers import codec_for
+from clrk.egress.providers import Usage, codec_for
 from tests.fake_providers import FakeProviders, Seen
 
 
-def _run(provider: str, path: str, request: dict[str, object], status: int = 200) -> object:
+def _run(provider: str, path: str, request: dict[str, object], status: int = 200) -> Usage:
     fake = FakeProviders()
     _, ctype, body, _ = fake.answer(Seen("POST", path, {"host": "x"}, json.dumps(request)
                                          .encode()))

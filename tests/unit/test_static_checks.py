@@ -15,10 +15,15 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_clean() -> None:
-    r = _run(str(BIN / "ruff"), "check", "src", "tests")
+    r = _run(str(BIN / "ruff"), "check", "src", "tests", "benchmarks")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_mypy_clean() -> None:
     r = _run(str(BIN / "mypy"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_clean_tests_and_benchmarks() -> None:
+    r = _run(str(BIN / "mypy"), "tests", "benchmarks")
     assert r.returncode == 0, r.stdout + r.stderr
