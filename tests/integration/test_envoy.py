@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from clrk.egress.envoy import xds_files
+from clrk.egress.envoy.access_logs import AccessLogs
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
 from clrk.egress.envoy.supervisor import EnvoySupervisor
 from tests.netns import veth_netns
@@ -169,3 +170,50 @@ async def test_loaded_reports_the_written_versions(
     assert (await once(netns[0], echo)) == "echo:ping0"  # served as soon as reported
     sup.written = ("1", "2")  # versions Envoy never saw
     assert not await sup.loaded(0.3)
+
+
+async def test_access_logs_are_taken_once_rotated_and_resumed(
+        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int,
+        tmp_path: Path) -> None:
+    """Each connection's line is taken exactly once: while the log is rotated (renamed,
+    Envoy reopens it, the old file is read to its end and removed) and by a reader
+    that resumes from the offsets a previous one kept."""
+    sup, port = envoy
+    ns = netns[0]
+    log = configure(sup, port, "allow-all")
+    offsets = tmp_path / "offsets.json"
+    taken: list[str] = []
+
+    async def take(logs: AccessLogs) -> None:
+        chunks = logs.pending(log)
+        taken.extend(json.loads(line)["source"]
+                     for c in chunks for line in c.data.splitlines())
+        logs.taken(chunks)
+        await logs.rotate(log)
+
+    async def connect(n: int) -> None:
+        for _ in range(n):
+            assert await once(ns, echo) == "echo:ping0"
+
+    logs = AccessLogs(offsets, sup.reopen_logs, rotate_bytes=1)
+    await connect(3)
+
+    async def all_taken(n: int) -> bool:
+        await take(logs)
+        return len(taken) >= n
+
+    await until(lambda: all_taken(3))
+    assert Path(f"{log}.1").exists()  # rotated: more than rotate_bytes were taken
+    await connect(2)  # these land in the reopened log (or the old one's end)
+    await until(lambda: all_taken(5))
+    # A new reader (a restarted worker) takes only what the old one had not.
+    logs = AccessLogs(offsets, sup.reopen_logs, rotate_bytes=1)
+    await connect(2)
+    await until(lambda: all_taken(7))
+
+    async def old_removed() -> bool:
+        await take(logs)
+        return not Path(f"{log}.1").exists()
+
+    await until(old_removed, timeout=30)  # once it has been quiet for a while
+    assert len(taken) == 7 and all(s.startswith(NS_IP) for s in taken), taken

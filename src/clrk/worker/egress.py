@@ -38,6 +38,7 @@ from clrk.api.policies import (
 from clrk.api.routes import AIProviderRoute, EgressL4Route, MCPRoute
 from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
+from clrk.egress.envoy.access_logs import AccessLogs
 from clrk.egress.envoy.http import (
     BackendRoute,
     Native,
@@ -147,7 +148,8 @@ class EgressPlane:
         self.reporter: TelemetryReporter | None = None
         self.exporter = otlp_export.OTLPExporter()
         self.dropped_records = 0
-        self._offsets: dict[Path, int] = {}
+        self.access_logs = AccessLogs(state_dir / "envoy" / "access-offsets.json",
+                                      self.envoy.reopen_logs)
         self._pending: list[dict[str, Any]] = []
 
     @property
@@ -328,17 +330,11 @@ class EgressPlane:
 
     async def _ship(self, gateway: str) -> None:
         path = self.access_log(gateway)
-        if self.reporter is None or not path.exists():
+        if self.reporter is None:
             return
-        offset = self._offsets.get(path, 0)
-        with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read(1 << 20)
-        complete = data[:data.rfind(b"\n") + 1]
-        if not complete:
-            return
+        chunks = self.access_logs.pending(path)
         items = []
-        for line in complete.splitlines():
+        for line in b"".join(c.data for c in chunks).splitlines():
             with contextlib.suppress(ValueError):
                 item = json.loads(line)
                 source = str(item.get("source", "")).rsplit(":", 1)[0]
@@ -348,8 +344,9 @@ class EgressPlane:
                         self._count_execution_tokens(gateway, source, item)
                 item["attribution"] = self._attribution(source)
                 items.append(item)
-        if await self.connections(self.namespace, gateway, items):
-            self._offsets[path] = offset + len(complete)
+        if chunks and await self.connections(self.namespace, gateway, items):
+            self.access_logs.taken(chunks)
+        await self.access_logs.rotate(path)
 
     def _count_execution_tokens(self, gateway: str, source: str,
                                 item: dict[str, Any]) -> None:

@@ -134,6 +134,12 @@ class EnvoySupervisor:
                     return False
                 await asyncio.sleep(0.01)
 
+    async def reopen_logs(self) -> None:
+        """Envoy reopens its access logs (after one was renamed to rotate it)."""
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=2) as client:
+                await client.post(f"{self.admin_url}/reopen_logs")
+
     async def stop(self) -> None:
         self._stopping.set()
         if self.proc is not None and self.proc.returncode is None:
