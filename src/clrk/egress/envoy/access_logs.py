@@ -74,7 +74,12 @@ class AccessLogs:
             stat = old.stat()
         except FileNotFoundError:
             if self._offsets.get(str(path), 0) >= self.rotate_bytes:
-                path.rename(old)
+                try:
+                    path.rename(old)
+                except FileNotFoundError:  # gone: whatever comes next starts anew
+                    self._offsets.pop(str(path))
+                    self._save()
+                    return
                 self._offsets[str(old)] = self._offsets.pop(str(path))
                 self._save()
                 await self.reopen()
