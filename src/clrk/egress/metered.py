@@ -19,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clrk import pki
 from clrk.egress.providers import codec_for
 
 METERED_PROVIDERS = ("anthropic", "openai", "azure-openai", "google")
@@ -47,11 +47,7 @@ def _write(path: Path, text: str) -> None:
     if path.exists() and path.read_text() == text:
         return
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    pki.write_private(path, text.encode())
 
 
 class MeterFiles:

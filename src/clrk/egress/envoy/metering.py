@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clrk.egress.providers import anthropic, google, openai
+from clrk.egress.metered import METERED_PROVIDERS
+from clrk.egress.providers import codec_for
 
 PYTHON_HEADER = "x-clrk-python"  # set by the Lua filter: the policy service handles it
 NAMESPACE = "clrk"  # the Lua filter's decisions
@@ -34,8 +35,8 @@ USAGE = "clrk.usage"  # the JSON answer's usage, keyed by path
 # Paths whose calls always go to the policy service: streams (their usage is in SSE
 # events) and embeddings (answers too large to hold whole in Envoy).
 TO_PYTHON = (":streamGenerateContent", "/embeddings", ":embedContent", ":batchEmbedContents")
-USAGE_PATHS = tuple(sorted({p for codec in (anthropic.Anthropic, openai.OpenAI,
-                                            google.Google) for p in codec.USAGE_PATHS}))
+USAGE_PATHS = tuple(sorted({p for provider in METERED_PROVIDERS
+                            for p in codec_for(provider, "/").USAGE_PATHS}))
 _T = "type.googleapis.com/envoy.extensions"
 _JSON = "(?i)application/json(\\s*;.*)?"
 _REQUEST_TYPES = "(?i)(application/json|text/plain|application/x-www-form-urlencoded)(\\s*;.*)?"
