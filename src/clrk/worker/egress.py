@@ -64,7 +64,7 @@ from clrk.egress.policy.service import PolicyService
 from clrk.egress.policy.state import PolicyState
 from clrk.egress.secret_files import SecretFiles
 from clrk.telemetry import connections, otlp_export
-from clrk.worker.attribution import Attributions
+from clrk.worker.attribution import Attribution, Attributions
 from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.egress")
@@ -139,7 +139,6 @@ class EgressPlane:
         self.policy = PolicyService(self.state, state_dir / "envoy" / "policy.sock")
         self.secret_files = SecretFiles(state_dir)
         self.meter_files = MeterFiles(self.secret_files.directory)
-        self._meters: dict[Path, Meter] = {}
         self._native_secrets: set[str] = set()
         self._resolved: dict[str, str] = {}
         self._resolving: set[str] = set()
@@ -337,22 +336,22 @@ class EgressPlane:
         for line in b"".join(c.data for c in chunks).splitlines():
             with contextlib.suppress(ValueError):
                 item = json.loads(line)
-                source = str(item.get("source", "")).rsplit(":", 1)[0]
+                who = self.attribution.of(str(item.get("source", "")).rsplit(":", 1)[0])
                 if item.get("provider"):  # a call Envoy metered alone
                     with contextlib.suppress(ValueError, TypeError):  # else without usage
                         item.update(record_fields(item))
-                        self._count_execution_tokens(gateway, source, item)
-                item["attribution"] = self._attribution(source)
+                        if who is not None:
+                            self._count_execution_tokens(gateway, who, item)
+                item["attribution"] = who.to_json() if who else None
                 items.append(item)
         if chunks and await self.connections(self.namespace, gateway, items):
             self.access_logs.taken(chunks)
         await self.access_logs.rotate(path)
 
-    def _count_execution_tokens(self, gateway: str, source: str,
+    def _count_execution_tokens(self, gateway: str, who: Attribution,
                                 item: dict[str, Any]) -> None:
         """A metered call's tokens count toward its execution, as the policy service's
         calls do, so a maxTokensPerExecution attached mid-execution sees them."""
-        who = self.attribution.of(source)
         attrs = item["attributes"]
         route = str(item.get("route") or "").partition("/")[2]
         routes = self.state.routes.get(gateway)
@@ -360,7 +359,7 @@ class EgressPlane:
                      if r.route == route), None) if routes else None
         tokens = sum(int(attrs.get(f"gen_ai.usage.{k}_tokens") or 0)
                      for k in ("input", "output"))
-        if who is not None and rule is not None and tokens:
+        if rule is not None and tokens:
             self.state.execution_tokens.add(who.invocation, rule.name, tokens)
 
     async def _watch(self) -> None:
@@ -420,11 +419,11 @@ class EgressPlane:
 
     def _terminated(self, name: str, gateway: dict[str, Any], http: routing.HttpRoutes,
                     plan: l4.GatewayRoutes) -> tuple[list[dict[str, Any]],
-                                                     list[dict[str, Any]]]:
+                                                     list[dict[str, Any]], dict[Path, Meter]]:
         """TLS-terminating chains (and their upstream clusters): for the hosts the
         gateway's AI and MCP routes name (through the policy service), and for
         EgressL4Route hostnames on a terminating listener (Envoy alone when their
-        policies allow it)."""
+        policies allow it); and the meter files of the provider hosts Envoy meters."""
         ca = self._ca(gateway)
         wanted: list[tuple[str, str, int, str | None, bool]] = [
             (h, v, routing.HTTPS, None, True) for h, v in sorted(self.vips.items())
@@ -441,8 +440,9 @@ class EgressPlane:
             if wanted:
                 log.warning("EgressGateway %s: CA Secret %s not ready; its routed hosts "
                             "are refused until it is", name, ca_secret_name(gateway))
-            return [], []
+            return [], [], {}
         chains, clusters = [], []
+        meters: dict[Path, Meter] = {}
         trust = self._trust(gateway)
 
         backends: dict[str, BackendRoute] = {}
@@ -474,13 +474,13 @@ class EgressPlane:
                                  self.meter_files.traces, self.access_log(name))
                 metered = self._metered(name, http, host)
                 if metered is not None:
-                    self._meters[meter.meter_file] = metered
+                    meters[meter.meter_file] = metered
             chains.append(terminated_chain(TerminatedHost(
                 f"{self.namespace}/{name}", host, vip, port,
                 self.leaves.leaf(ca, host) if tls else None, bodies, cluster, route,
                 self._native(name, l4_route) if l4_route else None,
                 tuple(dict.fromkeys(mine)), meter)))
-        return chains, clusters
+        return chains, clusters, meters
 
     def _addresses(self, plan: l4.GatewayRoutes, vips: dict[str, str]) -> dict[str, str]:
         """Addresses of the hosts routed on every port (their alias's, or resolved in
@@ -590,7 +590,7 @@ class EgressPlane:
 
     def _apply(self) -> None:
         self._native_secrets = set()
-        self._meters = {}
+        meters: dict[Path, Meter] = {}
         listeners = []
         clusters = [*base_clusters(), policy_cluster(self.policy.socket)]
         self.plans = {name: l4.plan(doc, list(self.l4routes.values()))
@@ -628,7 +628,9 @@ class EgressPlane:
             plan = self.plans[name]
             vips = {h: v for h, v in self.vips.items()
                     if plan.host_ports(h) or plan.every_port(h)}
-            chains, tls_clusters = self._terminated(name, doc, self.state.routes[name], plan)
+            chains, tls_clusters, metered = self._terminated(name, doc,
+                                                             self.state.routes[name], plan)
+            meters.update(metered)
             denied = frozenset(
                 d["spec"]["targetRef"]["name"] for d in self.docs["EgressDenyPolicy"].values()
                 if d["spec"]["targetRef"].get("kind") == "EgressL4Route")
@@ -638,5 +640,5 @@ class EgressPlane:
             known = {c["name"] for c in clusters}
             clusters += [c for c in [*host_clusters(plan, vips), *tls_clusters]
                          if c["name"] not in known]
-        self.meter_files.sync(self._meters)
+        self.meter_files.sync(meters)
         self.envoy.write(listeners, clusters)
