@@ -15,8 +15,8 @@ import pytest
 from clrk.api.agents import SandboxSpec
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import Image, ImageStore
-from clrk.worker.sandbox import bundle
-from clrk.worker.sandbox.runner import CGROUP_PARENT, CGROUP_ROOT, Result, Runtime
+from clrk.worker.sandbox import bundle, cgroups
+from clrk.worker.sandbox.runner import Result, Runtime
 from clrk.worker.sandbox.spec import PIDS_LIMIT, SpecError, run_spec
 from tests.images import Registry, build, busybox_recipe
 
@@ -106,7 +106,7 @@ async def test_timeout_kills_and_leaves_nothing(runtime: Runtime, image: Image) 
     await runtime.drain()
     assert await runtime.sandboxes() == []
     assert list((runtime.state_dir / "bundles").iterdir()) == []
-    assert not list((CGROUP_ROOT / "memory" / CGROUP_PARENT).glob("clrk-*"))
+    assert not list((cgroups.ROOT / "memory" / cgroups.PARENT).glob("clrk-*"))
     procs = subprocess.run(["pgrep", "-f", "runsc-sandbox"], capture_output=True, text=True)
     assert str(runtime.state_dir) not in procs.stdout
 
@@ -128,7 +128,7 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
     sandbox = await runtime.start(spec)
     try:
         def read(controller: str, name: str) -> str:
-            path = CGROUP_ROOT / controller / CGROUP_PARENT / sandbox.sid / name
+            path = cgroups.path(controller, sandbox.sid) / name
             return path.read_text().strip() if path.exists() else ""
 
         for _ in range(200):  # runsc forks the gofer and the sentry as it boots
@@ -174,7 +174,7 @@ async def test_sweep_removes_what_a_crashed_worker_left(runtime: Runtime, image:
                                                         tmp_path: Path) -> None:
     spec = run_spec(SandboxSpec.model_validate({"image": "x", "args": ["sleep 120"]}), image)
     sid = "clrk-crashed0001"
-    bdir = bundle.write(runtime.state_dir / "bundles" / sid, spec, f"/{CGROUP_PARENT}/{sid}")
+    bdir = bundle.write(runtime.state_dir / "bundles" / sid, spec, f"/{cgroups.PARENT}/{sid}")
     proc = subprocess.Popen([*runtime._base(), "run", "--bundle", str(bdir), sid],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -188,4 +188,4 @@ async def test_sweep_removes_what_a_crashed_worker_left(runtime: Runtime, image:
     assert sid in await fresh.sweep()
     assert await fresh.sandboxes() == []
     assert not bdir.exists()
-    assert not (CGROUP_ROOT / "memory" / CGROUP_PARENT / sid).exists()
+    assert not cgroups.path("memory", sid).exists()

@@ -29,8 +29,6 @@ from clrk.worker.sandbox.spec import RunSpec
 
 log = logging.getLogger("clrk.worker.sandbox")
 RUNSC = "runsc"
-CGROUP_PARENT = cgroups.PARENT
-CGROUP_ROOT = cgroups.ROOT
 
 
 @dataclass
@@ -145,7 +143,7 @@ class Runtime:
         run = spec
         if self.busybox is not None:
             run, report = exit_report.wrap(spec, self.busybox)
-        bdir = bundle.write(self.state_dir / "bundles" / sid, run, f"/{CGROUP_PARENT}/{sid}")
+        bdir = bundle.write(self.state_dir / "bundles" / sid, run, f"/{cgroups.PARENT}/{sid}")
         procs = cgroups.create(sid, spec.memory, spec.cpu, spec.pids) \
             if self.own_cgroups else []
         out_r, out_w = os.pipe()
@@ -194,8 +192,7 @@ class Runtime:
             with contextlib.suppress(BaseException):
                 await ended
             await sandbox.proc.wait()
-            for output in (sandbox.stdout, sandbox.stderr):
-                output.close()
+            sandbox.close_outputs()
             await self._delete(sandbox.sid, sandbox.bdir)
 
         self._in_background(reap())
@@ -245,6 +242,10 @@ class Sandbox:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
+    def close_outputs(self) -> None:
+        for output in (self.stdout, self.stderr):
+            output.close()
+
     async def discard(self) -> None:
         """Kill a sandbox that will not be used (warm pool eviction)."""
         self.used = True
@@ -252,8 +253,7 @@ class Sandbox:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         await self.proc.communicate()
-        for output in (self.stdout, self.stderr):
-            output.close()
+        self.close_outputs()
         if self.watch is not None:
             self.watch.cancel()
         _MEMORY_HITS.pop(self.sid, None)
@@ -330,8 +330,7 @@ class Sandbox:
                     ended.cancel()
                 with contextlib.suppress(BaseException):
                     await ended
-                for output in (self.stdout, self.stderr):
-                    output.close()
+                self.close_outputs()
                 runtime._cleanup_later(sid, self.bdir)
         watch = self.watch
         oom = bool(watch is not None and watch.done() and not watch.cancelled()
