@@ -22,11 +22,16 @@ PY=/usr/bin/python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# Every package comes from requirements.lock (scripts/lock.sh writes it), pinned to one version
+# with its sha256 hashes: pip installs nothing outside the lock and refuses a file whose hash
+# differs, so neither a new malicious release nor a file swapped on an index or mirror gets in.
+# The project itself is then installed from this checkout with the locked setuptools and wheel
+# and no index at all, so nothing is downloaded unhashed. Pip is the venv's own, not upgraded.
 stamp=.venv/.clrk-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages" >&2
-  .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e ".[test]"
+  echo "setup: installing Python packages from requirements.lock" >&2
+  .venv/bin/pip install -q --require-hashes -r requirements.lock
+  .venv/bin/pip install -q --no-deps --no-build-isolation --no-index -e .
   echo "$want" > "$stamp"
 fi
