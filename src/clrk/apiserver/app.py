@@ -15,8 +15,9 @@ from starlette.routing import Route
 from clrk import __version__
 from clrk.apiserver import discovery, openapi
 from clrk.apiserver.auth import authorized
+from clrk.apiserver.decoding import MAX_BODY
 from clrk.apiserver.errors import APIError, status_body
-from clrk.apiserver.handlers import API, MAX_BODY, Reply, Request
+from clrk.apiserver.handlers import API, Reply, Request
 
 log = logging.getLogger("clrk.apiserver")
 PUBLIC = {"healthz", "livez", "readyz", "version"}
@@ -46,6 +47,22 @@ async def read_body(request: HTTPRequest, limit: int = MAX_BODY) -> bytes:
                            "bytes", "RequestEntityTooLarge")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def warning_value(text: str) -> str:
+    r"""A warning as an RFC 7234 header value that always encodes, so a field named with a
+    newline or in another script cannot cut the response off after the object was
+    stored. Double quotes become single; a backslash and anything outside printable ASCII
+    are sent as quoted-pair escapes (``\\u00e9`` on the wire, ``\u00e9`` once unquoted)."""
+    out = []
+    for ch in text.replace('"', "'"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif " " <= ch <= "~":
+            out.append(ch)
+        else:
+            out.append(f"\\\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\\\U{ord(ch):08x}")
+    return f'299 - "{"".join(out)}"'
 
 
 def version_info() -> dict[str, str]:
@@ -187,8 +204,7 @@ class Router:
     def _respond(self, reply: Reply) -> Response:
         headers = dict(reply.headers)
         if reply.warnings:
-            headers["Warning"] = ", ".join(
-                f'299 - "{w.replace(chr(34), chr(39))}"' for w in reply.warnings)
+            headers["Warning"] = ", ".join(warning_value(w) for w in reply.warnings)
         if reply.stream is not None:
             return StreamingResponse(reply.stream, status_code=reply.status,
                                      media_type=reply.media_type, headers=headers)

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from clrk.api.base import KindInfo, Resource
 from clrk.api.registry import all_kinds
 from clrk.api.validation import AdmissionError, admit
-from clrk.apiserver import managedfields, patching, protobuf
+from clrk.apiserver import managedfields, patching
+from clrk.apiserver.decoding import MAX_BODY, MAX_NODES, count_values, decode
 from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, not_found
 from clrk.apiserver.selectors import Selector, SelectorError
 from clrk.apiserver.storage import Event, Key, Obj, Store, TooOld
@@ -28,8 +27,6 @@ from clrk.apiserver.watch import ReadOnlyKind, WatchHub, WatchParams, stream
 
 log = logging.getLogger("clrk.apiserver")
 
-MAX_BODY = 3 * 1024 * 1024
-MAX_DEPTH = 100
 SERVER_METADATA = ("uid", "creationTimestamp", "generation", "resourceVersion",
                    "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -82,6 +79,28 @@ class Request:
     body: bytes = b""
     watch: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    value: Any = None  # the decoded body, once API.handle has decoded it
+    decoded: bool = False
+
+    def body_type(self) -> str:
+        """How the body is read: PATCH bodies by their patch type, others as sent."""
+        if self.method == "PATCH":
+            ctype = self.content_type.split(";")[0].strip()
+            return "application/yaml" if ctype == "application/apply-patch+yaml" \
+                else "application/json"
+        return self.content_type or "application/json"
+
+    def decode_body(self) -> Any:
+        if not self.decoded:
+            self.value, self.decoded = decode(self.body, self.body_type()), True
+        return self.value
+
+    async def json_object(self) -> dict[str, Any]:
+        """A subresource's JSON object body, decoded with bounds off the event loop."""
+        value = await asyncio.to_thread(decode, self.body, "application/json")
+        if not isinstance(value, dict):
+            raise APIError(400, "the request body must be a JSON object")
+        return value
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -100,52 +119,41 @@ class Reply:
     raw: bytes | None = None  # a non-JSON body (agent output)
 
 
-def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if d > MAX_DEPTH:
-            return False
-        if isinstance(v, dict):
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, d + 1) for x in v)
-    return True
+def _check_size(obj: Obj) -> None:
+    """An object stored is as bounded as a body: a patch or apply cannot grow one past it."""
+    if count_values(obj) > MAX_NODES:
+        raise APIError(413, f"the object would hold more than {MAX_NODES} values",
+                       "RequestEntityTooLarge")
+    size = len(json.dumps(obj, separators=(",", ":")))
+    if size > MAX_BODY:
+        raise APIError(413, f"the object would be {size} bytes; the limit is {MAX_BODY} "
+                       "bytes", "RequestEntityTooLarge")
 
 
-def decode(body: bytes, content_type: str) -> Any:
-    """JSON or YAML request body -> value; 400 with the parser's message otherwise."""
-    if not body.strip():
-        raise APIError(400, "the request body is empty")
-    if "protobuf" in content_type:
-        try:
-            return protobuf.decode(body)
-        except protobuf.UnsupportedKind as err:
-            raise APIError(415, str(err), "UnsupportedMediaType") from None
-        except (protobuf.ProtobufError, UnicodeDecodeError) as err:
-            raise APIError(400, f"the request body is not valid protobuf: {err}") from None
-    try:
-        value = yaml.safe_load(body) if "yaml" in content_type else json.loads(body)
-    except RecursionError:
-        raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")\
-            from None
-    except (ValueError, yaml.YAMLError) as err:
-        kind = "YAML" if "yaml" in content_type else "JSON"
-        raise APIError(400, f"the request body is not valid {kind}: {err}") from None
-    if not _depth_ok(value):
-        raise APIError(400, f"the request body is nested more than {MAX_DEPTH} levels deep")
-    return value
+MAX_INT_PARAM = 2**31 - 1  # limit, tailLines, timeoutSeconds: any more is a mistake
 
 
-def _int_param(query: dict[str, str], name: str) -> int:
+def int_param(query: dict[str, str], name: str, maximum: int = MAX_INT_PARAM) -> int:
+    """A non-negative integer query parameter (0 when absent); 400 naming it otherwise."""
     text = query.get(name) or "0"
-    try:
-        value = int(text)
-    except ValueError:
-        raise APIError(400, f"invalid {name} {text!r}: must be an integer") from None
-    if value < 0:
-        raise APIError(400, f"invalid {name} {text!r}: must not be negative")
-    return value
+    if not re.fullmatch(r"[0-9]{1,20}", text) or int(text) > maximum:
+        raise APIError(400, f"invalid {name} {text[:40]!r}: an integer from 0 to {maximum} "
+                       "is required")
+    return int(text)
+
+
+def resource_version_param(text: str) -> int:
+    """A resourceVersion a client sent: a non-negative int64, or 400."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or int(text) > 2**63 - 1:
+        raise APIError(400, f"invalid resourceVersion {text[:40]!r}: a non-negative integer "
+                       "is required")
+    return int(text)
+
+
+def too_large_version(rv: int, current: int) -> APIError:
+    return APIError(504, f"Too large resource version: {rv}, current: {current}", "Timeout",
+                    causes=[{"reason": "ResourceVersionTooLarge",
+                             "message": "Too large resource version"}])
 
 
 def _sort_key(obj: Obj) -> tuple[str, str]:
@@ -173,9 +181,12 @@ class _ListPage:
         try:
             doc = json.loads(base64.urlsafe_b64decode(token.encode()))
             ns, name = doc["start"]
-            return cls(int(doc["rv"]), (str(ns), str(name)))
+            page = cls(int(doc["rv"]), (str(ns), str(name)))
         except (ValueError, KeyError, TypeError):
-            raise APIError(400, f"invalid continue token {token!r}") from None
+            raise APIError(400, f"invalid continue token {token[:80]!r}") from None
+        if not 0 <= page.rv <= 2**63 - 1:
+            raise APIError(400, f"invalid continue token {token[:80]!r}")
+        return page
 
 
 def _kind_label(info: KindInfo) -> str:
@@ -236,6 +247,9 @@ class API:
         if req.subresource == "status" and not req.served.info.has_status:
             raise APIError(404, f"{req.served.resource} has no status subresource")
         reader = self.readers.get((req.served.info.group, req.served.resource))
+        if req.method != "GET" and reader is None and req.body.strip():
+            # Off the event loop: even a bounded body can take a while to parse and walk.
+            await asyncio.to_thread(req.decode_body)
         if reader is not None and req.method != "GET":
             raise APIError(405, f"{req.served.resource} are written by clrk itself; "
                            f"{req.method} is not allowed", "MethodNotAllowed")
@@ -284,13 +298,16 @@ class API:
         if req.namespace:
             self._check_namespace(served, req.namespace)
         ns = req.namespace if served.info.namespaced else None
-        limit = _int_param(req.query, "limit")
+        limit = int_param(req.query, "limit")
         page = _ListPage.decode(req.query["continue"]) if req.query.get("continue") else None
         group, plural = served.info.group, served.resource
         reader = self.readers.get((group, plural))
         if reader is not None:
             rv = page.rv if page else reader.resource_version
             objs = reader.list_objects(group, plural, ns)
+        elif page and page.rv > self.store.resource_version:
+            raise APIError(400, f"invalid continue token {req.query['continue'][:80]!r}: it "
+                           "is from the future")
         elif (rv := page.rv if page else self._list_version(req)) == \
                 self.store.resource_version:
             objs = self.store.list_objects(group, plural, ns)
@@ -327,17 +344,12 @@ class API:
                            "provided")
         if not text:
             return current
-        try:
-            rv = int(text)
-        except ValueError:
-            raise APIError(400, f"invalid resourceVersion {text!r}") from None
+        rv = resource_version_param(text)
         if match == "Exact" and rv == 0:
             raise APIError(400, 'resourceVersionMatch "Exact" is forbidden for '
                            'resourceVersion "0"')
         if rv > current:
-            raise APIError(504, f"Too large resource version: {rv}, current: {current}",
-                           "Timeout", causes=[{"reason": "ResourceVersionTooLarge",
-                                               "message": "Too large resource version"}])
+            raise too_large_version(rv, current)
         return rv if match == "Exact" else current
 
     def watch(self, req: Request) -> AsyncIterator[bytes]:
@@ -346,21 +358,20 @@ class API:
         rv_param = req.query.get("resourceVersion") or ""
         initial = flag(req.query.get("sendInitialEvents"))
         since: int | None = None
+        source = self.readers.get((served.info.group, served.resource), self.store)
         if rv_param not in ("", "0") and not initial:
-            try:
-                since = int(rv_param)
-            except ValueError:
-                raise APIError(400, f"invalid resourceVersion {rv_param!r}") from None
+            since = resource_version_param(rv_param)
+            if since > source.resource_version:
+                raise too_large_version(since, source.resource_version)
         params = WatchParams(
             info=served.info, selector=self._selector(req),
             namespace=req.namespace if served.info.namespaced else None, name=req.name,
             since=since, initial_bookmark=initial,
             bookmarks=flag(req.query.get("allowWatchBookmarks")),
-            timeout=float(_int_param(req.query, "timeoutSeconds")) or None,
+            timeout=float(int_param(req.query, "timeoutSeconds")) or None,
             table_include=(req.query.get("includeObject", "Metadata")
                            if "as=Table" in req.accept else None),
             bookmark_interval=self.bookmark_interval)
-        source = self.readers.get((served.info.group, served.resource), self.store)
         return stream(source, self.hub, params)
 
     # ---- writes ------------------------------------------------------------------------
@@ -369,7 +380,7 @@ class API:
         self.hub.publish(ev)
 
     def _body_object(self, req: Request) -> Obj:
-        value = decode(req.body, req.content_type)
+        value = req.decode_body()
         if not isinstance(value, dict):
             raise APIError(400, "the request body must be a JSON or YAML object")
         return value
@@ -513,6 +524,7 @@ class API:
             amd["managedFields"] = managed_fields
         if req.query.get("dryRun") == "All":
             return Reply(201, admitted, warnings=warnings)
+        _check_size(admitted)
         ev = self.store.put(key, admitted, "ADDED")
         self._publish(ev)
         return Reply(201, ev.object, warnings=warnings)
@@ -589,6 +601,7 @@ class API:
             self._publish(ev)
             self._collect_garbage(ev.object)
             return Reply(200, ev.object, warnings=warnings)
+        _check_size(admitted)
         ev = self.store.put(key, admitted, "MODIFIED")
         self._publish(ev)
         return Reply(200, ev.object, warnings=warnings)
@@ -606,7 +619,7 @@ class API:
         if ctype == "application/apply-patch+yaml":
             return self._apply(req)
         old = self._get(served, namespace, req.name or "")
-        patch_doc = decode(req.body, "application/json")
+        patch_doc = req.decode_body()
         try:
             if ctype == "application/merge-patch+json":
                 new = patching.merge_patch(old, patch_doc)
@@ -637,7 +650,7 @@ class API:
     def _apply(self, req: Request) -> Reply:
         served = req.served
         info = served.info
-        applied = decode(req.body, "application/yaml")
+        applied = req.decode_body()
         if not isinstance(applied, dict):
             raise APIError(400, "the apply patch must be an object")
         manager = req.query.get("fieldManager")
@@ -684,7 +697,7 @@ class API:
     def _delete_options(self, req: Request) -> dict[str, Any]:
         opts: dict[str, Any] = {}
         if req.body.strip():
-            value = decode(req.body, req.content_type or "application/json")
+            value = req.decode_body()
             if isinstance(value, dict):
                 opts = value
         for k in ("propagationPolicy", "dryRun", "gracePeriodSeconds"):

@@ -12,10 +12,8 @@ like any rate window).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from clrk.api.meta import parse_duration
 from clrk.apiserver.errors import APIError, not_found
@@ -25,6 +23,8 @@ from clrk.egress.policy.limits import RateWindows
 
 GROUP = "clrk.apoxy.dev"
 KEEP_DAYS = 31
+MAX_CALL_TOKENS = 2**40  # one report; more is no model's answer
+MAX_DAY_TOKENS = 2**53  # a day's counter saturates here instead of overflowing SQLite
 
 
 def today() -> str:
@@ -52,8 +52,8 @@ class TokenCounters:
     def add(self, namespace: str, route: str, gateway: str, day: str, tokens: int) -> int:
         row = self._db.execute(
             "INSERT INTO tokens VALUES (?,?,?,?,?) ON CONFLICT (namespace, route, gateway, "
-            "day) DO UPDATE SET used = used + excluded.used RETURNING used",
-            (namespace, route, gateway, day, tokens)).fetchone()
+            "day) DO UPDATE SET used = MIN(used + excluded.used, ?) RETURNING used",
+            (namespace, route, gateway, day, tokens, MAX_DAY_TOKENS)).fetchone()
         return int(row[0])
 
     def close(self) -> None:
@@ -71,17 +71,14 @@ def install(api: API, counters: TokenCounters) -> None:
             return Reply(body={"day": day, "tokens": counters.used(ns, route, name, day)})
         if req.method != "POST":
             raise APIError(405, "usage accepts GET and POST", "MethodNotAllowed")
-        try:
-            doc: Any = json.loads(req.body)
-        except ValueError:
-            raise APIError(400, "the body must be JSON") from None
-        if not isinstance(doc, dict):
-            raise APIError(400, "the body must be a JSON object")
+        doc = await req.json_object()
         gateway, tokens = doc.get("gateway"), doc.get("tokens")
         if not isinstance(gateway, str) or not gateway:
             raise APIError(400, "gateway must be a gateway name")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-            raise APIError(400, f"tokens must be a non-negative integer, not {tokens!r}")
+        if not isinstance(tokens, int) or isinstance(tokens, bool) \
+                or not 0 <= tokens <= MAX_CALL_TOKENS:
+            raise APIError(400, f"tokens must be an integer from 0 to {MAX_CALL_TOKENS}, not "
+                           f"{str(tokens)[:40]}")
         day = today()
         return Reply(body={"day": day, "tokens": counters.add(ns, route, gateway, day,
                                                               tokens)})
@@ -96,11 +93,7 @@ def install(api: API, counters: TokenCounters) -> None:
                                    req.name or ""))
         if policy is None:
             raise not_found("ratelimitpolicies", req.name or "", GROUP)
-        try:
-            doc: Any = json.loads(req.body)
-        except ValueError:
-            raise APIError(400, "the body must be JSON") from None
-        key = doc.get("key") if isinstance(doc, dict) else None
+        key = (await req.json_object()).get("key")
         if not isinstance(key, str):
             raise APIError(400, "key must be a string")
         spec = policy["spec"]

@@ -3,8 +3,6 @@ workerpools/{name}/heartbeat."""
 
 from __future__ import annotations
 
-import json
-
 from clrk.apiserver.errors import APIError
 from clrk.apiserver.handlers import API, Reply, Request
 from clrk.scheduler.invoke import GROUP, Invoker
@@ -21,8 +19,8 @@ def install(api: API, invoker: Invoker, registry: WorkerRegistry) -> None:
     async def heartbeat(req: Request) -> Reply:
         if req.method != "POST":
             raise APIError(405, "heartbeat accepts POST only", "MethodNotAllowed")
+        doc = await req.json_object()
         try:
-            doc = json.loads(req.body)
             info = WorkerInfo.from_heartbeat(req.namespace or "", req.name or "", doc)
         except ValueError as err:
             raise APIError(400, str(err)) from None

@@ -31,40 +31,50 @@ def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
     spans: list[list[Any]] = []
     logs: list[list[Any]] = []
     for item in items:
-        if item.get("kind") == "dns":
-            _lookup(item, namespace, spans, logs)
-            continue
-        if item.get("kind") == "http":
-            _request(item, namespace, spans, logs)
-            continue
-        if item.get("kind") == "http-log":
-            _envoy_request(item, namespace, gateway, spans, logs)
-            continue
+        at = len(spans), len(logs)
         try:
-            start = _time(str(item["start_time"]))
-            duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
-        except (KeyError, ValueError):
-            continue
-        destination = str(item.get("destination") or "")
-        host, _, port = destination.rpartition(":")
-        denied = item.get("cluster") == "clrk_deny"
-        transport = "udp" if item.get("kind") == "udp" else "tcp"
-        attrs = {"network.transport": transport, "server.address": item.get("sni") or host,
-                 "server.port": port, "source.address": str(item.get("source") or ""),
-                 "clrk.gateway": f"{namespace}/{gateway}",
-                 "clrk.decision": "deny" if denied else "allow",
-                 "clrk.cluster": str(item.get("cluster") or ""),
-                 "clrk.route": str(item.get("chain") or ""),
-                 "clrk.bytes.sent": str(item.get("bytes_received") or 0),
-                 "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
-        if denied:
-            attrs["clrk.deny_reason"] = str(item.get("deny_reason") or
-                                            "no route of the gateway matched (deny-all)")
-        name = f"egress {transport} {attrs['server.address']}:{port}"
-        _emit(spans, logs, namespace, item, start, duration, name, attrs, denied,
-              f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes out, "
-              f"{attrs['clrk.bytes.received']} in)", "egress.connection")
+            _item(item, namespace, gateway, spans, logs)
+        except (KeyError, ValueError, TypeError, AttributeError, OverflowError):
+            del spans[at[0]:], logs[at[1]:]  # a malformed item is skipped whole
     return spans, logs
+
+
+def _item(item: dict[str, Any], namespace: str, gateway: str, spans: list[list[Any]],
+          logs: list[list[Any]]) -> None:
+    if item.get("kind") == "dns":
+        _lookup(item, namespace, spans, logs)
+    elif item.get("kind") == "http":
+        _request(item, namespace, spans, logs)
+    elif item.get("kind") == "http-log":
+        _envoy_request(item, namespace, gateway, spans, logs)
+    else:
+        _connection(item, namespace, gateway, spans, logs)
+
+
+def _connection(item: dict[str, Any], namespace: str, gateway: str, spans: list[list[Any]],
+                logs: list[list[Any]]) -> None:
+    """One TCP or UDP connection (an Envoy tcp_proxy access-log line, or the UDP relay's)."""
+    start = _time(str(item["start_time"]))
+    duration = int(float(item.get("duration_ms") or 0) * 1_000_000)
+    destination = str(item.get("destination") or "")
+    host, _, port = destination.rpartition(":")
+    denied = item.get("cluster") == "clrk_deny"
+    transport = "udp" if item.get("kind") == "udp" else "tcp"
+    attrs = {"network.transport": transport, "server.address": item.get("sni") or host,
+             "server.port": port, "source.address": str(item.get("source") or ""),
+             "clrk.gateway": f"{namespace}/{gateway}",
+             "clrk.decision": "deny" if denied else "allow",
+             "clrk.cluster": str(item.get("cluster") or ""),
+             "clrk.route": str(item.get("chain") or ""),
+             "clrk.bytes.sent": str(item.get("bytes_received") or 0),
+             "clrk.bytes.received": str(item.get("bytes_sent") or 0)}
+    if denied:
+        attrs["clrk.deny_reason"] = str(item.get("deny_reason") or
+                                        "no route of the gateway matched (deny-all)")
+    name = f"egress {transport} {attrs['server.address']}:{port}"
+    _emit(spans, logs, namespace, item, start, duration, name, attrs, denied,
+          f"{name} {attrs['clrk.decision']} ({attrs['clrk.bytes.sent']} bytes out, "
+          f"{attrs['clrk.bytes.received']} in)", "egress.connection")
 
 
 def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[Any]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from clrk.apiserver.errors import APIError, not_found
-from clrk.apiserver.handlers import API, Reply, Request, flag
+from clrk.apiserver.handlers import API, Reply, Request, flag, int_param
 from clrk.apiserver.storage import Key
 from clrk.telemetry import connections
 from clrk.telemetry.invocations import TERMINAL, InvocationLedger
@@ -39,13 +39,6 @@ PARAMS = {"invocation", "stream", "since", "until", "limit", "tailLines", "conti
           "follow", "timeoutSeconds", "pretty"}
 
 
-def _int(query: dict[str, str], name: str) -> int:
-    text = query.get(name) or "0"
-    if not text.isdigit():
-        raise APIError(400, f"invalid {name} {text!r}: a non-negative integer is required")
-    return int(text)
-
-
 def parse_query(req: Request) -> Query:
     unknown = sorted(set(req.query) - PARAMS)
     if unknown:
@@ -53,7 +46,7 @@ def parse_query(req: Request) -> Query:
                        f"{', '.join(sorted(PARAMS))}")
     q = Query(req.namespace or "", KINDS[req.served.resource], req.name or "",
               invocation=req.query.get("invocation") or None,
-              limit=_int(req.query, "limit"), tail=_int(req.query, "tailLines"))
+              limit=int_param(req.query, "limit"), tail=int_param(req.query, "tailLines"))
     stream = req.query.get("stream") or None
     if stream not in (None, "stdout", "stderr"):
         raise APIError(400, f"invalid stream {stream!r}: use stdout or stderr")
@@ -72,16 +65,6 @@ def parse_query(req: Request) -> Query:
     return q
 
 
-def _body(req: Request) -> dict[str, Any]:
-    try:
-        doc = json.loads(req.body)
-    except ValueError as err:
-        raise APIError(400, f"the body is not JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise APIError(400, "the body must be a JSON object")
-    return doc
-
-
 def _daemon_source(ledger: InvocationLedger, req: Request, invocation: str) -> Source:
     inv = ledger.get(req.namespace or "", invocation)
     if inv is None or inv["spec"].get("agentName") != req.name \
@@ -98,7 +81,7 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         """A worker starts or ends a DaemonAgent run."""
         if req.method != "POST":
             raise APIError(405, "runs accepts POST only", "MethodNotAllowed")
-        doc = _body(req)
+        doc = await req.json_object()
         ns, name = req.namespace or "", req.name or ""
         if doc.get("action") == "begin":
             if api.store.get(Key(GROUP, "daemonagents", ns, name)) is None:
@@ -121,7 +104,7 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
 
     async def handler(req: Request) -> Reply:
         if req.method == "POST" and req.served.resource == "daemonagents":
-            doc = _body(req)
+            doc = await req.json_object()
             source = _daemon_source(ledger, req, str(doc.get("invocation", "")))
             for record in doc.get("records") or []:
                 stream = record.get("stream")
@@ -140,7 +123,7 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
             if inv is None or inv["spec"].get("agentName") != q.agent_name:
                 raise not_found("invocations", q.invocation, GROUP)
         if flag(req.query.get("follow")):
-            timeout = float(_int(req.query, "timeoutSeconds")) or None
+            timeout = float(int_param(req.query, "timeoutSeconds")) or None
             return Reply(stream=_follow(ledger, logs, q, timeout),
                          media_type="application/x-ndjson")
         lines = logs.read(q)
@@ -159,7 +142,7 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         items = connections.spans_of(ledger.store, req.namespace or "",
                                      KINDS[req.served.resource], req.name or "",
                                      req.query.get("invocation") or None,
-                                     _int(req.query, "limit") or 1000)
+                                     int_param(req.query, "limit") or 1000)
         return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentSpanList",
                            "metadata": {}, "items": items})
 
@@ -167,9 +150,13 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         """A worker reports the connections a gateway saw (from Envoy's access log)."""
         if req.method != "POST":
             raise APIError(405, "connections accepts POST only", "MethodNotAllowed")
-        items = _body(req).get("items")
+        # A gateway deleted since is no reason to drop its last connections' records.
+        items = (await req.json_object()).get("items")
         if not isinstance(items, list):
             raise APIError(400, "items must be a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise APIError(400, f"items[{i}] must be an object")
         stored = connections.record(ledger.store, req.namespace or "", req.name or "", items)
         return Reply(body={"stored": stored})
 
