@@ -56,7 +56,8 @@ class APIServer:
         self.store = Store(self.data_dir / "state.db", history=self.watch_history)
         self.hub = WatchHub()
         self.api = API(self.store, self.hub, self.bookmark_interval)
-        self.telemetry = TelemetryStore(self.telemetry_dsn)
+        self.telemetry = TelemetryStore(self.telemetry_dsn,
+                                        journal_dir=self.data_dir / "telemetry-journal")
         self.telemetry.open()
         self.ledger = InvocationLedger(self.telemetry, self.hub, self.watch_history)
         self.ledger.open()

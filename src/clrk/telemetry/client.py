@@ -14,6 +14,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from clrk.telemetry.journal import JournalWriter
 from clrk.telemetry.store import TelemetryError
 
 __all__ = ["TelemetryError", "TelemetryStore", "dsn_for"]
@@ -24,23 +25,31 @@ def dsn_for(path: Path) -> str:
 
 
 class TelemetryStore:
-    def __init__(self, dsn: str) -> None:
+    """Rows go to the owner without waiting; with ``journal_dir`` each batch is first
+    appended to the journal, so a crash of both processes loses none of it."""
+
+    def __init__(self, dsn: str, journal_dir: Path | None = None) -> None:
         self.dsn = dsn
+        self.journal_dir = journal_dir
+        self._journal: JournalWriter | None = None
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # one request on the wire at a time
 
     def open(self) -> None:
         ours, theirs = socket.socketpair()
+        journal = [str(self.journal_dir)] if self.journal_dir is not None else []
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "clrk.telemetry.owner", str(theirs.fileno()), self.dsn],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "clrk.telemetry.owner", str(theirs.fileno()), self.dsn,
+             *journal], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         self._conn = Connection(ours.detach())
         status, detail = self._reply()
         if status != "ok":
             self.close()
             raise TelemetryError(str(detail))
+        if self.journal_dir is not None:
+            self._journal = JournalWriter(self.journal_dir, int(detail))
 
     def _reply(self) -> tuple[str, Any]:
         assert self._conn is not None
@@ -71,8 +80,9 @@ class TelemetryStore:
         with self._lock:
             if self._conn is None:
                 raise TelemetryError("the telemetry store is closed")
+            seq = self._journal.append(table, rows) if self._journal is not None else 0
             with contextlib.suppress(OSError):  # a dead owner shows on the next query
-                self._conn.send(("insert", table, list(rows)))
+                self._conn.send(("insert", table, list(rows), seq))
 
     def flush(self) -> None:
         self._call("flush")
@@ -88,6 +98,9 @@ class TelemetryStore:
             with self._lock:
                 self._conn.close()
                 self._conn = None
+                if self._journal is not None:
+                    self._journal.close()
+                    self._journal = None
         if self._proc is not None:
             try:
                 self._proc.wait(timeout=30)

@@ -1,8 +1,12 @@
-"""The process that owns a telemetry store path: ``python -m clrk.telemetry.owner FD DSN``.
+"""The process that owns a telemetry store path:
+``python -m clrk.telemetry.owner FD DSN [JOURNAL_DIR]``.
 
 Requests arrive in order on one connection (the inherited socket FD): inserts carry
 no reply, so they cost the sender only a write; a query is answered after every
-insert sent before it, which keeps reads consistent with writes.
+insert sent before it, which keeps reads consistent with writes. With a journal
+(:mod:`clrk.telemetry.journal`) the owner first writes what the previous run left
+unwritten, then answers ``ok`` with the journal's next sequence number, and notes each
+batch it writes so the journal can let go of it.
 """
 
 from __future__ import annotations
@@ -11,19 +15,41 @@ import logging
 import socket
 import sys
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from clrk.telemetry.journal import JournalReader
 from clrk.telemetry.store import BatchingStore, TelemetryError
 
+log = logging.getLogger("clrk.telemetry")
 
-def serve(conn: Connection, dsn: str) -> None:
+
+def _replay(store: BatchingStore, journal: JournalReader) -> int:
+    """Write what the journal holds past its last noted batch; the next sequence number."""
+    pending, next_seq = journal.unflushed()
+    for _, table, rows in pending:
+        store.insert(table, rows)
+    store.flush()
+    journal.drop_all(next_seq - 1)
+    if pending:
+        log.info("telemetry journal: replayed %d batch(es) the previous run had not written "
+                 "(%d row(s))", len(pending), sum(len(r) for _, _, r in pending))
+    return next_seq
+
+
+def serve(conn: Connection, dsn: str, journal_dir: Path | None = None) -> None:
     store = BatchingStore(dsn)
+    journal = JournalReader(journal_dir) if journal_dir is not None else None
     try:
         store.open()
-    except TelemetryError as err:
+        next_seq = _replay(store, journal) if journal is not None else 1
+    except (TelemetryError, OSError) as err:
         conn.send(("error", str(err)))
+        store.close()
         return
-    conn.send(("ok", None))
+    if journal is not None:
+        store.on_flushed = journal.mark_flushed
+    conn.send(("ok", next_seq))
     try:
         while True:
             try:
@@ -32,7 +58,7 @@ def serve(conn: Connection, dsn: str) -> None:
                 return
             op = msg[0]
             if op == "insert":
-                store.insert(msg[1], msg[2])
+                store.insert(msg[1], msg[2], msg[3] if len(msg) > 3 else 0)
                 continue
             try:
                 if op == "query":
@@ -56,7 +82,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
-    serve(Connection(sock.detach()), sys.argv[2])
+    serve(Connection(sock.detach()), sys.argv[2],
+          Path(sys.argv[3]) if len(sys.argv) > 3 else None)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class BatchingStore:
         self._closed = threading.Event()
         self._client: Any = None
         self._thread: threading.Thread | None = None
+        self._pending_seq = 0  # the journal's number of the newest row queued
+        self.on_flushed: Callable[[int], None] | None = None  # told after each batch
 
     def open(self) -> None:
         if self.dsn.startswith("chdb://"):
@@ -67,11 +69,13 @@ class BatchingStore:
                 self._client.close()
                 self._client = None
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Queue rows (in ``COLUMNS[table]`` order) for the next batch."""
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], seq: int = 0) -> None:
+        """Queue rows (in ``COLUMNS[table]`` order) for the next batch; ``seq`` is their
+        number in the journal, reported to ``on_flushed`` once they are written."""
         with self._lock:
             pending = self._pending[table]
             pending.extend(rows)
+            self._pending_seq = max(self._pending_seq, seq)
             if len(pending) >= self.batch:
                 self._wake.set()
 
@@ -89,6 +93,12 @@ class BatchingStore:
     def _flush_locked(self) -> None:
         if self._client is None:
             return
+        seq, self._pending_seq = self._pending_seq, 0
+        self._write_pending()
+        if seq and self.on_flushed is not None:
+            self.on_flushed(seq)
+
+    def _write_pending(self) -> None:
         for table, rows in self._pending.items():
             if not rows:
                 continue
