@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import termios
 import uuid
 from collections.abc import Callable, Coroutine
@@ -213,15 +214,46 @@ class Runtime:
         return out.decode().split() if code == 0 else []
 
     async def sweep(self) -> list[str]:
-        """Remove every sandbox, bundle and cgroup a previous worker left behind."""
+        """Remove every sandbox, bundle and cgroup a previous worker left behind; returns
+        the sandboxes removed (one that could not be is logged as an error instead)."""
         leftovers = await self.sandboxes()
         for sid in leftovers:
             await self._runsc("kill", "--all", sid, "KILL")
             await self._delete(sid, self.state_dir / "bundles" / sid)
+        stuck = set(await self.sandboxes())
+        for sid in stuck & set(leftovers):
+            self._remove_by_hand(sid)
+        still = set(await self.sandboxes())
+        for sid in sorted(still):
+            log.error("sandbox %s is still in runsc's state after the sweep; remove %s by "
+                      "hand", sid, self.state_dir / "runsc")
         for bdir in (self.state_dir / "bundles").iterdir():
             shutil.rmtree(bdir, ignore_errors=True)
             await _remove_cgroups(bdir.name)
-        return leftovers
+        return [sid for sid in leftovers if sid not in still]
+
+    def _remove_by_hand(self, sid: str) -> None:
+        """A sandbox runsc can neither kill nor delete: a kill -9 during its creation left
+        its state file torn ("unexpected end of JSON input"). Its processes are found by
+        their command lines (this runtime's root and the sandbox's id), killed, and its
+        state files removed."""
+        root = str(self.state_dir / "runsc")
+        killed = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if sid in args and any(root in a for a in args):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed += 1
+        for state in Path(root).glob(f"{sid}_*"):
+            state.unlink(missing_ok=True)
+        log.warning("sandbox %s: runsc could not remove it (its state is unreadable); killed "
+                    "%d process(es) and removed its state by hand", sid, killed)
 
 
 @dataclass
