@@ -67,7 +67,7 @@ def test_answered_outcomes_and_lines_survive_kill_9(tmp_path: Path) -> None:
         spans = store.query("SELECT count() FROM otel_traces")
         assert spans[0][0] == len(answered) + 1  # each outcome's span, once
         # The journal let go of what the store has.
-        assert JournalReader(journal).unflushed()[0] == []
+        assert JournalReader(journal, ['otel_logs']).unflushed()[:2] == ([], {})
     finally:
         store.close()
 
@@ -79,23 +79,63 @@ def name_index(names: list[str], name: str) -> int:
 def test_journal_segments_torn_tail_and_cleanup(tmp_path: Path) -> None:
     writer = JournalWriter(tmp_path, next_seq=1, segment_bytes=200)
     for i in range(10):
-        assert writer.append("otel_logs", [[i, "x" * 50]]) == i + 1
+        table = "otel_logs" if i % 2 == 0 else "otel_traces"
+        assert writer.append(table, [[i, "x" * 50]]) == i + 1
     writer.close()
     segments = sorted(tmp_path.glob("*.journal"))
     assert len(segments) > 2
     # A write the kill cut short: its header promises more than the file holds.
     with segments[-1].open("ab") as f:
         f.write(HEADER.pack(1000, 11) + b"partial")
-    reader = JournalReader(tmp_path)
-    pending, next_seq = reader.unflushed()
+    tables = ["otel_logs", "otel_traces"]
+    reader = JournalReader(tmp_path, tables)
+    pending, doubt, next_seq = reader.unflushed()
     assert [seq for seq, _, _ in pending] == list(range(1, 11))
-    assert pending[3][1:] == ("otel_logs", [[3, "x" * 50]])
-    assert next_seq == 11
-    reader.mark_flushed(6)
-    assert reader.flushed() == 6
+    assert pending[3][1:] == ("otel_traces", [[3, "x" * 50]])
+    assert doubt == {} and next_seq == 11
+    # otel_logs written up to 6, otel_traces up to 4, and its batch up to 8 in doubt.
+    reader.done("otel_logs", 6)
+    reader.begin("otel_traces", 8)
+    reader.done("otel_traces", 4)
+    reader = JournalReader(tmp_path, tables)  # as the next start reads it
+    pending, doubt, next_seq = reader.unflushed()
+    assert [seq for seq, _, _ in pending] == [7, 9, 10]
+    assert [seq for seq, _, _ in doubt["otel_traces"]] == [6, 8]
     left = sorted(tmp_path.glob("*.journal"))
-    assert left and int(left[0].name.split(".")[0]) <= 7  # what holds 7.. stays
-    assert [seq for seq, _, _ in reader.unflushed()[0]] == list(range(7, 11))
+    assert left and int(left[0].name.split(".")[0]) <= 5  # what holds 5.. stays
     reader.drop_all(10)
     assert list(tmp_path.glob("*.journal")) == []
-    assert reader.unflushed() == ([], 11)
+    assert JournalReader(tmp_path, tables).unflushed() == ([], {}, 11)
+
+
+def test_a_batch_in_doubt_is_written_once(tmp_path: Path) -> None:
+    """The owner died between an insert and its note: the replay finds the batch's first
+    row in the store and does not write it again; a batch that did not go in is written."""
+    dsn, journal = dsn_for(tmp_path / "db"), tmp_path / "journal"
+    store = TelemetryStore(dsn, journal_dir=journal)
+    store.open()
+    ledger = InvocationLedger(store, WatchHub())
+    ledger.open()
+    inv = ledger.begin("default", "TaskAgent", "a", revision=None, trigger="http",
+                       execution_id="e")
+    logs = AgentLogs(store)
+    source = Source("default", "TaskAgent", "a", inv.name, inv.trace_id, inv.span_id)
+    logs.write(source, "stdout", b"written once\n")
+    ledger.finish("default", inv.name, "Succeeded", exitCode=0)
+    store.flush()  # in the store, and noted
+    killed(store)
+    reader = JournalReader(journal, ["otel_logs", "otel_traces", "clrk_invocations"])
+    for table in reader.tables:  # as if the notes after the inserts never happened
+        reader.flushing[table], reader.flushed[table] = reader.flushed[table], 0
+    reader._save()
+    store = TelemetryStore(dsn, journal_dir=journal)
+    store.open()
+    try:
+        lines = AgentLogs(store).read(Query("default", "TaskAgent", "a", invocation=inv.name))
+        assert [ln.message for ln in lines] == ["written once"]
+        assert store.query("SELECT count() FROM otel_traces")[0][0] == 1
+        again = InvocationLedger(store, WatchHub())
+        again.open()
+        assert again.get("default", inv.name)["status"]["phase"] == "Succeeded"  # type: ignore[index]
+    finally:
+        store.close()

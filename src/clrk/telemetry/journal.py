@@ -6,11 +6,12 @@ rows wait up to 0.2 s in its memory, and a kill -9 of ``clrk dev`` lost the outc
 output lines of executions whose callers already had their answers (4 of 67 in one
 run). Now the API server appends every batch of rows to a segment file (one ``write``,
 which a killed process cannot take back) before it hands the rows on; the owner notes
-the last sequence number it has written to the store in ``flushed``, drops segments it
-no longer needs, and when it starts it first writes every journaled row past
-``flushed``. A crash between a store write and its note replays that batch once more:
-``clrk_invocations`` keeps the latest state of each row, so only a log or span row
-could appear twice, never go missing.
+per table, the last sequence number it has written to the store (``marks``) and
+drops segments it no longer needs; when it starts it first writes every journaled row
+past its table's mark. A batch is noted as being written (``flushing``) before its
+insert and as written after it: a crash between the two leaves one batch per table in
+doubt, and since an insert is atomic, whether its first row is in the store says
+whether all of it is, so nothing is written twice either.
 
 Records: a 12-byte header (payload length, sequence number) and a pickle of (table,
 rows), written by this process for itself (the rows hold datetimes and maps), in files
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import pickle
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,43 +102,70 @@ class JournalWriter:
             self._fd = -1
 
 
+Record = tuple[int, str, list[Sequence[Any]]]
+
+
 class JournalReader:
     """The owner's side: what to replay at start, and what may go once written."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tables: Sequence[str]) -> None:
         self.directory = directory
+        self.tables = tuple(tables)  # every table the store writes
+        self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._marker = directory / "flushed"
+        self._marks_file = directory / "marks.json"
+        self.flushed: dict[str, int] = {}
+        self.flushing: dict[str, int] = {}
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError, AttributeError):
+            doc = json.loads(self._marks_file.read_text())
+            self.flushed = {str(k): int(v) for k, v in doc["flushed"].items()}
+            self.flushing = {str(k): int(v) for k, v in doc["flushing"].items()}
 
-    def flushed(self) -> int:
-        with contextlib.suppress(FileNotFoundError, ValueError):
-            return int(self._marker.read_text())
-        return 0
-
-    def unflushed(self) -> tuple[list[tuple[int, str, list[Sequence[Any]]]], int]:
-        """The records past ``flushed`` and the next free sequence number."""
-        done = self.flushed()
-        last = done
-        pending = []
+    def unflushed(self) -> tuple[list[Record], dict[str, list[Record]], int]:
+        """The records past their table's mark, those of them in doubt (a batch whose
+        insert began but was not noted done, by table), and the next sequence number."""
+        last = max([0, *self.flushed.values(), *self.flushing.values()])
+        pending: list[Record] = []
+        doubt: dict[str, list[Record]] = {}
         for _, path in _segments(self.directory):
-            for seq, table, rows in _records(path):
+            for record in _records(path):
+                seq, table, _ = record
                 last = max(last, seq)
-                if seq > done:
-                    pending.append((seq, table, rows))
-        return pending, last + 1
+                done = self.flushed.get(table, 0)
+                if seq <= done:
+                    continue
+                if seq <= self.flushing.get(table, 0):
+                    doubt.setdefault(table, []).append(record)
+                else:
+                    pending.append(record)
+        return pending, doubt, last + 1
 
-    def mark_flushed(self, seq: int) -> None:
-        """Every record up to ``seq`` is in the store; drop segments wholly before it."""
-        tmp = self._marker.with_suffix(".tmp")
-        tmp.write_text(str(seq))
-        tmp.replace(self._marker)
+    def _save(self) -> None:
+        with self._lock:  # the owner's flusher thread and its start both note marks
+            tmp = self._marks_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"flushed": self.flushed, "flushing": self.flushing}))
+            tmp.replace(self._marks_file)
+
+    def begin(self, table: str, seq: int) -> None:
+        """``table``'s rows up to ``seq`` are about to be inserted."""
+        self.flushing[table] = seq
+        self._save()
+
+    def done(self, table: str, seq: int) -> None:
+        """``table``'s rows up to ``seq`` are in the store; segments wholly before every
+        table's mark go."""
+        self.flushed[table] = seq
+        self._save()
+        low = min(self.flushed.get(t, 0) for t in self.tables)
         segments = _segments(self.directory)
         for (_, path), (following, _) in itertools.pairwise(segments):
-            if following - 1 <= seq:
+            if following - 1 <= low:
                 path.unlink(missing_ok=True)
 
     def drop_all(self, seq: int) -> None:
         """At start, once every record is in the store: the writer begins a new segment."""
-        self.mark_flushed(seq)
+        for table in self.tables:
+            self.flushed[table] = self.flushing[table] = seq
+        self._save()
         for _, path in _segments(self.directory):
             path.unlink(missing_ok=True)

@@ -19,16 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from clrk.telemetry.journal import JournalReader
-from clrk.telemetry.store import BatchingStore, TelemetryError
+from clrk.telemetry.store import COLUMNS, BatchingStore, TelemetryError
 
 log = logging.getLogger("clrk.telemetry")
 
 
 def _replay(store: BatchingStore, journal: JournalReader) -> int:
-    """Write what the journal holds past its last noted batch; the next sequence number."""
-    pending, next_seq = journal.unflushed()
-    for _, table, rows in pending:
-        store.insert(table, rows)
+    """Write what the journal holds past each table's mark; the next sequence number.
+
+    A batch in doubt (its insert began, its end was not noted) went in whole or not at
+    all: its first row says which.
+    """
+    pending, doubt, next_seq = journal.unflushed()
+    for table, records in doubt.items():
+        first = records[0][2][0] if records[0][2] else None
+        if first is not None and store.present(table, first):
+            continue
+        pending += records
+    pending.sort(key=lambda r: r[0])
+    store.journal = journal  # a crash during the replay leaves it as exact as any other
+    for seq, table, rows in pending:
+        store.insert(table, rows, seq)
     store.flush()
     journal.drop_all(next_seq - 1)
     if pending:
@@ -39,7 +50,7 @@ def _replay(store: BatchingStore, journal: JournalReader) -> int:
 
 def serve(conn: Connection, dsn: str, journal_dir: Path | None = None) -> None:
     store = BatchingStore(dsn)
-    journal = JournalReader(journal_dir) if journal_dir is not None else None
+    journal = JournalReader(journal_dir, list(COLUMNS)) if journal_dir is not None else None
     try:
         store.open()
         next_seq = _replay(store, journal) if journal is not None else 1
@@ -47,8 +58,6 @@ def serve(conn: Connection, dsn: str, journal_dir: Path | None = None) -> None:
         conn.send(("error", str(err)))
         store.close()
         return
-    if journal is not None:
-        store.on_flushed = journal.mark_flushed
     conn.send(("ok", next_seq))
     try:
         while True:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,18 @@ import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from clrk.telemetry import schema
+from clrk.telemetry.journal import JournalReader
 
 log = logging.getLogger("clrk.telemetry")
 COLUMNS = {"otel_logs": schema.LOG_COLUMNS, "otel_traces": schema.TRACE_COLUMNS,
            "clrk_invocations": schema.INVOCATION_COLUMNS}
+# What identifies a row, for the journal's replay of a batch in doubt.
+KEYS = {"otel_logs": ("Timestamp", "TraceId", "Body"),
+        "otel_traces": ("TraceId", "SpanId", "Timestamp"),
+        "clrk_invocations": ("Namespace", "Name", "ResourceVersion")}
+TYPES = {"Timestamp": "DateTime64(9)", "TraceId": "String", "SpanId": "String",
+         "Body": "String", "Namespace": "String", "Name": "String",
+         "ResourceVersion": "UInt64"}
 
 
 class TelemetryError(Exception):
@@ -42,8 +50,8 @@ class BatchingStore:
         self._closed = threading.Event()
         self._client: Any = None
         self._thread: threading.Thread | None = None
-        self._pending_seq = 0  # the journal's number of the newest row queued
-        self.on_flushed: Callable[[int], None] | None = None  # told after each batch
+        self._seen = 0  # the journal's number of the newest rows queued
+        self.journal: JournalReader | None = None  # noted before and after each insert
 
     def open(self) -> None:
         if self.dsn.startswith("chdb://"):
@@ -71,11 +79,11 @@ class BatchingStore:
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], seq: int = 0) -> None:
         """Queue rows (in ``COLUMNS[table]`` order) for the next batch; ``seq`` is their
-        number in the journal, reported to ``on_flushed`` once they are written."""
+        number in the journal, noted there once they are written."""
         with self._lock:
             pending = self._pending[table]
             pending.extend(rows)
-            self._pending_seq = max(self._pending_seq, seq)
+            self._seen = max(self._seen, seq)
             if len(pending) >= self.batch:
                 self._wake.set()
 
@@ -93,22 +101,33 @@ class BatchingStore:
     def _flush_locked(self) -> None:
         if self._client is None:
             return
-        seq, self._pending_seq = self._pending_seq, 0
-        self._write_pending()
-        if seq and self.on_flushed is not None:
-            self.on_flushed(seq)
-
-    def _write_pending(self) -> None:
+        seen, journal = self._seen, self.journal
         for table, rows in self._pending.items():
-            if not rows:
-                continue
-            self._pending[table] = []
-            try:
-                self._client.insert(table, rows, column_names=list(COLUMNS[table]))
-            except (ClickHouseError, ValueError, TypeError) as err:
-                # Dropping is better than retrying a batch that can never succeed; the
-                # error names the table so a schema problem is visible at once.
-                log.error("dropped %d row(s) for %s: %s", len(rows), table, err)
+            if journal is not None and seen and journal.flushed.get(table) == seen:
+                continue  # nothing new for this table since its last mark
+            if rows:
+                self._pending[table] = []
+                if journal is not None and seen:
+                    journal.begin(table, seen)
+                try:
+                    self._client.insert(table, rows, column_names=list(COLUMNS[table]))
+                except (ClickHouseError, ValueError, TypeError) as err:
+                    # Dropping is better than retrying a batch that can never succeed; the
+                    # error names the table so a schema problem is visible at once.
+                    log.error("dropped %d row(s) for %s: %s", len(rows), table, err)
+            if journal is not None and seen:
+                journal.done(table, seen)  # every row of the table up to ``seen`` is in
+
+    def present(self, table: str, row: Sequence[Any]) -> bool:
+        """Whether ``row`` (a whole inserted row) is in the store, by its identity."""
+        names = KEYS[table]
+        where = " AND ".join(f"{c} = {{p{i}:{TYPES[c]}}}" for i, c in enumerate(names))
+        params = {f"p{i}": row[COLUMNS[table].index(c)] for i, c in enumerate(names)}
+        with self._lock:
+            self._flush_locked()
+            found = self._client.query(f"SELECT count() FROM {table} WHERE {where}",
+                                       parameters=params).result_rows
+        return bool(found and found[0][0])
 
     def _flusher(self) -> None:
         while not self._closed.is_set():
