@@ -266,18 +266,21 @@ class API:
                 obj = self._get(req.served, req.namespace or "", req.name)
                 return Reply(body=self._render_one(req, obj))
             return Reply(body=self.list_objects(req))
+        write: Callable[[Request], Reply] | None = None
+        if req.method == "POST" and not req.name:
+            write = self.create
+        elif req.method == "PUT" and req.name:
+            write = self.update
+        elif req.method == "PATCH" and req.name:
+            write = self.patch
+        elif req.method == "DELETE":
+            write = self.delete if req.name else self.delete_collection
+        if write is None:
+            raise APIError(405, f"{req.method} is not supported on this path")
         async with self._lock:  # writes are serialized: one resourceVersion order
-            if req.method == "POST" and not req.name:
-                return self.create(req)
-            if req.method == "PUT" and req.name:
-                return self.update(req)
-            if req.method == "PATCH" and req.name:
-                return self.patch(req)
-            if req.method == "DELETE":
-                if req.name:
-                    return self.delete(req)
-                return self.delete_collection(req)
-        raise APIError(405, f"{req.method} is not supported on this path")
+            # In a thread: a patch, an apply or an admission of a large object is Python
+            # work a request can make long, and the loop must go on serving meanwhile.
+            return await asyncio.to_thread(write, req)
 
     def _render_one(self, req: Request, obj: Obj) -> Any:
         if "as=Table" in req.accept:

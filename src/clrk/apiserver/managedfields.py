@@ -127,9 +127,25 @@ def _covers(applied: Any, live: Any) -> bool:
     return bool(applied == live)
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
+class _PathIndex:
+    """A field set indexed so that the paths overlapping one path (one is a prefix of the
+    other) are found in time linear in that path, not in the set: comparing every pair
+    made an apply of 10 000 annotations take 100 s on the event loop."""
+
+    def __init__(self, paths: set[Path]) -> None:
+        self.paths = paths
+        self.under: dict[Path, list[Path]] = {}  # proper prefix -> the paths below it
+        for p in paths:
+            for i in range(1, len(p)):
+                self.under.setdefault(p[:i], []).append(p)
+
+    def overlapping(self, q: Path) -> list[Path]:
+        """The paths that are a prefix of ``q`` (or ``q``), then those that extend it."""
+        found = [q[:i] for i in range(1, len(q) + 1) if q[:i] in self.paths]
+        return found + self.under.get(q, [])
+
+    def overlaps(self, q: Path) -> bool:
+        return q in self.under or any(q[:i] in self.paths for i in range(1, len(q) + 1))
 
 
 def _to_tree(paths: set[Path]) -> dict[str, Any]:
@@ -233,16 +249,16 @@ def apply(live: Obj | None, applied: Obj, manager: str, force: bool,
                and e.subresource == subresource), None)
     conflicts: list[tuple[Path, str]] = []
     if live is not None:
+        index = _PathIndex(mine)
         for e in entries:
             if e is me:
                 continue
             for q in e.fields:
-                for p in mine:
-                    if _overlaps(p, q):
-                        short = p if len(p) <= len(q) else q
-                        if not _covers(_value(applied, short), _value(live, short)):
-                            conflicts.append((q, e.manager))
-                            break
+                for p in index.overlapping(q):
+                    short = p if len(p) <= len(q) else q
+                    if not _covers(_value(applied, short), _value(live, short)):
+                        conflicts.append((q, e.manager))
+                        break
     if conflicts and not force:
         seen: dict[tuple[str, str], None] = {}
         for q, m in conflicts:
@@ -292,11 +308,12 @@ def record_update(old: Obj | None, new: Obj, manager: str, operation: str = "Upd
         for e in entries:
             e.fields -= removed
     if changed:
+        index = _PathIndex(changed)
         for e in entries:
             if e.manager == manager and e.operation == operation \
                     and e.subresource == subresource:
                 continue
-            e.fields = {q for q in e.fields if not any(_overlaps(q, p) for p in changed)}
+            e.fields = {q for q in e.fields if not index.overlaps(q)}
         me = next((e for e in entries if e.manager == manager and e.operation == operation
                    and e.subresource == subresource), None)
         if me is None:

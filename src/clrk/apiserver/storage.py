@@ -7,13 +7,15 @@ transaction, so a watch can resume from any retained version, across restarts.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 Obj = dict[str, Any]
 
@@ -62,11 +64,25 @@ class TooOld(Exception):
         self.oldest = oldest
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _locked(method: F) -> F:
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return cast(F, wrapper)
+
+
 class Store:
     """Objects by (group, plural, namespace, name) plus an event log for watches."""
 
     def __init__(self, path: Path, history: int = 10_000) -> None:
         self.history = history
+        # Writes are computed in a worker thread while the event loop serves reads: one
+        # lock keeps each read out of a write's transaction.
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -74,6 +90,7 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE key='rv'").fetchone()
         self._rv = int(row[0]) if row else 0
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
@@ -81,11 +98,13 @@ class Store:
     def resource_version(self) -> int:
         return self._rv
 
+    @_locked
     def oldest_retained(self) -> int:
         """The newest version a watch cannot resume after (everything later is retained)."""
         row = self._db.execute("SELECT MIN(rv) FROM events").fetchone()
         return (int(row[0]) - 1) if row and row[0] is not None else self._rv
 
+    @_locked
     def get(self, key: Key) -> Obj | None:
         row = self._db.execute(
             "SELECT body FROM objects WHERE grp=? AND plural=? AND namespace=? AND name=?",
@@ -93,6 +112,7 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
+    @_locked
     def list_objects(self, group: str, plural: str, namespace: str | None = None
                      ) -> list[Obj]:
         sql = "SELECT body FROM objects WHERE grp=? AND plural=?"
@@ -103,15 +123,18 @@ class Store:
         sql += " ORDER BY namespace, name"
         return [json.loads(r[0]) for r in self._db.execute(sql, args)]
 
+    @_locked
     def count_in_namespace(self, namespace: str) -> int:
         row = self._db.execute("SELECT COUNT(*) FROM objects WHERE namespace=?",
                                (namespace,)).fetchone()
         return int(row[0])
 
+    @_locked
     def keys_in_namespace(self, namespace: str) -> list[Key]:
         return [Key(*r) for r in self._db.execute(
             "SELECT grp, plural, namespace, name FROM objects WHERE namespace=?", (namespace,))]
 
+    @_locked
     def owned_by(self, uid: str) -> list[tuple[Key, Obj]]:
         """Objects whose ownerReferences name ``uid``."""
         out = []
@@ -139,6 +162,7 @@ class Store:
     def next_rv(self) -> int:
         return self._rv + 1
 
+    @_locked
     def put(self, key: Key, obj: Obj, event_type: str) -> Event:
         previous = self.get(key)
         rv = self._rv + 1
@@ -158,6 +182,7 @@ class Store:
         return Event(rv, event_type, key.group, key.plural, key.namespace, key.name, obj,
                      previous)
 
+    @_locked
     def delete(self, key: Key, obj: Obj) -> Event:
         """Removes ``key``; ``obj`` is its final state (e.g. with finalizers emptied)."""
         previous = self.get(key) or obj
@@ -187,6 +212,7 @@ class Store:
         # Exactly the newest `history` events are kept (a range delete on the primary key).
         db.execute("DELETE FROM events WHERE rv <= ?", (rv - self.history,))
 
+    @_locked
     def list_at(self, rv: int, group: str, plural: str, namespace: str | None = None
                 ) -> list[Obj]:
         """The objects as they were at ``rv``: today's, with the retained log undone.
@@ -206,6 +232,7 @@ class Store:
                 state[(ev.namespace, ev.name)] = ev.previous
         return [state[k] for k in sorted(state)]
 
+    @_locked
     def events_since(self, rv: int, group: str, plural: str) -> list[Event]:
         return [
             Event(r, t, g, p, ns, n, json.loads(body), json.loads(prev) if prev else None)

@@ -43,13 +43,25 @@ class ReadOnlyKind(ReadSource, Protocol):
     def get(self, namespace: str, name: str) -> Obj | None: ...
 
 
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 class WatchHub:
     """Each watch gets an unbounded queue of the events of one resource."""
 
     def __init__(self) -> None:
         self._subs: dict[tuple[str, str], set[asyncio.Queue[Event | None]]] = defaultdict(set)
+        try:  # the loop whose watches it feeds (else the first subscriber's)
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def subscribe(self, group: str, plural: str) -> asyncio.Queue[Event | None]:
+        self._loop = asyncio.get_running_loop()
         q: asyncio.Queue[Event | None] = asyncio.Queue()
         self._subs[(group, plural)].add(q)
         return q
@@ -58,6 +70,15 @@ class WatchHub:
         self._subs[(group, plural)].discard(q)
 
     def publish(self, event: Event) -> None:
+        """From the loop, or from a write computed in a worker thread (delivered on the
+        loop, in order, before that write's reply)."""
+        loop = self._loop
+        if loop is not None and not _on(loop):
+            loop.call_soon_threadsafe(self._deliver, event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         for q in self._subs.get((event.group, event.plural), ()):
             q.put_nowait(event)
 
