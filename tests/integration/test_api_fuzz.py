@@ -26,7 +26,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from clrk.apiserver.server import APIServer
+from clrk.controlplane.apiserver import APIServer
 
 G = "clrk.apoxy.dev"
 V = f"{G}/v1alpha1"

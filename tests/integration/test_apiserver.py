@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clrk.apiserver.server import APIServer
+from clrk.controlplane.apiserver import APIServer
 
 BASE = "/apis/clrk.apoxy.dev/v1alpha1/namespaces/default"
 

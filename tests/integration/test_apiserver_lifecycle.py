@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clrk.apiserver.server import APIServer
+from clrk.controlplane.apiserver import APIServer
 
 GROUP_PATH = "/apis/clrk.apoxy.dev/v1alpha1"
 BASE = f"{GROUP_PATH}/namespaces/default"

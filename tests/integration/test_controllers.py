@@ -19,9 +19,9 @@ from clrk.api.agents import TaskAgent
 from clrk.api.gateway import EgressGateway
 from clrk.api.revision import AgentSandboxRevision
 from clrk.api.workerpool import WorkerPool
-from clrk.apiserver.server import APIServer
 from clrk.client import resource_class, to_dict
 from clrk.controllers.manager import ControllerManager
+from clrk.controlplane.apiserver import APIServer
 
 TA = resource_class(TaskAgent)
 ASR = resource_class(AgentSandboxRevision)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clrk.apiserver.server import APIServer
+from clrk.controlplane.apiserver import APIServer
 
 G = "clrk.apoxy.dev/v1alpha1"
 BASE = f"/apis/{G}/namespaces/default"

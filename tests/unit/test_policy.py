@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from clrk.apiserver.token_budgets import TokenCounters, today
+from clrk.controlplane.token_budgets import TokenCounters, today
 from clrk.egress.l4 import admits
 from clrk.egress.policy import mcp
 from clrk.egress.policy.limits import RateWindows, retry_after

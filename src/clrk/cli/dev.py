@@ -16,19 +16,17 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
 from clrk.api.workerpool import WorkerPool
-from clrk.apiserver.server import APIServer
 from clrk.cli.errors import CLIError, describe, run_guarded
 from clrk.cli.manifests import Manifest, load
 from clrk.cli.secret import parse_secret_flag
-from clrk.client import FIELD_MANAGER, http_invoker, resource_class
-from clrk.controllers.manager import ControllerManager
+from clrk.client import FIELD_MANAGER, resource_class
+from clrk.controlplane.assembly import ControlPlane
 from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
-from clrk.scheduler.ingress import Ingress
 
 log = logging.getLogger("clrk.dev")
 app = typer.Typer(help="Run clrk on this host.")
@@ -127,38 +125,26 @@ class WorkerProcesses:
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
                  manifests: list[Manifest], concurrency: int, workers: int,
                  ingress_port: int, insecure: list[str]) -> None:
-    server = APIServer(data_dir, host, port)
-    await server.start()
-    kubeconfig = data_dir / HOST_KUBECONFIG
-    server.write_kubeconfig(kubeconfig)
-    ingress = Ingress(server.invoker, host, ingress_port)
-    await ingress.start()
+    plane = ControlPlane(data_dir, host, port, ingress_port, concurrency)
+    await plane.start()
+    kubeconfig = plane.kubeconfig
     worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
     await worker_procs.start()
-    client = AsyncClient(config=KubeConfig.from_file(str(kubeconfig)),
-                         field_manager=FIELD_MANAGER)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    manager = ControllerManager(client, concurrency=concurrency, registry=server.registry,
-                                invoke=http_invoker(kubeconfig))
-    controllers = asyncio.create_task(manager.run(stop))
     try:
-        await _bootstrap(client, secrets, manifests)
-        print(f"clrk dev is running\n  API:        {server.url}\n  ingress:    {ingress.url}\n"
+        await _bootstrap(plane.client, secrets, manifests)
+        print(f"clrk dev is running\n  API:        {plane.server.url}\n"
+              f"  ingress:    {plane.ingress.url}\n"
               f"  workers:    {workers}\n  kubeconfig: {kubeconfig}\n"
               f"  export KUBECONFIG={kubeconfig}\nPress Ctrl-C to stop.", flush=True)
-        (data_dir / "ingress.url").write_text(ingress.url)
+        (data_dir / "ingress.url").write_text(plane.ingress.url)
         await stop.wait()
     finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await controllers
         await worker_procs.stop()
-        await ingress.stop()
-        await client.close()
-        await server.stop()
+        await plane.stop()
         print("clrk dev stopped", flush=True)
 
 

@@ -1,4 +1,7 @@
-"""The API server process: TLS, bearer token, uvicorn lifecycle."""
+"""The API server as clrk runs it: the generic Kubernetes REST server
+(:mod:`clrk.apiserver`) with the telemetry store and its Invocation ledger, the
+scheduler's invoke and heartbeat subresources and the shared counters mounted on it;
+TLS, bearer token, uvicorn lifecycle."""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import logging
 from pathlib import Path
 
 from clrk import kubeconfig, pki
-from clrk.apiserver import token_budgets
 from clrk.apiserver.app import build_app
 from clrk.apiserver.auth import load_or_create_token
 from clrk.apiserver.handlers import API
 from clrk.apiserver.storage import Store
-from clrk.apiserver.token_budgets import TokenCounters
 from clrk.apiserver.watch import WatchHub
+from clrk.controlplane import token_budgets
+from clrk.controlplane.token_budgets import TokenCounters
 from clrk.scheduler import endpoints
 from clrk.scheduler.invoke import Invoker
 from clrk.scheduler.registry import WorkerRegistry
