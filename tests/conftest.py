@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.images import Registry, start_registry
+from tests.kube_cluster import KubeCluster, build_binaries, start_cluster, test_addresses
 
 ROOT = Path(__file__).resolve().parents[1]
 CLRK = str(Path(sys.executable).parent / "clrk")
@@ -155,3 +156,22 @@ def shared_dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevS
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A docker-registry on 127.0.0.1 for the whole session."""
     yield from start_registry(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory,
+                 pytestconfig: pytest.Config) -> Iterator[KubeCluster]:
+    """etcd + kube-apiserver for the session (binaries built once per version)."""
+    binaries, built = build_binaries()
+    with test_addresses():
+        start = time.monotonic()
+        cluster = start_cluster(tmp_path_factory.mktemp("kube"), binaries)
+        started = time.monotonic() - start
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"kube cluster: binaries in {built:.1f} s ({binaries}), "
+                                f"etcd + kube-apiserver ready in {started:.1f} s")
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
