@@ -25,7 +25,6 @@ MAX_DEPTH = 100
 MAX_NODES = 100_000  # values in a decoded body, aliases expanded (a manifest has ~100s)
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_JSON_TAGS = ("null", "bool", "int", "float", "str", "seq", "map")
 
 
 class _Loader(_Base):  # type: ignore[misc,valid-type]
@@ -134,27 +133,24 @@ def count_values(value: Any, limit: int = MAX_NODES) -> int:
     return count
 
 
-def _json_value(value: Any, seen: dict[int, Any]) -> Any:
-    """YAML's values as JSON's: map keys become strings (as kube's YAML-to-JSON does),
-    non-finite floats are refused. Shared nodes stay shared (depth is already bounded)."""
+def _json_value(value: Any) -> Any:
+    """YAML's values as JSON's, aliases expanded into copies of their own (bounded by
+    MAX_NODES and MAX_DEPTH already): map keys become strings (as kube's YAML-to-JSON
+    does); non-finite floats are refused."""
     if isinstance(value, float) and not math.isfinite(value):
         raise APIError(400, f"the request body holds {value}, which JSON cannot hold")
-    if not isinstance(value, dict | list):
-        return value
-    if id(value) in seen:
-        return seen[id(value)]
     if isinstance(value, list):
-        out: Any = seen.setdefault(id(value), [])
-        out.extend(_json_value(v, seen) for v in value)
-        return out
-    out = seen.setdefault(id(value), {})
+        return [_json_value(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
     for k, v in value.items():
         key = k if isinstance(k, str) else json.dumps(k) if k is None or isinstance(
             k, bool | int | float) else None
         if key is None:
             raise APIError(400, f"the request body uses {k!r} as a map key; keys must be "
                            "strings")
-        out[key] = _json_value(v, seen)
+        out[key] = _json_value(v)
     return out
 
 
@@ -173,7 +169,7 @@ def _yaml(body: bytes) -> Any:
     _Bounds().measure(root)
     loader = _Loader("")
     try:
-        return _json_value(loader.construct_document(root), {})
+        return _json_value(loader.construct_document(root))
     except yaml.YAMLError as err:
         raise APIError(400, f"the request body is not valid YAML: {err}") from None
     except (RecursionError, TypeError, ValueError) as err:

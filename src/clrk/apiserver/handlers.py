@@ -18,7 +18,7 @@ from clrk.api.base import KindInfo, Resource
 from clrk.api.registry import all_kinds
 from clrk.api.validation import AdmissionError, admit
 from clrk.apiserver import managedfields, patching
-from clrk.apiserver.decoding import MAX_BODY, MAX_NODES, count_values, decode
+from clrk.apiserver.decoding import MAX_BODY, MAX_NODES, count_values, decode, decode_object
 from clrk.apiserver.errors import APIError, already_exists, conflict, invalid, not_found
 from clrk.apiserver.selectors import Selector, SelectorError
 from clrk.apiserver.storage import Event, Key, Obj, Store, TooOld
@@ -97,10 +97,7 @@ class Request:
 
     async def json_object(self) -> dict[str, Any]:
         """A subresource's JSON object body, decoded with bounds off the event loop."""
-        value = await asyncio.to_thread(decode, self.body, "application/json")
-        if not isinstance(value, dict):
-            raise APIError(400, "the request body must be a JSON object")
-        return value
+        return await asyncio.to_thread(decode_object, self.body)
 
 
 Handler = Callable[[Request], Awaitable[Any]]
