@@ -5,13 +5,14 @@ second Envoy answering with a fixed Anthropic-shaped body):
 - direct: wrk -> upstream
 - TLS passthrough: wrk -> Envoy (SNI-routed tcp_proxy) -> upstream
 - MITM + header (Envoy): wrk -> Envoy (TLS terminated, the credential header injected
-  by Envoy's credential_injector from an SDS file, request logged) -> upstream (TLS
-  again): what an EgressL4Route with a header credential gets
+  by Envoy's credential_injector from an SDS file, the answer scrubbed of it by a Lua
+  filter, request logged) -> upstream (TLS again): what an EgressL4Route with a header
+  credential gets
 - MITM + header (ext_proc): the same through the policy service, headers only (what a
   route with a rate limit or a non-header credential gets)
 - token accounting (Envoy): an Anthropic route Envoy meters alone (its Lua filter
-  injects the key and traceparent; json_to_metadata reads the model and the usage of
-  every answer into the access log)
+  injects the key and traceparent and scrubs the answer of the key; json_to_metadata
+  reads the model and the usage of every answer into the access log)
 - token accounting (ext_proc): the same route once it needs the policy service (its
   meter file removed, as when a rate limit is attached): bodies through ext_proc
 
@@ -61,6 +62,7 @@ from clrk.egress.leaves import LeafCertificates  # noqa: E402
 from clrk.egress.metered import Meter, MeterFiles, record_fields  # noqa: E402
 from clrk.egress.policy.service import PolicyService  # noqa: E402
 from clrk.egress.policy.state import PolicyState  # noqa: E402
+from clrk.egress.scrub import Patterns  # noqa: E402
 from clrk.egress.secret_files import SecretFiles  # noqa: E402
 
 HOST_IP, NS_IP = "10.216.0.1", "10.216.0.2"
@@ -181,7 +183,8 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
         secrets = SecretFiles(tmp)
         native = Native("EgressL4Route/bench", tmp / "http.log", header="x-api-key",
                         secret_file=secrets.write("bench-key", "sk-bench-key"),
-                        secret_name="bench-key")
+                        secret_name="bench-key",
+                        scrub_file=secrets.write_scrub("bench-key", "sk-bench-key"))
         meters = MeterFiles(tmp / "meter")
         metering = Metering(meters.meter_file("gw", "api.anthropic.com"), meters.traces,
                             tmp / "http.log")
@@ -224,7 +227,7 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                         ("token accounting (ext_proc)",
                          "https://api.anthropic.com/v1/messages")]
                 meter = Meter("AIProviderRoute/anthropic", "anthropic", "x-api-key",
-                              "sk-bench-key")
+                              "sk-bench-key", Patterns.of(["sk-bench-key"]).items)
                 results = {}
                 cpu: dict[str, float] = {}  # this process's (the policy service's) CPU
                 only = [r for r in runs

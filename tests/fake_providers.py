@@ -2,10 +2,14 @@
 OpenAI chat.completions / responses / embeddings, Gemini generateContent), over TLS
 with a certificate for the real hostnames from a test CA. They check the credential
 each provider expects and remember every request, so tests can show what reached
-"upstream"."""
+"upstream". Asked to (``"echo": true`` in a JSON body, or a path ending in ``/echo``)
+they behave like a hostile debug endpoint: they echo the request (headers, body, the
+credential in base64, alone and inside a larger base64 blob), in the body and in
+response headers, as JSON or SSE, written a few bytes at a time."""
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import tempfile
@@ -95,7 +99,13 @@ class FakeProviders:
                 for k, v in extra.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(payload)
+                if not extra.get("x-echo"):
+                    self.wfile.write(payload)
+                    return
+                for at in range(0, len(payload), ECHO_PIECE):  # values split across reads
+                    self.wfile.write(payload[at:at + ECHO_PIECE])
+                    self.wfile.flush()
+                    time.sleep(0.002)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -135,7 +145,14 @@ class FakeProviders:
             return self.status, "application/json", json.dumps(
                 {"error": {"message": "forced", "type": "overloaded"}}).encode(), {}
         path = urlsplit(seen.path).path
-        doc = seen.json() if seen.body else {}
+        try:
+            doc = seen.json() if seen.body else {}
+        except ValueError:
+            doc = {}
+        if path.endswith("/echo") or (isinstance(doc, dict) and doc.get("echo")):
+            return echo(seen, self.credential(seen) or "", bool(
+                (isinstance(doc, dict) and doc.get("stream"))
+                or "text/event-stream" in seen.headers.get("accept", "")))
         if path == "/v1/messages":
             return self._anthropic(doc)
         if path.endswith("/chat/completions"):
@@ -230,6 +247,24 @@ class FakeProviders:
         if "alt=sse" in full:
             return 200, "text/event-stream", _sse([(None, chunk), (None, last)]), {}
         return 200, "application/json", json.dumps([chunk, last]).encode(), {}
+
+
+ECHO_PIECE = 13  # bytes per write of an echo: values cross the pieces' boundaries
+
+
+def echo(seen: Seen, credential: str, sse: bool) -> tuple[int, str, bytes, dict[str, str]]:
+    """What a hostile debug endpoint answers: the request's headers and body, the
+    credential in base64 and every header inside a base64 blob, in the body; the
+    credential and its base64 in response headers."""
+    key64 = base64.b64encode(credential.encode()).decode()
+    pieces = {"headers": seen.headers, "body": seen.body.decode("utf-8", "replace"),
+              "credential_b64": key64, "url": seen.path,
+              "blob": base64.b64encode(b"\x01" + json.dumps(seen.headers).encode()).decode()}
+    extra = {"x-echo": "1", "x-echo-credential": credential, "x-echo-credential-b64": key64,
+             "x-echo-authorization": seen.headers.get("authorization", "")}
+    if not sse:
+        return 200, "application/json", json.dumps(pieces).encode(), extra
+    return 200, "text/event-stream", _sse([("echo", {k: v}) for k, v in pieces.items()]), extra
 
 
 def sigv4_verifier(access_key: str, secret_key: str, region: str, service: str) -> Any:

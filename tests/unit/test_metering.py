@@ -107,9 +107,11 @@ def test_meter_and_trace_files(tmp_path: Path) -> None:
     files = MeterFiles(tmp_path / "m")
     first = files.meter_file("gw", "api.anthropic.com")
     second = files.meter_file("gw", "api.openai.com")
-    files.sync({first: Meter("AIProviderRoute/a", "anthropic", "x-api-key", "sk-1"),
+    files.sync({first: Meter("AIProviderRoute/a", "anthropic", "x-api-key", "sk-1",
+                             (b"sk-1-long", b"c2stMS1sb25n")),
                 second: Meter("AIProviderRoute/o", "openai")})
-    assert first.read_text() == "AIProviderRoute/a\nanthropic\nx-api-key\nsk-1\n"
+    assert first.read_text() == \
+        "AIProviderRoute/a\nanthropic\nx-api-key\nsk-1\nsk-1-long\nc2stMS1sb25n\n"
     assert second.read_text() == "AIProviderRoute/o\nopenai\n\n\n"
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
     files.sync({second: Meter("AIProviderRoute/o", "openai")})
@@ -136,6 +138,7 @@ def test_a_provider_chain_lets_envoy_serve_and_meter_calls(tmp_path: Path) -> No
         "envoy.filters.http.json_to_metadata (unmarked)", "envoy.filters.http.router"]
     lua = filters[1]["typed_config"]["default_source_code"]["inline_string"]
     assert json.dumps(str(meter.meter_file)) in lua and json.dumps(str(meter.traces)) in lua
+    assert "function envoy_on_response" in lua and "function scrub_response" in lua
     ext_proc = filters[2]["typed_config"]
     assert ext_proc["extension_config"]["typed_config"]["processing_mode"][
         "request_body_mode"] == "BUFFERED"
@@ -158,3 +161,4 @@ def test_without_metering_every_call_goes_to_the_policy_service() -> None:
     assert [f["name"] for f in manager["http_filters"]] == [
         "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     assert "access_log" not in manager
+    assert manager["http_filters"][0]["typed_config"]["allow_mode_override"] is True

@@ -10,7 +10,8 @@ to the policy service.
 
 The files live next to the credential files Envoy injects (memory-backed, root only,
 never under the data directory): ``meter/<gateway>/<hash of the host>`` holds the
-route, the provider, the credential header and its value, one per line;
+route, the provider, the credential header and its value, one per line, then the
+forms of the credential its answers are scrubbed of (clrk.egress.scrub), one per line;
 ``traces/<address>`` holds the trace id of the execution that owns a sandbox address.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clrk import pki
+from clrk.egress.envoy.scrubbing import pattern_text
 from clrk.egress.providers import codec_for
 
 METERED_PROVIDERS = ("anthropic", "openai", "azure-openai", "google")
@@ -37,9 +39,11 @@ class Meter:
     provider: str
     header: str = ""  # the credential header Envoy injects ("" for none)
     value: str = ""
+    scrub: tuple[bytes, ...] = ()  # the forms of the credential, scrubbed from answers
 
     def text(self) -> str:
-        return f"{self.route}\n{self.provider}\n{self.header}\n{self.value}\n"
+        return (f"{self.route}\n{self.provider}\n{self.header}\n{self.value}\n"
+                + pattern_text(self.scrub))
 
 
 def _write(path: Path, text: str) -> None:

@@ -62,6 +62,7 @@ from clrk.egress.policy import credentials
 from clrk.egress.policy.attachments import Target
 from clrk.egress.policy.service import PolicyService
 from clrk.egress.policy.state import PolicyState
+from clrk.egress.scrub import Patterns
 from clrk.egress.secret_files import SecretFiles
 from clrk.telemetry import connections, otlp_export
 from clrk.worker.attribution import Attribution, Attributions
@@ -85,6 +86,7 @@ class EnvoyPolicies:
     header: str | None = None  # the credential header
     value: str = ""  # its value
     secret: str = ""  # a name for the credential (its policy and Secret)
+    secret_value: str = ""  # the Secret's value (without the header's prefix)
     deny: tuple[int, str] | None = None  # the deny policy's status and message
 
 
@@ -342,6 +344,9 @@ class EgressPlane:
                         item.update(record_fields(item))
                         if who is not None:
                             self._count_execution_tokens(gateway, who, item)
+                if isinstance(item.get("scrubbed"), int | float) and item["scrubbed"] > 0:
+                    item["attributes"] = {**(item.get("attributes") or {}),
+                                          "clrk.egress.scrubbed": str(int(item["scrubbed"]))}
                 item["attribution"] = who.to_json() if who else None
                 items.append(item)
         if chunks and await self.connections(self.namespace, gateway, items):
@@ -553,7 +558,8 @@ class EgressPlane:
         self._native_secrets.add(spec["secretRef"]["name"])
         return EnvoyPolicies(str(spec["headerName"]).lower(),
                              (spec.get("valuePrefix") or "") + value,
-                             f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}")
+                             f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}",
+                             value)
 
     def _native(self, gateway: str, route: str) -> Native | None:
         """Envoy alone serves an L4 route's terminated HTTP when its policies allow."""
@@ -563,9 +569,12 @@ class EgressPlane:
         native = Native(f"EgressL4Route/{route}", self.access_log(gateway), deny=alone.deny)
         if alone.header is None or alone.deny is not None:
             return native
+        # The scrub file first: Envoy must never inject a value its answers are not
+        # scrubbed of.
+        scrub = self.secret_files.write_scrub(alone.secret, alone.secret_value)
         path = self.secret_files.write(alone.secret, alone.value)
         return replace(native, header=alone.header, secret_file=path,
-                       secret_name=alone.secret)
+                       secret_name=alone.secret, scrub_file=scrub)
 
     def _metered(self, gateway: str, http: routing.HttpRoutes, host: str) -> Meter | None:
         """Whether Envoy alone serves and meters the calls to a provider host (the
@@ -586,7 +595,8 @@ class EgressPlane:
                 "\r" in alone.value:
             return None
         return Meter(f"AIProviderRoute/{rule.route}", rule.provider, alone.header or "",
-                     alone.value)
+                     alone.value, Patterns.of([alone.secret_value] if alone.header
+                                              else []).items)
 
     def _apply(self) -> None:
         self._native_secrets = set()

@@ -5,8 +5,9 @@ the gateway's additional trust bundle.
 
 Bodies go to the policy service only on chains that need them (AI and MCP hosts):
 requests buffered (the model, the tool, the budget are in there), responses streamed
-(token usage arrives at the end of a stream). On those chains Envoy serves and meters
-most calls alone (clrk.egress.envoy.metering).
+(token usage arrives at the end of a stream; the policy service asks for the
+response body of any request it injected a credential into, to scrub it). On those
+chains Envoy serves and meters most calls alone (clrk.egress.envoy.metering).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clrk.egress.envoy import metering
+from clrk.egress.envoy import metering, scrubbing
 from clrk.egress.leaves import Leaf
 
 POLICY = "clrk_policy"
@@ -34,6 +35,7 @@ class Native:
     secret_file: Path | None = None  # SDS file holding the header's value
     secret_name: str = ""
     deny: tuple[int, str] | None = None
+    scrub_file: Path | None = None  # the forms of the value, scrubbed from answers
 
 
 BACKEND_HEADER = "x-clrk-backend"
@@ -101,7 +103,8 @@ HTTP_LOG_FORMAT = {
 def _native_filters(native: Native) -> list[dict[str, Any]]:
     if native.header is None or native.secret_file is None:
         return []
-    return [{"name": "envoy.filters.http.credential_injector", "typed_config": {
+    scrub = [scrubbing.native_filter(native.scrub_file)] if native.scrub_file else []
+    return [*scrub, {"name": "envoy.filters.http.credential_injector", "typed_config": {
         "@type": f"{_T}.filters.http.credential_injector.v3.CredentialInjector",
         "overwrite": True, "credential": {
             "name": "envoy.http.injected_credentials.generic", "typed_config": {
@@ -125,7 +128,7 @@ def _native_log(host: TerminatedHost, native: Native) -> list[dict[str, Any]]:
     return _file_log(native.access_log, {
         **HTTP_LOG_FORMAT, "route": native.route, "host": host.hostname,
         "port": str(host.port), "injected": native.header or "",
-        "decision": "deny" if native.deny else "allow",
+        "scrubbed": scrubbing.COUNT, "decision": "deny" if native.deny else "allow",
         "deny_reason": native.deny[1] if native.deny else ""})
 
 
@@ -155,6 +158,8 @@ def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
         "request_attributes": ["source.address"],
         # The service may remove the agent's x-envoy-* headers (and add its own).
         "mutation_rules": {"allow_envoy": True},
+        # It asks for the response body of a request it injected a credential into.
+        "allow_mode_override": True,
     }}
 
 
@@ -172,6 +177,9 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
         filters = metering.provider_filters(meter, _ext_proc(host))
     else:
         filters = [_ext_proc(host)]
+    # A compressed answer could not be scrubbed of the credential Envoy injects.
+    stripped = [*STRIPPED, "accept-encoding"] if native is not None and native.scrub_file \
+        else STRIPPED
     # The policy service names a Backend in a header (then clears the route cache);
     # the header never leaves.
     backend_routes = [{
@@ -218,7 +226,7 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                              "validate_clusters": False, "virtual_hosts": [{
                 "name": host.hostname, "domains": ["*"],
                 "routes": [*backend_routes, {
-                    "match": {"prefix": "/"}, "request_headers_to_remove": STRIPPED,
+                    "match": {"prefix": "/"}, "request_headers_to_remove": stripped,
                     "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
             **manager_log,
             "http_filters": [*filters, {

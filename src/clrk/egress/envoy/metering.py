@@ -12,7 +12,12 @@ which let Envoy serve and meter most LLM calls alone, at C++ speed:
 3. ext_proc (the policy service) runs on marked requests only;
 4. json_to_metadata reads the usage of the JSON answers of the others, and the access
    log carries it, with the request's model and the Lua filter's decisions, to the
-   worker, which writes the call's span.
+   worker, which writes the call's span;
+5. on the way back, the Lua filter scrubs the answers of the calls Envoy served of
+   the credential it injected (clrk.egress.envoy.scrubbing: its forms are read from
+   the meter file with it, and kept in the request's dynamic metadata, so the answer
+   is scrubbed of what was injected even if the file changes meanwhile); the policy
+   service scrubs the others.
 
 The decision is in files, not in the chain, so a policy change that moves a host
 between Envoy and Python rewrites no listener and drains no connection.
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clrk.egress.envoy import scrubbing
 from clrk.egress.metered import METERED_PROVIDERS
 from clrk.egress.providers import codec_for
 
@@ -32,6 +38,7 @@ PYTHON_HEADER = "x-clrk-python"  # set by the Lua filter: the policy service han
 NAMESPACE = "clrk"  # the Lua filter's decisions
 REQUEST = "clrk.request"  # the request body's model and stream
 USAGE = "clrk.usage"  # the JSON answer's usage, keyed by path
+SCRUB = "clrk.scrub"  # the forms of the injected credential (never logged)
 # Paths whose calls always go to the policy service: streams (their usage is in SSE
 # events) and embeddings (answers too large to hold whole in Envoy).
 TO_PYTHON = (":streamGenerateContent", "/embeddings", ":embedContent", ":batchEmbedContents")
@@ -49,6 +56,7 @@ LOG_FIELDS = {
     "request": f"%DYNAMIC_METADATA({REQUEST})%",
     "usage": f"%DYNAMIC_METADATA({USAGE})%",
     "response_type": "%RESP(CONTENT-TYPE)%",
+    "scrubbed": scrubbing.COUNT,
     "decision": "allow",
 }
 
@@ -101,6 +109,7 @@ function envoy_on_request(handle)
   local file = io.open(METER, "r")
   if file == nil then return python(headers, meta) end
   local route, provider, header, value = file:read("*l", "*l", "*l", "*l")
+  local patterns = file:read("*a")
   file:close()
   if route == nil or provider == nil then return python(headers, meta) end
   meta:set("{ns}", "route", route)
@@ -108,7 +117,10 @@ function envoy_on_request(handle)
   if header ~= nil and header ~= "" then
     headers:replace(header, value or "")
     meta:set("{ns}", "injected", header)
+    -- A compressed answer could not be scrubbed of it.
+    headers:remove("accept-encoding")
   end
+  if patterns ~= nil and patterns ~= "" then meta:set("{scrub}", "patterns", patterns) end
   local span = string.format("%08x%08x", math.random(0, 0x7fffffff),
                              math.random(1, 0x7fffffff))
   meta:set("{ns}", "span", span)
@@ -125,14 +137,20 @@ function envoy_on_request(handle)
     end
   end
 end
+
+function envoy_on_response(handle)
+  local mine = handle:streamInfo():dynamicMetadata():get("{scrub}")
+  if mine == nil or mine["patterns"] == nil then return end
+  scrub_response(handle, mine["patterns"])
+end
 """
 
 
 def lua_source(metering: Metering) -> str:
-    return LUA.format(meter=json.dumps(str(metering.meter_file)),
-                      traces=json.dumps(str(metering.traces)),
-                      to_python=", ".join(json.dumps(m) for m in TO_PYTHON),
-                      header=PYTHON_HEADER, ns=NAMESPACE, request=REQUEST)
+    return scrubbing.functions() + LUA.format(
+        meter=json.dumps(str(metering.meter_file)), traces=json.dumps(str(metering.traces)),
+        to_python=", ".join(json.dumps(m) for m in TO_PYTHON), header=PYTHON_HEADER,
+        ns=NAMESPACE, request=REQUEST, scrub=SCRUB)
 
 
 def _rule(path: str, namespace: str, **when: Any) -> dict[str, Any]:

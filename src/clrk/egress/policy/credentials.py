@@ -23,6 +23,8 @@ class Injection:
     remove_headers: list[str] = field(default_factory=list)
     path: str | None = None
     secrets: list[str] = field(default_factory=list)  # values, to scrub from records
+    # What went upstream and could come back: scrubbed from the answer (clrk.egress.scrub)
+    scrub: list[str] = field(default_factory=list)
     needs_body: bool = False  # a signature covers the body
 
 
@@ -57,8 +59,10 @@ async def inject(policies: list[dict[str, Any]], secrets: dict[str, dict[str, An
         if target == "Header":
             name = str(spec["headerName"]).lower()
             out.set_headers[name] = (spec.get("valuePrefix") or "") + value
+            out.scrub.append(value)
         elif target == "QueryParam":
             out.path = with_query(out.path or path, str(spec["queryParamName"]), value)
+            out.scrub.append(value)
         else:
             auth = spec.get("providerAuth") or {}
             if auth.get("type") == "AWSv4":
@@ -69,8 +73,10 @@ async def inject(policies: list[dict[str, Any]], secrets: dict[str, dict[str, An
                 out.remove_headers += signed.remove
                 out.set_headers.update(signed.headers)
                 out.secrets += signed.secrets
+                out.scrub += signed.scrub
             elif auth.get("type") == "GCPServiceAccount":
                 token = await tokens.token(value)
                 out.set_headers["authorization"] = f"Bearer {token}"
                 out.secrets.append(token)
+                out.scrub.append(token)  # the key itself never leaves the worker
     return out

@@ -1,12 +1,13 @@
 """One intercepted HTTP request, from its headers to the last byte of its response:
 route match, deny and rate-limit decisions, token budgets, credential injection,
-request rewrites, usage accounting and the record. Envoy's ext_proc drives it, one
-gRPC stream per request."""
+request rewrites, the answer scrubbed of what was injected, usage accounting and the
+record. Envoy's ext_proc drives it, one gRPC stream per request."""
 
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
 import json
 import logging
 import random
@@ -15,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as modes
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
 from clrk.api.meta import parse_duration
+from clrk.egress import scrub
 from clrk.egress.envoy.http import BACKEND_HEADER
 from clrk.egress.policy import credentials, mcp
 from clrk.egress.policy.attachments import Target
@@ -32,7 +35,13 @@ from clrk.worker.attribution import Attribution
 
 log = logging.getLogger("clrk.egress.policy")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+APPEND = base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD
 DEFAULT_CAPTURE = 64 << 10
+# The response body of a request the service injected a credential into comes to it
+# (a chain without bodies would not send it), to be scrubbed.
+SCRUB_BODY = modes.ProcessingMode(response_body_mode=modes.ProcessingMode.STREAMED,
+                                  request_trailer_mode=modes.ProcessingMode.SKIP,
+                                  response_trailer_mode=modes.ProcessingMode.SKIP)
 
 
 def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
@@ -42,6 +51,34 @@ def headers_of(msg: pb.HttpHeaders) -> dict[str, str]:
         key = h.key.lower()
         out[key] = f"{out[key]}, {value}" if key in out else value
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _patterns(values: tuple[str, ...]) -> scrub.Patterns:
+    return scrub.Patterns.of(values)
+
+
+def _scrubbed_headers(msg: pb.HttpHeaders, patterns: scrub.Patterns
+                      ) -> tuple[pb.HeaderMutation | None, int]:
+    """The answer's headers that hold a pattern, replaced (every value of such a header
+    again, in order, masked where it matched), and how many matches."""
+    values: dict[str, list[bytes]] = {}
+    dirty: set[str] = set()
+    count = 0
+    for h in msg.headers.headers:
+        value = h.raw_value or h.value.encode()
+        if not h.key.startswith(":"):
+            value, found = patterns.scrub(value)
+            if found:
+                count += found
+                dirty.add(h.key.lower())
+        values.setdefault(h.key.lower(), []).append(value)
+    if not dirty:
+        return None, 0
+    return pb.HeaderMutation(remove_headers=sorted(dirty), set_headers=[
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=v),
+                                   append_action=APPEND)
+        for key in sorted(dirty) for v in values[key]]), count
 
 
 def _mutation(set_headers: dict[str, str], remove: list[str]) -> pb.HeaderMutation:
@@ -69,6 +106,8 @@ class Exchange:
     tools_filter: mcp.ToolsListFilter | None = None
     route_kind: str = "AIProviderRoute"
     capture: tuple[bool, bool, int, tuple[str, ...]] | None = None
+    scrubber: scrub.Scrubber | None = None  # when a credential was injected
+    scrubbed: int = 0  # matches masked in the answer's headers
     finishing: bool = False
     finished: bool = False
 
@@ -171,14 +210,19 @@ class Exchange:
         new_body = json.dumps(doc, separators=(",", ":")).encode() if rewritten else None
         policies = state.policies.attached("CredentialInjectionPolicy",
                                            self._targets(route_kind))
-        # Headers that never go upstream are not signed either.
+        # Headers that never go upstream are not signed either. A request that gets a
+        # credential asks for no compression: a compressed answer could not be scrubbed.
         outgoing = {k: v for k, v in self.headers.items()
-                    if not k.startswith(("x-envoy-", "x-clrk-"))}
+                    if not k.startswith(("x-envoy-", "x-clrk-"))
+                    and not (policies and k == "accept-encoding")}
         injection = await credentials.inject(
             policies, state.secrets, self.record.method, self.host, self.record.path,
             outgoing, new_body if new_body is not None else body, state.google)
         self.record.secrets += injection.secrets
         self.record.redact.update(injection.set_headers)
+        patterns = _patterns(tuple(injection.scrub))
+        if patterns:
+            self.scrubber = scrub.Scrubber(patterns)
         set_headers = dict(injection.set_headers)
         if injection.path is not None:
             set_headers[":path"] = injection.path
@@ -188,6 +232,8 @@ class Exchange:
         # Envoy obeys x-envoy-* request headers (retries, timeouts): never the agent's.
         remove += [h for h in self.headers if h.startswith(("x-envoy-", "x-clrk-"))
                    and h not in remove]
+        if policies and "accept-encoding" in self.headers:
+            remove.append("accept-encoding")
         set_headers.update(backend)
         for name in remove:  # the record shows the request as it went upstream
             self.record.request_headers.pop(name, None)
@@ -386,13 +432,22 @@ class Exchange:
             capture = Capture(want[2], want[3])
             if capture.wants(content_type):
                 self.record.response_body = capture
+        mutation = pb.HeaderMutation()
+        if self.scrubber is not None:
+            scrubbed, self.scrubbed = _scrubbed_headers(msg, self.scrubber.patterns)
+            if scrubbed is not None:
+                mutation.CopyFrom(scrubbed)
         if self.tools_filter is not None and 200 <= self.record.status < 300:
             self.tools_filter.sse = "text/event-stream" in content_type
-            return pb.ProcessingResponse(response_headers=pb.HeadersResponse(
-                response=pb.CommonResponse(header_mutation=pb.HeaderMutation(
-                    remove_headers=["content-length"]))))
-        self.tools_filter = None
-        return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+            mutation.remove_headers.append("content-length")
+        else:
+            self.tools_filter = None
+        answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(header_mutation=mutation)) if mutation.ByteSize()
+            else pb.HeadersResponse())
+        if self.scrubber is not None and not msg.end_of_stream:
+            answer.mode_override.CopyFrom(SCRUB_BODY)
+        return answer
 
     def response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         self.record.bytes_received += len(msg.body)
@@ -400,15 +455,20 @@ class Exchange:
             self.codec.feed(msg.body)
         if self.record.response_body is not None:
             self.record.response_body.add(msg.body)
+        out, changed = msg.body, False
         if self.tools_filter is not None:
-            out = self.tools_filter.feed(msg.body, msg.end_of_stream)
-            mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
+            out, changed = self.tools_filter.feed(msg.body, msg.end_of_stream), True
             if self.tools_filter.removed:
                 self.record.attributes["clrk.mcp.tools_hidden"] = str(
                     self.tools_filter.removed)
-            return pb.ProcessingResponse(response_body=pb.BodyResponse(
-                response=pb.CommonResponse(body_mutation=mutation)))
-        return pb.ProcessingResponse(response_body=pb.BodyResponse())
+        if self.scrubber is not None:
+            scrubbed = self.scrubber.feed(out, msg.end_of_stream)
+            out, changed = scrubbed, changed or scrubbed != out
+        if not changed:
+            return pb.ProcessingResponse(response_body=pb.BodyResponse())
+        mutation = pb.BodyMutation(body=out) if out else pb.BodyMutation(clear_body=True)
+        return pb.ProcessingResponse(response_body=pb.BodyResponse(
+            response=pb.CommonResponse(body_mutation=mutation)))
 
     async def finish(self) -> None:
         """Usage, budgets and the record; called once, however the stream ended."""
@@ -416,6 +476,9 @@ class Exchange:
             return
         self.finished = True
         attrs = self.record.attributes
+        scrubbed = self.scrubbed + (self.scrubber.count if self.scrubber else 0)
+        if scrubbed:
+            attrs["clrk.egress.scrubbed"] = str(scrubbed)
         if self.codec is not None and not self.record.denied and self.record.status:
             usage = self.codec.finish()
             attrs.update(usage.attributes(self.record.status))

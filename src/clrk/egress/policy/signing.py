@@ -19,6 +19,10 @@ class Signed:
     headers: dict[str, str]
     remove: list[str]
     secrets: list[str] = field(default_factory=list)
+    # Scrubbed from the answer: the session token goes upstream in clear, the access
+    # key id too (it names the account); the secret key never does, but is scrubbed
+    # all the same (an upstream could hold it).
+    scrub: list[str] = field(default_factory=list)
 
 
 def aws_keys(value: str) -> tuple[str, str, str | None]:
@@ -63,7 +67,8 @@ def sigv4(value: str, region: str, service: str, method: str, host: str, path: s
               if k.lower() in ("authorization", "x-amz-date", "x-amz-security-token",
                                "x-amz-content-sha256")}
     stale = [h for h in headers if h.startswith("x-amz-") and h not in signed]
-    return Signed(signed, stale, [secret] + ([token] if token else []))
+    return Signed(signed, stale, [secret] + ([token] if token else []),
+                  [key, secret] + ([token] if token else []))
 
 
 class GoogleTokens:
