@@ -4,7 +4,8 @@ Envoy and policy service, to a fake upstream that echoes the request's headers a
 body and the key in base64 (in the body, inside a larger base64 blob, and in response
 headers), on every path: Envoy alone metering a provider call, the policy service
 (JSON and SSE), and Envoy alone with credential_injector (JSON and SSE). What the agent
-reads holds none of it, and each span records the scrub."""
+reads holds none of it, and each span records the scrub. CONNECT to a terminated host,
+in clear or inside its TLS, is answered with 405 at once."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def dev(registry: Registry, fake: FakeProviders,
 
 
 AGENT = r"""
-import json, urllib.request
+import json, socket, ssl, sys, urllib.request
 
 def call(label, url, body=None, headers=None):
     req = urllib.request.Request(url, data=body and json.dumps(body).encode(),
@@ -72,6 +73,14 @@ def call(label, url, body=None, headers=None):
     with urllib.request.urlopen(req, timeout=30) as r:
         print(json.dumps({"label": label, "status": r.status, "headers": r.getheaders(),
                           "body": r.read().decode("utf-8", "replace")}), flush=True)
+
+def connect(label, host, tls):
+    sock = socket.create_connection((host, 443), timeout=20)  # a hang fails the test
+    if tls:
+        sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    sock.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+    print(json.dumps({"label": label, "status": int(sock.recv(4096).split()[1]),
+                      "headers": [], "body": ""}), flush=True)
 
 echo = {"model": "claude-x", "max_tokens": 5, "echo": True}
 call("metered", "https://api.anthropic.com/v1/messages", echo)
@@ -82,6 +91,8 @@ call("python-sse", "https://api.openai.com/v1/chat/completions", {**chat, "strea
 call("native", "https://api.github.com/user/echo")
 call("native-sse", "https://api.github.com/events/echo", None,
      {"accept": "text/event-stream"})
+connect("connect-tls", "api.anthropic.com", True)
+connect("connect-clear", "api.github.com", False)
 """
 
 
@@ -124,7 +135,7 @@ def test_an_echoing_upstream_never_hands_the_agent_its_credential(
     until(lambda: dev.kubectl("get", "egressgateway", "scrub-gw", "-o",
                               "jsonpath={.status.caSecretName}").stdout, "no CA yet")
     r = poll(lambda: invoke(dev, "scrub-user"),
-             lambda r: r.status_code == 200 and "native-sse" in r.text,
+             lambda r: r.status_code == 200 and "connect-clear" in r.text,
              "the agent never finished")
     got = {d["label"]: d for d in map(json.loads, r.text.splitlines()) if d}
     for label in ("metered", "metered-sse", "python", "python-sse", "native", "native-sse"):
@@ -140,6 +151,7 @@ def test_an_echoing_upstream_never_hands_the_agent_its_credential(
     for value in KEYS.values():
         for form in forbidden(value):
             assert form not in text, form
+    assert got["connect-tls"]["status"] == 405 and got["connect-clear"]["status"] == 405
     # The keys did reach the upstream, each where its policy puts it.
     assert {s.headers["host"]: s.headers.get("x-api-key") or s.headers["authorization"]
             for s in fake.seen if s.headers.get("host") in KEYS} == {
@@ -158,4 +170,15 @@ def test_an_echoing_upstream_never_hands_the_agent_its_credential(
     assert set(by) == {("api.anthropic.com", "envoy"), ("api.anthropic.com", ""),
                        ("api.openai.com", ""), ("api.github.com", "")}, by
     assert all(n >= 3 for n in by.values()), by
+
+    def connects() -> list[dict[str, Any]]:
+        found = [s for s in http_spans(dev, "TaskAgent", "scrub-user")
+                 if s["attributes"]["http.request.method"] == "CONNECT"]
+        return found if len(found) >= 2 else []
+
+    refused = until(connects, "the refused CONNECTs were not recorded")
+    assert {s["attributes"]["server.address"] for s in refused} == \
+        {"api.anthropic.com", "api.github.com"}
+    assert all(s["attributes"]["clrk.decision"] == "deny" and
+               s["attributes"]["http.response.status_code"] == "405" for s in refused)
     assert_nowhere(dev, KEYS["api.anthropic.com"], [("TaskAgent", "scrub-user")])

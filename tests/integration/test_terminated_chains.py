@@ -3,7 +3,8 @@ network namespace wired like a sandbox's: an upstream that echoes the request (t
 injected credential in its headers and body, in base64, inside a base64 blob, a few
 bytes per write) has every form of the credential scrubbed from what the client reads,
 on each path (Envoy alone metering a provider call, Envoy alone with credential_injector,
-the policy service with bodies and without)."""
+the policy service with bodies and without); and CONNECT, sent in clear or inside the
+terminated TLS, is answered at once with 405 and recorded."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from clrk.egress import l4, routing
 from clrk.egress.envoy.http import (
     Native,
     TerminatedHost,
+    cleartext_chain,
     policy_cluster,
     terminated_chain,
     tls_upstream_cluster,
@@ -132,8 +134,9 @@ async def gateway(tmp_path: Path, fake: FakeProviders) -> AsyncIterator[Gateway]
         meter = Metering(meters.meter_file("gw", host), meters.traces, log) if ai else None
         terminated = TerminatedHost("ns/gw", host, vip, 443, leaves.leaf(gateway_ca, host),
                                     ai, cluster, route,
-                                    native if host == "api.github.com" else None, (), meter)
-        chains.append(terminated_chain(terminated))
+                                    native if host == "api.github.com" else None, (), meter,
+                                    log)
+        chains += [terminated_chain(terminated), cleartext_chain(terminated)]
     metered = KEYS["api.anthropic.com"]
     meters.sync({meters.meter_file("gw", "api.anthropic.com"): Meter(
         "AIProviderRoute/anthropic", "anthropic", "x-api-key", metered,
@@ -181,6 +184,26 @@ for label, host, method, path, body, headers in calls:
                       "body": r.read().decode("utf-8", "replace")}), flush=True)
     conn.close()
 """
+
+CONNECT = r"""
+import json, socket, ssl, sys
+ca, host, how = sys.argv[1], sys.argv[2], sys.argv[3]
+sock = socket.create_connection((host, 443), timeout=10)  # a hang fails, at 10 s
+if how == "tls":
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["http/1.1"])
+    sock = ctx.wrap_socket(sock, server_hostname=host)
+sock.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+answer = b""
+while b"\r\n\r\n" not in answer:
+    data = sock.recv(4096)
+    if not data:
+        break
+    answer += data
+head, _, body = answer.partition(b"\r\n\r\n")
+print(json.dumps({"head": head.decode(), "body": body.decode()}))
+"""
+
 
 async def run(gw: Gateway, script: str, *args: str) -> list[dict[str, Any]]:
     """The client, in the namespace (the policy service answers on this loop)."""
@@ -266,3 +289,23 @@ async def test_injected_credentials_never_come_back(gateway: Gateway) -> None:
     assert sorted(r["attributes"]["server.address"] for r in python) == sorted(
         ["api.anthropic.com", "api.openai.com", "api.openai.com", L4_PY, L4_PY]), \
         [r["attributes"] for r in gateway.records]
+
+
+@pytest.mark.parametrize("how", ["tls", "clear"])
+async def test_connect_is_answered_at_once(gateway: Gateway, how: str) -> None:
+    """CONNECT to each kind of terminated chain: 405 at once (the client's 10 s timeout
+    would fail the run), and a denial in the records."""
+    for host in VIPS:
+        answer = (await run(gateway, CONNECT, host, how))[0]
+        assert answer["head"].startswith("HTTP/1.1 405"), (host, answer)
+        assert "\r\nallow: GET, " in answer["head"]
+        assert f"terminates TLS for {host}:443" in answer["body"]
+    for _ in range(100):
+        refused = [ln for ln in log_lines(gateway.log) if ln.get("method") == "CONNECT"]
+        if len(refused) >= len(VIPS):
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(ln["host"] for ln in refused) == sorted(VIPS), refused
+    assert all(ln["decision"] == "deny" and ln["status"] == 405 and
+               "CONNECT is not allowed" in ln["deny_reason"] for ln in refused)
+    assert not gateway.fake.seen  # nothing went upstream

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from clrk.egress.envoy import metering
+from clrk.egress.envoy import connect, metering
 from clrk.egress.envoy.http import STRIPPED, TerminatedHost, terminated_chain
 from clrk.egress.metered import Meter, MeterFiles, record_fields
 from clrk.egress.providers import codec_for
@@ -131,7 +131,7 @@ def test_a_provider_chain_lets_envoy_serve_and_meter_calls(tmp_path: Path) -> No
     meter = metering.Metering(tmp_path / "meter" / "gw" / "api.anthropic.com",
                               tmp_path / "traces", tmp_path / "access.log")
     manager = _chain(meter)["filters"][0]["typed_config"]
-    filters = manager["http_filters"]
+    filters = manager["http_filters"][1:]  # after the CONNECT refusal
     assert [f["name"] for f in filters] == [
         "envoy.filters.http.json_to_metadata", "envoy.filters.http.lua",
         "envoy.filters.http.ext_proc (marked)",
@@ -149,7 +149,7 @@ def test_a_provider_chain_lets_envoy_serve_and_meter_calls(tmp_path: Path) -> No
     assert {".".join(s["key"] for s in r["selectors"]) for r in usage["rules"]} == \
         set(metering.USAGE_PATHS)
     log = manager["access_log"][0]
-    assert log["filter"] == metering.LOG_FILTER
+    assert log["filter"] == connect.excluding(metering.LOG_FILTER)
     assert log["typed_config"]["path"] == str(meter.access_log)
     assert log["typed_config"]["log_format"]["json_format"]["usage"] == \
         "%DYNAMIC_METADATA(clrk.usage)%"
@@ -159,6 +159,6 @@ def test_a_provider_chain_lets_envoy_serve_and_meter_calls(tmp_path: Path) -> No
 def test_without_metering_every_call_goes_to_the_policy_service() -> None:
     manager = _chain(None)["filters"][0]["typed_config"]
     assert [f["name"] for f in manager["http_filters"]] == [
-        "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+        "envoy.filters.http.rbac", "envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     assert "access_log" not in manager
-    assert manager["http_filters"][0]["typed_config"]["allow_mode_override"] is True
+    assert manager["http_filters"][1]["typed_config"]["allow_mode_override"] is True

@@ -43,6 +43,7 @@ from clrk.egress.envoy.http import (
     BackendRoute,
     Native,
     TerminatedHost,
+    cleartext_chain,
     plain_upstream_cluster,
     policy_cluster,
     terminated_chain,
@@ -449,6 +450,7 @@ class EgressPlane:
         chains, clusters = [], []
         meters: dict[Path, Meter] = {}
         trust = self._trust(gateway)
+        plain_http = {(h, p) for h, _, p, _, tls in wanted if not tls}
 
         backends: dict[str, BackendRoute] = {}
         for ai_rule in http.ai:
@@ -480,11 +482,14 @@ class EgressPlane:
                 metered = self._metered(name, http, host)
                 if metered is not None:
                     meters[meter.meter_file] = metered
-            chains.append(terminated_chain(TerminatedHost(
+            terminated = TerminatedHost(
                 f"{self.namespace}/{name}", host, vip, port,
                 self.leaves.leaf(ca, host) if tls else None, bodies, cluster, route,
                 self._native(name, l4_route) if l4_route else None,
-                tuple(dict.fromkeys(mine)), meter)))
+                tuple(dict.fromkeys(mine)), meter, self.access_log(name))
+            chains.append(terminated_chain(terminated))
+            if tls and (host, port) not in plain_http:  # a CONNECT in clear is answered too
+                chains.append(cleartext_chain(terminated))
         return chains, clusters, meters
 
     def _addresses(self, plan: l4.GatewayRoutes, vips: dict[str, str]) -> dict[str, str]:

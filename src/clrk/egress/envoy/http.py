@@ -7,7 +7,8 @@ Bodies go to the policy service only on chains that need them (AI and MCP hosts)
 requests buffered (the model, the tool, the budget are in there), responses streamed
 (token usage arrives at the end of a stream; the policy service asks for the
 response body of any request it injected a credential into, to scrub it). On those
-chains Envoy serves and meters most calls alone (clrk.egress.envoy.metering).
+chains Envoy serves and meters most calls alone (clrk.egress.envoy.metering). Every
+chain refuses CONNECT first (clrk.egress.envoy.connect).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clrk.egress.envoy import metering, scrubbing
+from clrk.egress.envoy import connect, metering, scrubbing
 from clrk.egress.leaves import Leaf
 
 POLICY = "clrk_policy"
@@ -79,6 +80,7 @@ class TerminatedHost:
     native: Native | None = None
     backends: tuple[BackendRoute, ...] = ()
     meter: metering.Metering | None = None  # on a chain with bodies: Envoy meters calls
+    log: Path | None = None  # where Envoy logs the requests it refuses itself (CONNECT)
 
 
 HTTP_LOG_FORMAT = {
@@ -129,13 +131,26 @@ def _native_log(host: TerminatedHost, native: Native) -> list[dict[str, Any]]:
         **HTTP_LOG_FORMAT, "route": native.route, "host": host.hostname,
         "port": str(host.port), "injected": native.header or "",
         "scrubbed": scrubbing.COUNT, "decision": "deny" if native.deny else "allow",
-        "deny_reason": native.deny[1] if native.deny else ""})
+        "deny_reason": native.deny[1] if native.deny else ""}, connect.NOT_CONNECT)
 
 
 def _metered_log(host: TerminatedHost, meter: metering.Metering) -> list[dict[str, Any]]:
     return _file_log(meter.access_log, {**HTTP_LOG_FORMAT, **metering.LOG_FIELDS,
                                         "host": host.hostname, "port": str(host.port)},
-                     metering.LOG_FILTER)
+                     connect.excluding(metering.LOG_FILTER))
+
+
+def _refused_fields(host: TerminatedHost) -> dict[str, str]:
+    return {**HTTP_LOG_FORMAT, "route": host.route, "host": host.hostname,
+            "port": str(host.port)}
+
+
+def cleartext_chain(host: TerminatedHost) -> dict[str, Any]:
+    """Plain HTTP to the port of a host whose TLS the gateway terminates (a CONNECT
+    sent in clear, above all): answered by Envoy alone (clrk.egress.envoy.connect)."""
+    return connect.cleartext_chain(f"cleartext {host.hostname}:{host.port}", host.vip,
+                                   host.port, host.hostname, host.log,
+                                   _refused_fields(host))
 
 
 def _ext_proc(host: TerminatedHost) -> dict[str, Any]:
@@ -190,8 +205,12 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
         "route": {"cluster": b.cluster, "timeout": "0s", "host_rewrite_literal": b.host,
                   **retry_policy(b.retry)}}
         for b in host.backends]
-    manager_log = {"access_log": _native_log(host, native)} if native is not None else \
-        {"access_log": _metered_log(host, meter)} if meter is not None else {}
+    logs = _native_log(host, native) if native is not None else \
+        _metered_log(host, meter) if meter is not None else []
+    if host.log is not None:
+        logs.append(connect.refused_log(host.log, _refused_fields(host),
+                                        connect.reason(host.hostname, host.port)))
+    manager_log = {"access_log": logs} if logs else {}
     match: dict[str, Any] = {
         "prefix_ranges": [{"address_prefix": str(net.network_address), "prefix_len": 32}],
         "destination_port": host.port}
@@ -228,8 +247,9 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                 "routes": [*backend_routes, {
                     "match": {"prefix": "/"}, "request_headers_to_remove": stripped,
                     "request_body_buffer_limit": MAX_REQUEST_BODY, **action}]}]},
+            "local_reply_config": connect.local_reply(host.hostname, host.port),
             **manager_log,
-            "http_filters": [*filters, {
+            "http_filters": [connect.refusal(), *filters, {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": f"{_T}.filters.http.router.v3.Router"}}]}}],
     }
