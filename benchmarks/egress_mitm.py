@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import resource
 import socket
@@ -133,6 +134,14 @@ def wrk(ns: str, url: str, seconds: int, c: int, script: Path) -> tuple[float, f
     return rps, p50, p99
 
 
+def envoy_cpu(sup: EnvoySupervisor) -> float:
+    """The gateway Envoy's CPU time so far, in seconds (a figure the host's load moves
+    far less than throughput)."""
+    assert sup.proc is not None
+    fields = Path(f"/proc/{sup.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metered_lines(log: Path) -> str:
     """What the worker does with the access-log line of each call Envoy metered (its
     GenAI attributes), timed; and a check that every line carried the usage."""
@@ -230,6 +239,7 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                               "sk-bench-key", Patterns.of(["sk-bench-key"]).items)
                 results = {}
                 cpu: dict[str, float] = {}  # this process's (the policy service's) CPU
+                gateway_cpu: dict[str, float] = {}  # the gateway Envoy's
                 only = [r for r in runs
                         if r[0] == "direct" or not only_path or r[0].startswith(only_path)]
                 for name, url in only:
@@ -237,10 +247,13 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                     meters.sync({metering.meter_file: meter} if metered else {})
                     await asyncio.to_thread(wrk, ns, url, 1, c, script)  # warm up
                     before = resource.getrusage(resource.RUSAGE_SELF)
+                    envoy_before = envoy_cpu(sup)
                     results[name] = await asyncio.to_thread(wrk, ns, url, seconds, c, script)
                     after = resource.getrusage(resource.RUSAGE_SELF)
+                    done = results[name][0] * seconds
                     cpu[name] = (after.ru_utime + after.ru_stime - before.ru_utime
-                                 - before.ru_stime) / (results[name][0] * seconds) * 1e6
+                                 - before.ru_stime) / done * 1e6
+                    gateway_cpu[name] = (envoy_cpu(sup) - envoy_before) / done * 1e6
                 if "--stats" in sys.argv:
                     import urllib.request
                     stats = urllib.request.urlopen(f"{sup.admin_url}/stats").read().decode()
@@ -255,7 +268,8 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                         f"  added p50 {p50 - base[1]:+.2f} ms, p99 {p99 - base[2]:+.2f} ms"
                     print(f"{name:<26} {rps:8.0f} rps  p50 {p50:6.2f} ms  "
                           f"p99 {p99:6.2f} ms{extra}  policy service "
-                          f"{cpu[name]:.0f} us CPU/request")
+                          f"{cpu[name]:.0f} us CPU/request, Envoy "
+                          f"{gateway_cpu[name]:.0f} us")
                 print(f"(wrk -t1 -c{c} -d{seconds}s, keep-alive POSTs of {len(BODY)} bytes, "
                       "one Envoy worker thread, policy service in-process)")
             finally:
