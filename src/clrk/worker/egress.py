@@ -38,6 +38,7 @@ from clrk.api.policies import (
 from clrk.api.routes import AIProviderRoute, EgressL4Route, MCPRoute
 from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
+from clrk.egress.attribution import Attribution, Attributions
 from clrk.egress.envoy.access_logs import AccessLogs
 from clrk.egress.envoy.http import (
     BackendRoute,
@@ -66,7 +67,6 @@ from clrk.egress.policy.state import PolicyState
 from clrk.egress.scrub import Patterns
 from clrk.egress.secret_files import SecretFiles
 from clrk.telemetry import connections, otlp_export
-from clrk.worker.attribution import Attribution, Attributions
 from clrk.worker.telemetry import TelemetryReporter
 
 log = logging.getLogger("clrk.worker.egress")

@@ -22,6 +22,7 @@ from envoy.type.v3 import http_status_pb2
 
 from clrk.api.meta import parse_duration
 from clrk.egress import scrub
+from clrk.egress.attribution import Attribution
 from clrk.egress.envoy.http import BACKEND_HEADER
 from clrk.egress.policy import credentials, mcp
 from clrk.egress.policy.attachments import Target
@@ -31,7 +32,6 @@ from clrk.egress.policy.refusal import Refusal
 from clrk.egress.policy.state import PolicyState
 from clrk.egress.providers import Codec, codec_for
 from clrk.egress.routing import AIRule, MCPRule, glob_or_regex
-from clrk.worker.attribution import Attribution
 
 log = logging.getLogger("clrk.egress.policy")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from clrk.egress.attribution import Attributions
 from clrk.egress.policy.attachments import Policies
 from clrk.egress.policy.limits import ExecutionTokens, RateWindows
 from clrk.egress.policy.signing import GoogleTokens
 from clrk.egress.routing import HttpRoutes
-from clrk.worker.attribution import Attributions
 
 
 class DayBudgets(Protocol):

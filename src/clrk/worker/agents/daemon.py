@@ -23,9 +23,9 @@ from lightkube.types import PatchType
 
 from clrk.api.agents import DaemonAgent
 from clrk.client import follow, resource_class
+from clrk.egress.attribution import Attribution
 from clrk.worker.agents.supervision import History, decide
 from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
-from clrk.worker.attribution import Attribution
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Result, Runtime
 from clrk.worker.telemetry import TelemetryReporter

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
+from clrk.egress.attribution import Attribution, Attributions
 from clrk.worker.agents import envelope
-from clrk.worker.attribution import Attribution, Attributions
 from clrk.worker.dns import DNSResponder
 from clrk.worker.egress import EgressPlane
 from clrk.worker.images.reference import ReferenceError
