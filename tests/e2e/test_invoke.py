@@ -900,6 +900,21 @@ def test_bombs_are_contained_and_the_worker_stays_healthy(dev: DevServer,
     r = call(dev, "forkbomb")
     st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
     assert r.status_code == 500 and st["reason"].startswith("PidsLimit"), st
+    # resources.pids goes from the manifest to the sandbox: 64 children fit the default,
+    # and end an agent that asked for 8 with the reason in its own units.
+    fan_out = "i=0; while [ $i -lt 64 ]; do sleep 1000 & i=$((i+1)); done; echo spawned"
+    agent(dev, "fanout", image, [fan_out])
+    r = call(dev, "fanout")
+    assert (r.status_code, r.text) == (200, "spawned\n"), r.text
+    doc = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+           "metadata": {"name": "fanout-8"},
+           "spec": {"workerPoolRef": "default", "timeout": "60s", "template": {"spec": {
+               "image": image, "args": [fan_out], "resources": {"pids": 8}}}}}
+    dev.kubectl("apply", "-f", "-", input=json.dumps(doc))
+    r = call(dev, "fanout-8")
+    st = invocation(dev, r.headers["x-clrk-invocation"])["status"]
+    assert r.status_code == 500 and st["reason"].startswith(
+        "PidsLimit: the agent reached its limit of 8 processes and threads"), st
     r = call(dev, "tmpfill")
     assert r.status_code == 200 and 0 < int(r.text) <= 64 * 1024 * 1024, r.text
     # The worker is fine: it serves the next call and leaves nothing behind.

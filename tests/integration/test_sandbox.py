@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from clrk.api.agents import SandboxSpec
+from clrk.api.agents import PIDS_DEFAULT, SandboxSpec
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import Image, ImageStore
 from clrk.worker.sandbox import bundle, cgroups
 from clrk.worker.sandbox.runner import Result, Runtime
-from clrk.worker.sandbox.spec import PIDS_LIMIT, SpecError, run_spec
-from tests.images import Registry, build, busybox_recipe
+from clrk.worker.sandbox.spec import SpecError, host_pids, run_spec
+from tests.images import Registry, build, busybox_recipe, python_base
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,14 @@ def image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Image
     store = ImageStore(tmp_path_factory.mktemp("images"),
                        RegistryClient(insecure={registry.host}))
     return asyncio.run(store.pull(f"{registry.host}/test/sandbox:1"))
+
+
+@pytest.fixture(scope="module")
+def python_image(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Image:
+    registry.push("test/python", "1", python_base())
+    store = ImageStore(tmp_path_factory.mktemp("images"),
+                       RegistryClient(insecure={registry.host}))
+    return asyncio.run(store.pull(f"{registry.host}/test/python:1"))
 
 
 @pytest.fixture
@@ -124,7 +132,7 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
     limits, whoever made the groups (the worker, or runsc on hosts without cgroup v1)."""
     spec = run_spec(SandboxSpec.model_validate({
         "image": "x", "args": ["cat"],
-        "resources": {"limits": {"cpu": "500m", "memory": "96Mi"}}}), image)
+        "resources": {"limits": {"cpu": "500m", "memory": "96Mi"}, "pids": 100}}), image)
     sandbox = await runtime.start(spec)
     try:
         def read(controller: str, name: str) -> str:
@@ -138,7 +146,10 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
         assert read("memory", "memory.limit_in_bytes") == str(96 * 1024 * 1024)
         assert (read("cpu", "cpu.cfs_quota_us"), read("cpu", "cpu.cfs_period_us")) == \
             ("50000", "100000")
-        assert read("pids", "pids.max") == str(PIDS_LIMIT)
+        assert read("pids", "pids.max") == str(host_pids(100))  # host tasks for 100
+        # All the sandboxes of the host together leave a quarter of its pids free.
+        parent = (cgroups.ROOT / "pids" / cgroups.PARENT / "pids.max").read_text().strip()
+        assert parent.isdigit() and int(parent) <= cgroups.parent_pids_limit()
         members = {int(p) for p in read("memory", "cgroup.procs").split()}
         assert sandbox.proc.pid in members and len(members) >= 3  # runsc, gofer, sentry
     finally:
@@ -146,18 +157,99 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
     assert result.exit_code == 0
 
 
-async def test_fork_bomb_is_contained(runtime: Runtime, image: Image) -> None:
-    # Each process in the sandbox costs host tasks (ptrace stubs); at the cgroup's pids
-    # limit the sandbox ends, with a reason that says so, long before 2000 processes.
-    result, out, _ = await run(runtime, image, timeout=30, args=[
-        "i=0; while [ $i -lt 2000 ]; do sleep 30 & i=$((i+1)); echo $i > /tmp/n; done; "
-        "echo all-spawned"])
-    assert "all-spawned" not in out
+async def test_fork_bomb_ends_only_its_own_execution(runtime: Runtime, image: Image) -> None:
+    """Each process in the sandbox costs host tasks (ptrace stubs); at its pids cgroup's
+    limit the sandbox ends, with a reason in the agent's units, and nothing else does: a
+    sandbox already running beside it on the same runtime, and one started after it,
+    finish normally."""
+    neighbour = await runtime.start(run_spec(
+        SandboxSpec.model_validate({"image": "x", "args": ["cat"]}), image))
+    result, out, _ = await run(runtime, image, timeout=60, args=[
+        "echo started; while :; do sleep 1000 & done"])
+    assert out.startswith("started")
     assert result.exit_code not in (None, 0) and result.reason.startswith("PidsLimit"), result
-    assert str(PIDS_LIMIT) in result.reason
-    # The host is fine: another sandbox runs normally right after.
+    assert f"limit of {PIDS_DEFAULT} processes and threads (resources.pids)" in result.reason
+    out_b: list[bytes] = []
+    beside = await neighbour.finish(b"still here", 30, out_b.append, lambda _: None)
+    assert (beside.exit_code, b"".join(out_b)) == (0, b"still here")
     again, out, _ = await run(runtime, image, args=["echo alive"])
     assert again.exit_code == 0 and out.strip() == "alive"
+
+
+# N sleeping children at once, each found alive once all are started, then ended.
+FAN_OUT = ("i=0; while [ $i -lt {n} ]; do sleep 1000 & pids=\"$pids $!\"; i=$((i+1)); done; "
+           "n=0; for p in $pids; do kill -0 $p && n=$((n+1)); done; echo running=$n; "
+           "kill $pids; echo done")
+
+
+async def test_64_concurrent_children_fit_the_default(runtime: Runtime, image: Image) -> None:
+    result, out, err = await run(runtime, image, args=[FAN_OUT.format(n=64)])
+    assert (result.exit_code, out.split()) == (0, ["running=64", "done"]), (result, err)
+
+
+async def test_a_low_pids_limit_is_enforced(runtime: Runtime, image: Image) -> None:
+    """resources.pids: 8 is enforced: 4 children (6 processes with the shell and the
+    init) fit, a fan-out of 64 ends with PidsLimit naming the agent's own limit."""
+    result, out, _ = await run(runtime, image, args=[FAN_OUT.format(n=4)],
+                               resources={"pids": 8})
+    assert (result.exit_code, out.split()) == (0, ["running=4", "done"]), result
+    result, out, _ = await run(runtime, image, timeout=60, args=[FAN_OUT.format(n=64)],
+                               resources={"pids": 8})
+    assert result.exit_code not in (None, 0) and "done" not in out
+    assert result.reason.startswith("PidsLimit: the agent reached its limit of 8 processes")
+
+
+# A multiprocessing pool of 64 worker processes, all busy at once: each task waits at a
+# barrier that only opens when all 64 are running, then computes.
+POOL = """
+import multiprocessing as mp, zlib
+def work(_):
+    barrier.wait()
+    return len(zlib.compress(bytes(1 << 16), 1))
+def init(b):
+    global barrier
+    barrier = b
+ctx = mp.get_context("fork")
+b = ctx.Barrier(64)
+with ctx.Pool(64, initializer=init, initargs=(b,)) as pool:
+    print(len(pool.map(work, range(64), chunksize=1)))
+"""
+# 128 threads alive at once (a barrier of all of them), then computing without the GIL.
+THREADS = """
+import threading, zlib
+n = 128
+barrier = threading.Barrier(n + 1)
+done = []
+def work():
+    barrier.wait()
+    for _ in range(10):
+        zlib.compress(bytes(1 << 16), 1)
+    done.append(1)
+ts = [threading.Thread(target=work) for _ in range(n)]
+for t in ts:
+    t.start()
+barrier.wait()
+print(threading.active_count() - 1)
+for t in ts:
+    t.join()
+print(len(done))
+"""
+
+
+async def test_python_pool_of_64_processes_fits_the_default(runtime: Runtime,
+                                                            python_image: Image) -> None:
+    # 64 Python interpreters need more than the default 512Mi: memory is not the point here.
+    result, out, err = await run(runtime, python_image, timeout=120,
+                                 command=["python3", "-c", POOL],
+                                 resources={"limits": {"memory": "2Gi"}})
+    assert (result.exit_code, out.split()) == (0, ["64"]), (result, err)
+
+
+async def test_python_128_threads_fit_the_default(runtime: Runtime,
+                                                  python_image: Image) -> None:
+    result, out, err = await run(runtime, python_image, timeout=120,
+                                 command=["python3", "-c", THREADS])
+    assert (result.exit_code, out.split()) == (0, ["128", "128"]), (result, err)
 
 
 async def test_tmp_is_capped_and_root_is_read_only(runtime: Runtime, image: Image) -> None:

@@ -91,3 +91,18 @@ async def test_spec_word_count_agent(env: tuple[Runtime, ImageStore],
     outcome = await execute(env[0], env[1], a, a.spec.template, event, out.append, err.append)
     assert outcome.phase == "Succeeded", b"".join(err)
     assert json.loads(b"".join(out)) == {"word_count": 4, "envelope_id": "a1b2c3d4"}
+
+
+async def test_pids_limit_fails_the_execution(env: tuple[Runtime, ImageStore],
+                                              registry: Registry) -> None:
+    """A template's resources.pids reaches the sandbox: a fan-out past a low limit fails
+    the execution with the PidsLimit reason in the agent's units."""
+    fan_out = "i=0; while [ $i -lt 64 ]; do sleep 1000 & i=$((i+1)); done; echo spawned"
+    a = TaskAgent.model_validate({
+        "metadata": {"name": "echo", "namespace": "default"},
+        "spec": {"timeout": "60s", "template": {"spec": {
+            "image": f"{registry.host}/test/agent:1", "args": [fan_out],
+            "resources": {"pids": 8}}}}})
+    outcome, out = await run(env, a)
+    assert (outcome.phase, outcome.http_status) == ("Failed", 500) and "spawned" not in out
+    assert outcome.reason.startswith("PidsLimit: the agent reached its limit of 8 "), outcome

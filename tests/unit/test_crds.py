@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from clrk.api import all_kinds
+from clrk.api.agents import PIDS_DEFAULT, PIDS_MAX
 from clrk.api.base import GROUP
 from clrk.api.crd import all_crds, crd_for, crds_yaml
 from tests.unit.structural import check
@@ -96,3 +97,23 @@ def test_bad_manifests_fail_crd_validation() -> None:
     for bad in (bad_enum, unknown, no_image):
         with pytest.raises(jsonschema.ValidationError):
             _validate(bad)
+
+
+@pytest.mark.parametrize("kind", ["TaskAgent", "DaemonAgent"])
+def test_pids_is_in_the_agent_crds(kind: str) -> None:
+    """resources.pids reaches the CRDs (and so `kubectl explain` and the OpenAPI) from the
+    model, with its bounds and description; the WorkerPool's resources have none."""
+    spec = CRDS[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    resources = spec["properties"]["template"]["properties"]["spec"]["properties"]["resources"]
+    pids = resources["properties"]["pids"]
+    assert (pids["type"], pids["minimum"], pids["maximum"], pids["default"]) == \
+        ("integer", 1, PIDS_MAX, PIDS_DEFAULT)
+    assert "processes and threads" in pids["description"]
+    doc = yaml.safe_load((ROOT / "examples/spec/daemonagent-echo-bot.yaml").read_text())
+    doc["kind"] = kind
+    doc["spec"] = {"template": {"spec": {"image": "busybox", "resources": {"pids": 0}}}}
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(doc)
+    pool = CRDS["WorkerPool"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    template = pool["properties"]["spec"]["properties"]["template"]
+    assert "pids" not in template["properties"]["resources"]["properties"]

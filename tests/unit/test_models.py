@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from clrk.api import lookup
+from clrk.api.agents import PIDS_DEFAULT, PIDS_MAX
 from clrk.api.validation import AdmissionError, admit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +48,7 @@ def test_defaults() -> None:
     assert out["spec"]["delivery"] == {"mode": "Stdin"}
     assert out["spec"]["template"]["spec"]["resources"]["limits"] == {"cpu": "1",
                                                                       "memory": "512Mi"}
+    assert out["spec"]["template"]["spec"]["resources"]["pids"] == PIDS_DEFAULT
     gw = _admit({"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "EgressGateway",
                  "metadata": {"name": "g"}})
     assert gw["spec"]["defaultPolicy"] == "deny-all"
@@ -78,6 +80,26 @@ def test_schedule(schedule: str, ok: bool) -> None:
         _admit(ta(schedule=schedule))
     else:
         assert _fails(ta(schedule=schedule)) == ["spec.schedule"]
+
+
+@pytest.mark.parametrize(("pids", "ok"), [
+    (1, True), (64, True), (PIDS_MAX, True), (0, False), (-1, False), (PIDS_MAX + 1, False),
+    ("256", False), (2.5, False), (True, False), (None, False)])
+def test_pids(pids: Any, ok: bool) -> None:
+    """resources.pids is a whole count of processes and threads, within bounds, for both
+    kinds of agent; a WorkerPool's template has no such field (its worker runs no agent)."""
+    template = {"spec": {"image": "busybox", "resources": {"pids": pids}}}
+    da = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "DaemonAgent",
+          "metadata": {"name": "d"}, "spec": {"template": template}}
+    if ok:
+        assert _admit(ta(template=template))["spec"]["template"]["spec"]["resources"][
+            "pids"] == pids
+        assert _admit(da)["spec"]["template"]["spec"]["resources"]["pids"] == pids
+    else:
+        assert _fails(ta(template=template)) == ["spec.template.spec.resources.pids"]
+        assert _fails(da) == ["spec.template.spec.resources.pids"]
+    assert _fails(_doc("WorkerPool", {"template": {"resources": {"pids": 64}}})) == \
+        ["spec.template.resources.pids"]
 
 
 def test_invalid_fields_are_named() -> None:

@@ -100,9 +100,31 @@ class ResourceLimits(Model):
                              "swap is always 0.")
 
 
-class Resources(Model):
+class ComputeResources(Model):
+    """CPU and memory limits and requests."""
+
     limits: ResourceLimits = Field(default_factory=ResourceLimits)
     requests: ResourceList | None = None
+
+
+# An agent's process limit, counted inside the sandbox. The worker turns it into the host
+# tasks its pids cgroup may hold (clrk.worker.sandbox.spec.host_pids): on gVisor's ptrace
+# platform every sandbox process costs the host several tasks (docs/architecture.md,
+# "Process limit"). The default lets an agent run 128 threads and 64 child processes at
+# once with room to spare; the maximum keeps one sandbox's share of the host's pids sane
+# (512 come to 8320 host tasks; a 32768-pid host keeps 8192 for itself).
+PIDS_DEFAULT = 256
+PIDS_MAX = 512
+
+
+class Resources(ComputeResources):
+    """What an agent's sandbox may use: CPU, memory and processes."""
+
+    pids: int = Field(
+        default=PIDS_DEFAULT, ge=1, le=PIDS_MAX, strict=True,
+        description=f"The most processes and threads the agent may have at once in its "
+        f"sandbox (default {PIDS_DEFAULT}, at most {PIDS_MAX}). Reaching it ends the "
+        "execution with the reason PidsLimit; a fork bomb ends there.")
 
 
 class EgressRef(Model):

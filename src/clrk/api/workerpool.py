@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from clrk.api.agents import Resources
+from clrk.api.agents import ComputeResources
 from clrk.api.base import KindInfo, Model, PrinterColumn, Resource
 from clrk.api.meta import Condition, LocalObjectReference
 from clrk.api.registry import register
@@ -17,7 +17,9 @@ class WorkerTemplate(Model):
     node_selector: dict[str, str] | None = None
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Secrets with registry credentials for agent images.")
-    resources: Resources | None = None
+    # The worker's own CPU and memory. No process limit: that is an agent's (its template's
+    # resources.pids, per sandbox); the worker itself runs no agent code.
+    resources: ComputeResources | None = None
     tolerations: list[dict[str, Any]] | None = None
 
 

@@ -74,7 +74,7 @@ def config(spec: RunSpec, cgroup: str, directory: Path | None = None) -> dict[st
             "resources": {
                 "memory": {"limit": spec.memory, "swap": spec.memory},
                 "cpu": {"quota": max(1000, int(spec.cpu * CPU_PERIOD)), "period": CPU_PERIOD},
-                "pids": {"limit": spec.pids},
+                "pids": {"limit": spec.host_pids},
             },
             "namespaces": [*({"type": t} for t in ("pid", "ipc", "uts", "mount")),
                            {"type": "network", **({"path": spec.netns} if spec.netns else {})}],

@@ -1,6 +1,12 @@
 """A sandbox's cgroup limits (cgroup v1: memory without swap, CPU quota, pids), made by
 the worker rather than by runsc.
 
+The pids limit is in host tasks (spec.host_pids converts an agent's resources.pids).
+The parent group of every sandbox on the host is capped too, at three quarters of what
+the kernel allows (pid_max, threads-max): one fork bomb ends at its own sandbox's limit,
+and several at once cannot take the pids the host, and the worker outside the group,
+need to fork.
+
 runsc's own cgroup setup costs ~35 ms of every sandbox start on this machine; writing a
 few files costs well under one. runsc then runs with ``--ignore-cgroups`` inside the
 group its launching shell joined, and the gofer and sandbox processes it forks inherit
@@ -19,6 +25,8 @@ ROOT = Path("/sys/fs/cgroup")
 PARENT = "clrk"
 CPU_PERIOD = 100_000
 CONTROLLERS = ("memory", "cpu", "pids")
+KERNEL_LIMITS = (Path("/proc/sys/kernel/pid_max"), Path("/proc/sys/kernel/threads-max"))
+PARENT_PIDS_SHARE = 0.75  # of the kernel's limit, for all the sandboxes of the host
 
 
 def available() -> bool:
@@ -40,6 +48,7 @@ def create(sid: str, memory: int, cpu: float, pids: int) -> list[Path]:
     }
     procs = []
     try:
+        _cap_parent()
         for controller, values in settings.items():
             group = path(controller, sid)
             group.mkdir(parents=True, exist_ok=True)
@@ -51,6 +60,19 @@ def create(sid: str, memory: int, cpu: float, pids: int) -> list[Path]:
         remove(sid)
         raise
     return procs
+
+
+def parent_pids_limit() -> int:
+    return int(min(int(p.read_text()) for p in KERNEL_LIMITS) * PARENT_PIDS_SHARE)
+
+
+def _cap_parent() -> None:
+    """Cap the sandboxes' parent pids group, unless someone already chose a limit."""
+    group = ROOT / "pids" / PARENT
+    group.mkdir(parents=True, exist_ok=True)
+    limit = group / "pids.max"
+    if limit.read_text().strip() == "max":
+        limit.write_text(str(parent_pids_limit()))
 
 
 def join_script(procs: list[Path]) -> str:

@@ -145,7 +145,7 @@ class Runtime:
         if self.busybox is not None:
             run, report = exit_report.wrap(spec, self.busybox)
         bdir = bundle.write(self.state_dir / "bundles" / sid, run, f"/{cgroups.PARENT}/{sid}")
-        procs = cgroups.create(sid, spec.memory, spec.cpu, spec.pids) \
+        procs = cgroups.create(sid, spec.memory, spec.cpu, spec.host_pids) \
             if self.own_cgroups else []
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -376,8 +376,9 @@ class Sandbox:
         elif code == 137 and oom:
             reason = f"OOMKilled: the memory limit of {self.spec.memory} bytes was exceeded"
         elif code and pids_hit:
-            reason = (f"PidsLimit: the sandbox reached its limit of {self.spec.pids} host "
-                      "tasks (a fork bomb, or too many processes)")
+            reason = (f"PidsLimit: the agent reached its limit of {self.spec.pids} processes "
+                      "and threads (resources.pids): a fork bomb, or more at once than the "
+                      "limit allows")
         elif code and code >= 128:
             reason = f"killed by signal {code - 128}"
         elif code == 127 and b"not found" in stderr_tail:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clrk.api.agents import SandboxSpec
+from clrk.api.agents import PIDS_DEFAULT, SandboxSpec
 from clrk.api.meta import parse_quantity
 from clrk.worker.images.store import Image
 
@@ -19,7 +19,6 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
                 "GIT_SSL_CAINFO")
-PIDS_LIMIT = 512
 TMP_SIZE = 64 * 1024 * 1024
 
 
@@ -35,13 +34,37 @@ class RunSpec:
     cwd: str
     cpu: float  # cores
     memory: int  # bytes
-    pids: int = PIDS_LIMIT
+    pids: int = PIDS_DEFAULT  # processes and threads inside (resources.pids)
     tmp_size: int = TMP_SIZE
     hostname: str = "sandbox"
     extra_mounts: list[tuple[Path, str]] = field(default_factory=list)  # (host file, path)
     netns: str | None = None  # path of the sandbox's network namespace; None: no network
     resolv_conf: str | None = None  # mounted at /etc/resolv.conf (from the bundle dir)
     ca_bundle: bytes | None = None  # mounted over every CA bundle of the image
+
+    @property
+    def host_pids(self) -> int:
+        """The sandbox's pids cgroup limit, in host tasks."""
+        return host_pids(self.pids)
+
+
+# Host tasks of a sandbox on gVisor's ptrace platform (the pids cgroup counts threads),
+# measured by benchmarks/sandbox_pids.py (docs/benchmarks.md, 2026-12-02; the model is in
+# docs/architecture.md, "Process limit"). An idle sandbox holds 49-57 (runsc, the gofer,
+# the sentry's threads, the stubs of the init and the agent), and one that runs a command
+# at a time ~130: stubs are pooled, and keep a thread for every sentry thread that ever
+# ran them. A process that lives alongside others adds 5-10 (its stub, the stub's threads,
+# sentry threads), a thread at most 2 (a sentry thread and a stub thread while it runs);
+# short-lived processes in parallel add more, growing with their number (16 pipelines at
+# a time: ~65 per process). 256 (the default) -> 4224 host tasks, which covers 64
+# children and 128 threads at once (~850) and 16 pipelines at a time (3354) with room.
+HOST_TASKS_BASE = 128
+HOST_TASKS_PER_PID = 16
+
+
+def host_pids(pids: int) -> int:
+    """The host tasks a sandbox may hold for ``pids`` processes and threads inside."""
+    return HOST_TASKS_BASE + HOST_TASKS_PER_PID * pids
 
 
 def argv_for(template: SandboxSpec, image: Image) -> list[str]:
@@ -78,4 +101,5 @@ def run_spec(template: SandboxSpec, image: Image, metadata_url: str | None = Non
         cwd=template.working_dir or image.working_dir,
         cpu=parse_quantity(limits.cpu),
         memory=int(parse_quantity(limits.memory)),
+        pids=template.resources.pids,
     )
