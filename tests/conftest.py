@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -167,10 +168,10 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory,
         start = time.monotonic()
         cluster = start_cluster(tmp_path_factory.mktemp("kube"), binaries)
         started = time.monotonic() - start
-        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"kube cluster: binaries in {built:.1f} s ({binaries}), "
-                                f"etcd + kube-apiserver ready in {started:.1f} s")
+        capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\nkube cluster: binaries in {built:.1f} s ({binaries}), "
+                  f"etcd + kube-apiserver ready in {started:.1f} s", flush=True)
         try:
             yield cluster
         finally:
