@@ -262,10 +262,9 @@ async def test_tmp_is_capped_and_root_is_read_only(runtime: Runtime, image: Imag
     assert sizes and 0 < sizes[0] <= 64 * 1024 * 1024, out
 
 
-async def test_sweep_removes_what_a_crashed_worker_left(runtime: Runtime, image: Image,
-                                                        tmp_path: Path) -> None:
+async def crashed_sandbox(runtime: Runtime, image: Image, sid: str) -> Path:
+    """A sandbox whose `runsc run` (its "worker") was killed mid-execution; its bundle."""
     spec = run_spec(SandboxSpec.model_validate({"image": "x", "args": ["sleep 120"]}), image)
-    sid = "clrk-crashed0001"
     bdir = bundle.write(runtime.state_dir / "bundles" / sid, spec, f"/{cgroups.PARENT}/{sid}")
     proc = subprocess.Popen([*runtime._base(), "run", "--bundle", str(bdir), sid],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -274,8 +273,15 @@ async def test_sweep_removes_what_a_crashed_worker_left(runtime: Runtime, image:
         if sid in await runtime.sandboxes():
             break
         await asyncio.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)  # the "worker" dies mid-execution
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    return bdir
+
+
+async def test_sweep_removes_what_a_crashed_worker_left(runtime: Runtime, image: Image,
+                                                        tmp_path: Path) -> None:
+    sid = "clrk-crashed0001"
+    bdir = await crashed_sandbox(runtime, image, sid)
     fresh = Runtime(runtime.state_dir)
     assert sid in await fresh.sweep()
     assert await fresh.sandboxes() == []

@@ -8,38 +8,22 @@ worker logged that it had removed it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import signal
 import subprocess
 
 import pytest
 
-from clrk.api.agents import SandboxSpec
 from clrk.worker.images.store import Image
-from clrk.worker.sandbox import bundle, cgroups
 from clrk.worker.sandbox.runner import Runtime
-from clrk.worker.sandbox.spec import run_spec
-from tests.integration.test_sandbox import image, runtime
+from tests.integration.test_sandbox import crashed_sandbox, image, runtime
 
 __all__ = ["image", "runtime"]  # the fixtures, shared with test_sandbox
 
 
 async def test_sweep_removes_a_sandbox_with_a_torn_state_file(
         runtime: Runtime, image: Image, caplog: pytest.LogCaptureFixture) -> None:
-    spec = run_spec(SandboxSpec.model_validate({"image": "x", "args": ["sleep 120"]}), image)
     sid = "clrk-torn00000001"
-    bdir = bundle.write(runtime.state_dir / "bundles" / sid, spec, f"/{cgroups.PARENT}/{sid}")
-    proc = subprocess.Popen([*runtime._base(), "run", "--bundle", str(bdir), sid],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        if sid in await runtime.sandboxes():
-            break
-        await asyncio.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    await crashed_sandbox(runtime, image, sid)
     states = list((runtime.state_dir / "runsc").glob(f"{sid}_*.state"))
     assert states, list((runtime.state_dir / "runsc").iterdir())
     with states[0].open("r+b") as f:  # torn mid-write, as the kill left it
