@@ -42,7 +42,9 @@ def test_masks_keep_the_length() -> None:
 @pytest.mark.parametrize("value", [KEY, ODD])
 def test_every_common_encoding_is_found(value: str) -> None:
     raw = value.encode()
+    lower_hex = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(value, safe=""))
     encoded = [raw, quote(value, safe="").encode(), quote(value, safe="").lower().encode(),
+               lower_hex.encode(),
                urlencode({"k": value}).encode()[2:], json.dumps(value).encode()[1:-1],
                base64.b64encode(raw), base64.urlsafe_b64encode(raw),
                base64.b64encode(raw).rstrip(b"=")]

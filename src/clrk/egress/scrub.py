@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus
 
 MARKER = b"[redacted]"
+_LOWER_ESCAPES = re.compile(rb"%[0-9A-F]{2}")  # %2F -> %2f, the value's own letters kept
 MIN_LENGTH = 6
 
 
@@ -62,7 +64,9 @@ def forms(value: str) -> list[bytes]:
     found = [raw, quote(value, safe="").encode(), quote_plus(value, safe="").encode(),
              json.dumps(value)[1:-1].encode(), json.dumps(value, ensure_ascii=False)[1:-1]
              .encode()]
-    found += [f.lower() if b"%" in f else f for f in found[1:3]]
+    escaped = found[1:3]
+    found += [f.lower() for f in escaped if b"%" in f]  # an encoder that lowercases all
+    found += [_LOWER_ESCAPES.sub(lambda m: m.group(0).lower(), f) for f in escaped]
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         found += [encoded, encoded.rstrip(b"=")]
     found += _b64_cores(raw)
