@@ -34,11 +34,12 @@ def fake() -> Iterator[FakeProviders]:
     providers.stop()
 
 
-@pytest.fixture(scope="module")
-def dev(registry: Registry, fake: FakeProviders,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def dev_trusting(registry: Registry, fake: FakeProviders,
+                 tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[DevServer]:
+    """`clrk dev` with a worker, the Python test image, and the fake providers' CA in the
+    Secret `provider-ca` (gateways list it in their upstream trust bundle)."""
     registry.push("test/python", "1", python_base())
-    server = start_dev(tmp_path_factory.mktemp("ai-egress") / "clrk", "--insecure-registry",
+    server = start_dev(tmp_path_factory.mktemp(name) / "clrk", "--insecure-registry",
                        registry.host, workers=1)
     try:
         server.wait_for_worker()
@@ -48,6 +49,12 @@ def dev(registry: Registry, fake: FakeProviders,
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, fake: FakeProviders,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    yield from dev_trusting(registry, fake, tmp_path_factory, "ai-egress")
 
 
 def apply(dev: DevServer, *docs: dict[str, Any]) -> None:

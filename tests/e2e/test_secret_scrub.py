@@ -17,12 +17,13 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import DevServer, start_dev
+from tests.conftest import DevServer
 from tests.e2e.test_ai_egress import (
     G,
     ai_route,
     apply,
     assert_nowhere,
+    dev_trusting,
     http_spans,
     invoke,
     poll,
@@ -31,7 +32,7 @@ from tests.e2e.test_ai_egress import (
     until,
 )
 from tests.fake_providers import FakeProviders
-from tests.images import Registry, python_base
+from tests.images import Registry
 
 pytestmark = pytest.mark.e2e
 KEYS = {"api.anthropic.com": "sk-ant-scrub-9d8c7b6a5f4e",  # metered by Envoy
@@ -50,17 +51,7 @@ def fake() -> Iterator[FakeProviders]:
 @pytest.fixture(scope="module")
 def dev(registry: Registry, fake: FakeProviders,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    registry.push("test/python", "1", python_base())
-    server = start_dev(tmp_path_factory.mktemp("scrub") / "clrk", "--insecure-registry",
-                       registry.host, workers=1)
-    try:
-        server.wait_for_worker()
-        ca = tmp_path_factory.mktemp("fake-ca") / "ca.crt"
-        ca.write_bytes(fake.ca.cert_pem)
-        server.kubectl("create", "secret", "generic", "provider-ca", f"--from-file=ca.crt={ca}")
-        yield server
-    finally:
-        server.stop()
+    yield from dev_trusting(registry, fake, tmp_path_factory, "scrub")
 
 
 AGENT = r"""
