@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import Any, TypeVar
 
 import httpx
 from lightkube import ApiError, AsyncClient, Client, ConfigError, KubeConfig
+from lightkube.config.client_adapter import AsyncClient as httpx_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.resource import Resource as LKResource
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources import core_v1
@@ -158,20 +160,17 @@ async def delete_if_present(client: AsyncClient, res: Any, name: str,
             raise
 
 
-def http_invoker(kubeconfig: Path) -> Callable[[str, str, bytes], Awaitable[tuple[int, str]]]:
-    """POST to taskagents/{name}/invoke as a cron fire; returns (status, reason)."""
-    from clrk import kubeconfig as kc
-
-    server, ca, token = kc.read(kubeconfig)
-    ctx = ssl.create_default_context(cadata=ca.decode())
+def http_invoker(config: SingleConfig) -> Callable[[str, str, bytes],
+                                                 Awaitable[tuple[int, str]]]:
+    """POST to taskagents/{name}/invoke as a cron fire; returns (status, reason). Any
+    kubeconfig's credentials work (a token, a client certificate, in-cluster)."""
+    params = ConnectionParams(timeout=httpx.Timeout(10, read=None), trust_env=False)
 
     async def invoke(namespace: str, name: str, body: bytes) -> tuple[int, str]:
-        url = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{namespace}/taskagents/"
-               f"{name}/invoke")
-        async with httpx.AsyncClient(verify=ctx, timeout=httpx.Timeout(10, read=None)) as c:
-            r = await c.post(url, content=body, headers={
-                "Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                "X-Clrk-Trigger": "cron"})
+        path = f"/apis/clrk.apoxy.dev/v1alpha1/namespaces/{namespace}/taskagents/{name}/invoke"
+        async with httpx_client(config, params) as c:
+            r = await c.post(path, content=body, headers={
+                "Content-Type": "application/json", "X-Clrk-Trigger": "cron"})
         return r.status_code, r.headers.get("x-clrk-reason", "")
 
     return invoke

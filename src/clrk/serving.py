@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -30,11 +32,42 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class _PeerCertificateApp:
+    """Puts a connection's verified client certificate into each request's scope as the
+    ASGI TLS extension (``scope["extensions"]["tls"]``); uvicorn does not."""
+
+    def __init__(self, app: Any, der: bytes) -> None:
+        self.app = app
+        self.der = der
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            extensions = scope.setdefault("extensions", {})
+            extensions["tls"] = {"client_cert_der": self.der}
+        await self.app(scope, receive, send)
+
+
+class PeerCertificateProtocol(H11Protocol):
+    """h11 whose requests know the client certificate the handshake verified."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if der:
+            self.app = _PeerCertificateApp(self.config.loaded_app, der)
+
+
 class Server:
     """uvicorn on a pre-bound socket: ``start`` returns once it accepts connections."""
 
     def __init__(self, app: Any, host: str, port: int, grace: int = 2,
-                 **options: Any) -> None:
+                 client_ca: str | None = None, **options: Any) -> None:
+        """``client_ca``: a PEM bundle; clients may then present a certificate it signed
+        (verified in the handshake, handed to the app per request)."""
+        if client_ca is not None:
+            options.update(ssl_ca_certs=client_ca, ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                           http=PeerCertificateProtocol)
         self.sock = listen(host, port)
         self.host = host
         self.port: int = self.sock.getsockname()[1]

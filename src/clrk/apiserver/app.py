@@ -14,13 +14,13 @@ from starlette.routing import Route
 
 from clrk import __version__
 from clrk.apiserver import discovery, openapi
-from clrk.apiserver.auth import authorized
+from clrk.apiserver.access import Access, Credentials, PeerCertificate, User, forbidden_message
+from clrk.apiserver.attributes import request_attributes
 from clrk.apiserver.decoding import MAX_BODY
 from clrk.apiserver.errors import APIError, status_body
 from clrk.apiserver.handlers import API, Reply, Request
 
 log = logging.getLogger("clrk.apiserver")
-PUBLIC = {"healthz", "livez", "readyz", "version"}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -74,9 +74,9 @@ def version_info() -> dict[str, str]:
 class Router:
     """Parses Kubernetes API paths and dispatches to :class:`API`."""
 
-    def __init__(self, api: API, token: str) -> None:
+    def __init__(self, api: API, access: Access) -> None:
         self.api = api
-        self.token = token
+        self.access = access
 
     def groups(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -92,16 +92,18 @@ class Router:
         parts = [p for p in path.split("/") if p]
         head = parts[0] if parts else ""
         try:
-            if head in ("healthz", "livez", "readyz"):
+            if head in ("healthz", "livez", "readyz") and head in self.access.public:
                 return Response("ok", media_type="text/plain")
-            if head == "version":
+            if head == "version" and head in self.access.public:
                 return _json(version_info())
-            if not authorized(request.headers.get("authorization"), self.token):
+            user = await self.access.authenticator.authenticate(credentials(request))
+            if user is None:
                 return _json(status_body(401, "Unauthorized: a valid bearer token is required",
                                          "Unauthorized"), 401)
+            await self._authorize(request, user)
             if head == "openapi":
                 return self._openapi(request, parts[1:])
-            if head == "api":
+            if head == "api" and "" in self.api.groups:
                 return await self._route(request, "", parts[1:])
             if head == "apis":
                 return await self._route_apis(request, parts[1:])
@@ -116,16 +118,25 @@ class Router:
             return _json(status_body(500, "internal error; see the server log",
                                      "InternalError"), 500)
 
+    async def _authorize(self, request: HTTPRequest, user: User) -> None:
+        attributes = request_attributes(request.method, request.url.path,
+                                        dict(request.query_params))
+        decision = await self.access.authorizer.authorize(user, attributes)
+        if not decision.allowed:
+            raise APIError(403, forbidden_message(user, attributes, decision.reason),
+                           "Forbidden", name=attributes.name, group=attributes.group,
+                           kind=attributes.resource)
+
     def _openapi(self, request: HTTPRequest, rest: list[str]) -> Response:
         if rest == ["v2"]:
             return _json(openapi.openapi_v2_document())
         if rest == ["v3"]:
-            return _json(openapi.root_document())
+            return _json(openapi.root_document(self.api.groups))
         if len(rest) >= 2 and rest[0] == "v3":
             gv = "/".join(rest[1:])
-            if gv == "api/v1":
+            if gv == "api/v1" and "" in self.api.groups:
                 doc = openapi.group_version_document("", "v1")
-            elif len(rest) == 4 and rest[1] == "apis":
+            elif len(rest) == 4 and rest[1] == "apis" and rest[2] in self.api.groups:
                 doc = openapi.group_version_document(rest[2], rest[3])
             else:
                 doc = None
@@ -216,8 +227,17 @@ class Router:
         return _json(reply.body, reply.status, headers)
 
 
-def build_app(api: API, token: str) -> Starlette:
-    router = Router(api, token)
+def credentials(request: HTTPRequest) -> Credentials:
+    tls = request.scope.get("extensions", {}).get("tls", {})
+    der = tls.get("client_cert_der")
+    return Credentials(request.headers.get("authorization"),
+                       PeerCertificate(der) if der else None,
+                       tuple((k.decode("latin-1").lower(), v.decode("latin-1"))
+                             for k, v in request.scope["headers"]))
+
+
+def build_app(api: API, access: Access) -> Starlette:
+    router = Router(api, access)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(routes=[Route("/{path:path}", router.dispatch, methods=methods)])
 

@@ -1,8 +1,8 @@
-"""Bearer-token authentication: one token, generated at first start, kept 0600."""
+"""The ``clrk dev`` bearer token: generated at first start, kept 0600 (checked by
+:class:`clrk.apiserver.access.StaticToken`)."""
 
 from __future__ import annotations
 
-import hmac
 import os
 import secrets
 from pathlib import Path
@@ -20,10 +20,3 @@ def load_or_create_token(path: Path) -> str:
         f.write(token + "\n")
     os.replace(tmp, path)
     return token
-
-
-def authorized(header: str | None, token: str) -> bool:
-    scheme, _, credentials = (header or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(credentials.strip().encode(), token.encode())

@@ -193,14 +193,21 @@ def _kind_label(info: KindInfo) -> str:
 class API:
     """The served kinds and the verbs on them."""
 
-    def __init__(self, store: Store, hub: WatchHub, bookmark_interval: float = 30.0) -> None:
+    def __init__(self, store: Store, hub: WatchHub, bookmark_interval: float = 30.0,
+                 groups: frozenset[str] | None = None) -> None:
+        """``groups``: the API groups served here (all when None). Behind kube-aggregator
+        only clrk's own group is: namespaces, Secrets and Events are kube-apiserver's."""
         self.store = store
         self.hub = hub
         self.bookmark_interval = bookmark_interval
         self.served: dict[tuple[str, str, str], Served] = {}
         for cls in all_kinds():
             i = cls.kind_info
-            self.served[(i.group, i.version, i.plural)] = Served(cls)
+            if groups is None or i.group in groups:
+                self.served[(i.group, i.version, i.plural)] = Served(cls)
+        self.groups = frozenset(s.info.group for s in self.served.values())
+        # Namespaces are checked only where they are kept (not when kube-apiserver has them).
+        self.owns_namespaces = "" in self.groups
         self.subresources: dict[tuple[str, str, str], Handler] = {}
         # Subresources whose bodies are not API objects (agent input) get their own limit.
         self.body_limits: dict[tuple[str, str, str], int] = {}
@@ -227,7 +234,7 @@ class API:
         return obj
 
     def _check_namespace(self, served: Served, namespace: str | None) -> None:
-        if served.info.namespaced and namespace:
+        if served.info.namespaced and namespace and self.owns_namespaces:
             ns = self.store.get(Key("", "namespaces", "", namespace))
             if ns is None:
                 raise not_found("namespaces", namespace)
@@ -811,7 +818,7 @@ class API:
 
     def ensure_namespace(self, name: str) -> None:
         key = Key("", "namespaces", "", name)
-        if self.store.get(key) is not None:
+        if not self.owns_namespaces or self.store.get(key) is not None:
             return
         obj: Obj = {"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": name, "uid": str(uuid.uuid4()),

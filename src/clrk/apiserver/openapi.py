@@ -202,9 +202,11 @@ def document_hash(doc: Doc) -> str:
 
 
 @cache
-def root_document() -> Doc:
+def root_document(groups: frozenset[str] | None = None) -> Doc:
+    """The OpenAPI v3 index of the group-versions served (all when ``groups`` is None)."""
     paths: dict[str, Doc] = {}
-    for gv in sorted({(c.kind_info.group, c.kind_info.version) for c in all_kinds()}):
+    for gv in sorted({(c.kind_info.group, c.kind_info.version) for c in all_kinds()
+                      if groups is None or c.kind_info.group in groups}):
         group, version = gv
         rel = f"apis/{group}/{version}" if group else f"api/{version}"
         doc = group_version_document(group, version)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -16,10 +14,11 @@ from typing import Annotated, Any
 import httpx
 import typer
 from lightkube import ApiError
+from lightkube.config.client_adapter import Client as httpx_client
+from lightkube.config.client_adapter import ConnectionParams
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from clrk import kubeconfig
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.columns import human_age, jsonpath
 from clrk.api.invocation import Invocation
@@ -27,7 +26,7 @@ from clrk.api.revision import AgentSandboxRevision
 from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
-from clrk.client import get_or_none_sync, local_kubeconfig, resource_class, to_dict
+from clrk.client import get_or_none_sync, resource_class, to_dict
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
 
 app = typer.Typer(help="Inspect agents.", no_args_is_help=True)
@@ -224,12 +223,14 @@ def _wait_for_pull(opts: Options, name: str, timeout: float) -> None:
 
 @contextlib.contextmanager
 def _http(opts: Options, read_timeout: float | None) -> Iterator[tuple[httpx.Client, str]]:
-    """A client for the API server of the current context (for non-object endpoints)."""
-    server, ca, token = kubeconfig.read(kubeconfig_path(opts), opts.context)
-    ssl_ctx = ssl.create_default_context(cadata=ca.decode()) if ca else True
-    with httpx.Client(verify=ssl_ctx, timeout=httpx.Timeout(10, read=read_timeout),
-                      headers={"Authorization": f"Bearer {token}"}) as client:
-        yield client, server
+    """A client for the API server of the current context (for non-object endpoints),
+    with whatever credentials the kubeconfig holds (token, client certificate, exec)."""
+    config = opts.kube_config().get(context_name=opts.context)
+    if config is None:
+        raise CLIError("the kubeconfig has no current context: pass --context")
+    params = ConnectionParams(timeout=httpx.Timeout(10, read=read_timeout))
+    with httpx_client(config, params) as client:
+        yield client, ""
 
 
 def _fail(r: httpx.Response) -> None:
@@ -376,12 +377,3 @@ def _print_line(item: dict[str, str], timestamps: bool, prefix: bool) -> None:
     print(head + item["message"], flush=True)
 
 
-def kubeconfig_path(opts: Options) -> Path:
-    path = opts.config_path()
-    if path is not None:
-        return path
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return Path(env.split(os.pathsep)[0])
-    default = Path.home() / ".kube" / "config"
-    return default if default.exists() else local_kubeconfig()

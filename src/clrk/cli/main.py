@@ -11,6 +11,7 @@ from clrk import __version__
 from clrk.api.crd import crds_yaml
 from clrk.cli import agents, dev, pools, resources, secret
 from clrk.cli.context import Options
+from clrk.cli.controller_manager import controller_manager
 from clrk.cli.errors import run_guarded
 from clrk.cli.worker import worker
 
@@ -41,6 +42,7 @@ app.command()(resources.apply)
 app.command()(resources.get)
 app.command()(resources.delete)
 app.command()(worker)
+app.command("controller-manager")(controller_manager)
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from lightkube import AsyncClient
 
@@ -12,6 +13,8 @@ from clrk.controllers.cron import Invoke, cron_controller
 from clrk.controllers.gateway_ca import gateway_controller
 from clrk.controllers.runtime import Runner
 from clrk.controllers.workerpool import NoWorkers, WorkerRegistry, workerpool_controller
+
+log = logging.getLogger("clrk.controllers")
 
 
 class ControllerManager:
@@ -28,4 +31,5 @@ class ControllerManager:
             self.controllers.append(cron_controller(client, invoke, concurrency))
 
     async def run(self, stop: asyncio.Event) -> None:
+        log.info("controllers started: %s", ", ".join(c.name for c in self.controllers))
         await asyncio.gather(*(Runner(self.client, c).run(stop) for c in self.controllers))

@@ -2,24 +2,57 @@
 ingress and the controller manager, started and stopped together.
 
 ``clrk dev`` runs it in its own process; the controller-manager Deployment of a cluster
-runs the same assembly. The controllers reach the API server only through a Kubernetes
-client and the kubeconfig written here, exactly as they reach a real kube-apiserver.
+(``clrk controller-manager``) runs the same assembly with :class:`ClusterMode`: the API
+server then serves clrk's group behind kube-aggregator with kube-apiserver's access
+decisions, and the controllers talk to kube-apiserver with the pod's ServiceAccount,
+leading only while they hold a Lease. The controllers reach the API server only through a
+Kubernetes client, in both modes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightkube import AsyncClient, KubeConfig
+from lightkube.config.kubeconfig import SingleConfig
 
+from clrk.apiserver.access import Access
 from clrk.client import FIELD_MANAGER, http_invoker
+from clrk.controllers.leader import LeaderElection
 from clrk.controllers.manager import ControllerManager
-from clrk.controlplane.apiserver import APIServer
+from clrk.controlplane.apiserver import APIServer, Delegated
+from clrk.controlplane.delegation import (
+    DelegatedAuthenticator,
+    DelegatedAuthorizer,
+    read_authentication_config,
+)
 from clrk.kubeconfig import HOST_KUBECONFIG
 from clrk.scheduler.ingress import Ingress
+
+log = logging.getLogger("clrk.controlplane")
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    namespace: str
+    name: str
+    identity: str
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+@dataclass(frozen=True)
+class ClusterMode:
+    """What a cluster's controller manager needs besides what ``clrk dev`` has."""
+
+    kube: SingleConfig  # how to reach kube-apiserver (the ServiceAccount's token)
+    tls_cert_dir: Path  # the serving certificate Secret, mounted
+    lease: LeaseSettings | None = None  # None: lead at once (one replica, no election)
 
 
 @dataclass
@@ -29,11 +62,13 @@ class ControlPlane:
     port: int = 0
     ingress_port: int = 0
     concurrency: int = 4
+    cluster: ClusterMode | None = None
     server: APIServer = field(init=False)
     ingress: Ingress = field(init=False)
     client: AsyncClient = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _controllers: asyncio.Task[None] | None = field(init=False, default=None)
+    lost_lease: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     @property
     def kubeconfig(self) -> Path:
@@ -41,17 +76,54 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Serve the API and the ingress, then start the controllers against the API."""
-        self.server = APIServer(self.data_dir, self.host, self.port)
-        await self.server.start()
-        self.server.write_kubeconfig(self.kubeconfig)
+        if self.cluster is None:
+            self.server = APIServer(self.data_dir, self.host, self.port)
+            await self.server.start()
+            self.server.write_kubeconfig(self.kubeconfig)
+            written = KubeConfig.from_file(str(self.kubeconfig)).get()
+            assert written is not None  # we just wrote it, with its current context
+            config = written
+        else:
+            config = self.cluster.kube
+            self.client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
+            self.server = APIServer(self.data_dir, self.host, self.port,
+                                    delegated=await self._delegated(self.cluster))
+            await self.server.start()
         self.ingress = Ingress(self.server.invoker, self.host, self.ingress_port)
         await self.ingress.start()
-        self.client = AsyncClient(config=KubeConfig.from_file(str(self.kubeconfig)),
-                                  field_manager=FIELD_MANAGER)
+        if self.cluster is None:
+            self.client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
         manager = ControllerManager(self.client, concurrency=self.concurrency,
                                     registry=self.server.registry,
-                                    invoke=http_invoker(self.kubeconfig))
-        self._controllers = asyncio.create_task(manager.run(self._stop))
+                                    invoke=http_invoker(config))
+        self._controllers = asyncio.create_task(self._run_controllers(manager))
+
+    async def _delegated(self, cluster: ClusterMode) -> Delegated:
+        auth = await read_authentication_config(self.client)
+        access = Access(DelegatedAuthenticator(auth, self.client),
+                        DelegatedAuthorizer(self.client))
+        return Delegated(access, auth.ca_bundle_pem(), cluster.tls_cert_dir)
+
+    async def _run_controllers(self, manager: ControllerManager) -> None:
+        lease = self.cluster.lease if self.cluster is not None else None
+        if lease is None:
+            await manager.run(self._stop)
+            return
+        election = LeaderElection(self.client, lease.namespace, lease.name, lease.identity,
+                                  lease.lease_duration, lease.renew_deadline,
+                                  lease.retry_period)
+
+        async def lead(lost: asyncio.Event) -> None:
+            stop = asyncio.Event()
+            waiter = asyncio.create_task(_first_of(self._stop, lost, stop))
+            try:
+                await manager.run(stop)
+            finally:
+                waiter.cancel()
+            if lost.is_set():
+                self.lost_lease.set()  # the process exits: a new one campaigns afresh
+
+        await election.run(lead, self._stop)
 
     async def stop(self) -> None:
         """Controllers first (they write through the API), then the servers."""
@@ -62,3 +134,14 @@ class ControlPlane:
         await self.ingress.stop()
         await self.client.close()
         await self.server.stop()
+
+
+async def _first_of(a: asyncio.Event, b: asyncio.Event, out: asyncio.Event) -> None:
+    """Set ``out`` once either ``a`` or ``b`` is set."""
+    waits = [asyncio.create_task(a.wait()), asyncio.create_task(b.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    out.set()
