@@ -123,21 +123,25 @@ def load_or_create_ca(directory: Path, common_name: str) -> KeyPair:
     return ca
 
 
+def serving_still_good(cert: x509.Certificate, hosts: list[str]) -> bool:
+    """Whether ``cert`` names every one of ``hosts`` and has more than 30 days left."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        have = {str(n) for n in san.get_values_for_type(x509.DNSName)} | {
+            str(ip) for ip in san.get_values_for_type(x509.IPAddress)
+        }
+    except x509.ExtensionNotFound:
+        have = set()
+    fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=30)
+    return fresh and set(hosts) <= have
+
+
 def load_or_create_serving(directory: Path, ca: KeyPair, hosts: list[str]) -> KeyPair:
     """The serving certificate in ``directory``; reissued when hosts change or expiry nears."""
     crt, key = directory / "serving.crt", directory / "serving.key"
     if crt.exists() and key.exists():
         pair = KeyPair(crt.read_bytes(), key.read_bytes())
-        cert = pair.cert
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-            have = {str(n) for n in san.get_values_for_type(x509.DNSName)} | {
-                str(ip) for ip in san.get_values_for_type(x509.IPAddress)
-            }
-        except x509.ExtensionNotFound:
-            have = set()
-        fresh = cert.not_valid_after_utc - _now() > dt.timedelta(days=30)
-        if fresh and set(hosts) <= have:
+        if serving_still_good(pair.cert, hosts):
             return pair
     pair = issue_leaf(ca, hosts)
     write_private(key, pair.key_pem)
