@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
+import httpx
 import typer
 from lightkube import ApiError, Client
 
@@ -21,7 +22,7 @@ from clrk import __version__
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
 from clrk.install import InstallError
-from clrk.install.apply import Change, apply, counts, plan, plan_one
+from clrk.install.apply import Change, apply, counts, not_there_yet, plan, plan_one
 from clrk.install.manifests import render, render_all, render_workerpool, to_yaml
 from clrk.install.options import InstallOptions, RBACMode, ServingCert, TLSMode
 from clrk.install.tls import generate_serving, serving_for
@@ -155,12 +156,13 @@ def _apply_pool(client: Client, request: Request, options: InstallOptions,
     try:
         change = plan_one(client, pool)
         apply(client, [pool])
-    except ApiError as err:
-        if request.skip_wait and err.status.code in (404, 503):
+    except (ApiError, httpx.HTTPStatusError) as err:
+        message = err.status.message if isinstance(err, ApiError) else str(err).split("\n")[0]
+        if request.skip_wait and not_there_yet(err):
             print(f"the default WorkerPool was not applied: the clrk API is not served yet "
-                  f"({err.status.message}); run this command again once it is")
+                  f"({message}); run this command again once it is")
             return None
-        raise CLIError(f"workerpool/default/default: {err.status.message}") from None
+        raise CLIError(f"workerpool/default/default: {message}") from None
     return change
 
 

@@ -9,7 +9,7 @@ import typer
 
 from clrk import __version__
 from clrk.api.crd import crds_yaml
-from clrk.cli import agents, dev, pools, resources, secret
+from clrk.cli import agents, dev, install, pools, resources, secret
 from clrk.cli.context import Options
 from clrk.cli.controller_manager import controller_manager
 from clrk.cli.errors import run_guarded
@@ -43,6 +43,8 @@ app.command()(resources.get)
 app.command()(resources.delete)
 app.command()(worker)
 app.command("controller-manager")(controller_manager)
+app.command()(install.install)
+app.command()(install.upgrade)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import httpx
 from lightkube import ApiError, Client
 
 from clrk.client import FIELD_MANAGER, to_dict
@@ -21,6 +22,16 @@ Action = Literal["create", "update", "unchanged"]
 # A dry run cannot answer for an object whose namespace or API does not exist yet (404), or
 # whose API is registered but not served yet (503): it is then shown as rendered.
 _NOT_THERE_YET = (404, 503)
+
+
+def not_there_yet(err: Exception) -> bool:
+    """Whether ``err`` says the object or its API is not there (yet). kube-apiserver answers
+    a group nobody serves with a plain-text 404, which lightkube raises as httpx's error,
+    not as an ApiError."""
+    if isinstance(err, ApiError):
+        return err.status.code in _NOT_THERE_YET
+    return isinstance(err, httpx.HTTPStatusError) and \
+        err.response.status_code in _NOT_THERE_YET
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,8 @@ def get_live(client: Client, obj: Any) -> dict[str, Any] | None:
     _, namespace, name = identify(obj)
     try:
         return to_dict(client.get(type(obj), name, namespace=namespace))
-    except ApiError as err:
-        if err.status.code in _NOT_THERE_YET:
+    except (ApiError, httpx.HTTPStatusError) as err:
+        if not_there_yet(err):
             return None
         raise
 
@@ -69,8 +80,8 @@ def plan_one(client: Client, obj: Any) -> Change:
     try:
         result = to_dict(client.apply(obj, field_manager=FIELD_MANAGER, force=True,
                                       dry_run=True))
-    except ApiError as err:
-        if live is not None or err.status.code not in _NOT_THERE_YET:
+    except (ApiError, httpx.HTTPStatusError) as err:
+        if live is not None or not not_there_yet(err):
             raise
         result = to_dict(obj)
     if live is None:

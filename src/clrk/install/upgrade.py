@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from lightkube import ApiError, Client
 from lightkube.resources.apiregistration_v1 import APIService
 from lightkube.resources.apps_v1 import Deployment
@@ -46,6 +47,10 @@ def _get(client: Client, res: Any, name: str, namespace: str | None,
         return to_dict(client.get(res, name, namespace=namespace))
     except ApiError as err:
         if err.status.code in absent:
+            return None
+        raise
+    except httpx.HTTPStatusError as err:  # a group nobody serves: a plain-text 404
+        if err.response.status_code in absent:
             return None
         raise
 
