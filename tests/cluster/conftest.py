@@ -24,7 +24,8 @@ class ClrkOnKube:
     installs: list[str]  # what each `clrk install` printed, in order
     directory: Path
 
-    def direct(self, token: str, method: str, path: str, body: bytes = b"") -> httpx.Response:
+    def direct(self, token: str, method: str, path: str, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> httpx.Response:
         """A request straight to the clrk API server (not through kube-apiserver)."""
         secret = get_json(self.cluster, "secret", "clrk-apiserver-tls", "-n", NAMESPACE)
         ctx = ssl.create_default_context(cadata=base64.b64decode(
@@ -33,7 +34,7 @@ class ClrkOnKube:
         with httpx.Client(verify=ctx, timeout=30) as c:
             return c.request(method, f"{self.manager.url}{path}", content=body,
                              headers={"Authorization": f"Bearer {token}",
-                                      "Content-Type": "application/json"})
+                                      "Content-Type": "application/json", **(headers or {})})
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from lightkube import Client, KubeConfig
 from clrk.api.agents import TaskAgent
 from clrk.api.registry import all_kinds
 from clrk.client import resource_class
+from clrk.controllers.gateway_ca import ca_secret_name
 from tests.clrk_on_kube import clrk
 from tests.cluster.conftest import ClrkOnKube
 from tests.kube_cluster import KubeCluster
@@ -139,6 +140,17 @@ def test_watch_revisions_columns_and_invocations(clrk_on_kube: ClrkOnKube) -> No
     for sub in ("logs", "traces"):
         cluster.kubectl("get", "--raw", f"{API}/namespaces/watching/taskagents/"
                         f"word-count/{sub}")
+    # The gateway CA controller writes its CA Secret and an Event into kube-apiserver.
+    cluster.kubectl("apply", "-n", "watching", "-f",
+                    str(ROOT / "examples" / "spec" / "egressgateway-echo-bot.yaml"))
+    ca = _eventually(lambda: cluster.kubectl(
+        "get", "secret", ca_secret_name("echo-bot"), "-n", "watching",
+        "-o", "jsonpath={.data.tls\\.crt}", check=False), lambda r: bool(r.stdout))
+    assert ca.returncode == 0 and ca.stdout
+    events = _eventually(lambda: cluster.kubectl(
+        "get", "events", "-n", "watching", "-o", "jsonpath={.items[*].message}"),
+        lambda r: "CA Secret" in r.stdout)
+    assert "created CA Secret" in events.stdout
     # A route's token usage (what workers count against TokenBudgets) through the proxy.
     cluster.kubectl("apply", "-n", "watching", "-f",
                     str(ROOT / "examples" / "spec" / "aiproviderroute-anthropic.yaml"))
@@ -211,6 +223,12 @@ def test_rbac_decides_reads_writes_and_invokes(clrk_on_kube: ClrkOnKube) -> None
     assert direct.status_code == 403, direct.text
     assert clrk_on_kube.direct("not-a-token", "GET", f"{API}/namespaces/{ns}/taskagents"
                                ).status_code == 401
+    # Front-proxy headers count only with kube-apiserver's front-proxy certificate.
+    spoofed = clrk_on_kube.direct(token, "POST", f"{API}/namespaces/{ns}/taskagents/"
+                                  "word-count/invoke", b"{}",
+                                  {"X-Remote-User": "test-admin",
+                                   "X-Remote-Group": "system:masters"})
+    assert spoofed.status_code == 403, spoofed.text
     # Grant the verbs: after the cached denials expire, both go through.
     cluster.kubectl("create", "role", "taskagent-runner", "-n", ns, "--verb=create",
                     "--resource=taskagents.clrk.apoxy.dev",
@@ -237,3 +255,21 @@ def _eventually(probe: Callable[[], Result], ok: Callable[[Result], bool] | None
         if check(r) or time.monotonic() > deadline:
             return r
         time.sleep(0.5)
+
+
+def test_cron_fires_through_kube_apiserver(clrk_on_kube: ClrkOnKube) -> None:
+    """The cron controller invokes with the controller manager's ServiceAccount, through
+    kube-apiserver's proxy (RBAC: create on taskagents/invoke): with no worker in this
+    cluster, each fire is recorded as a Rejected Invocation with trigger cron."""
+    cluster = clrk_on_kube.cluster
+    cluster.kubectl("create", "namespace", "cron")
+    cluster.kubectl("apply", "-n", "cron", "-f", "-", input=json.dumps({
+        "apiVersion": f"{GROUP}/v1alpha1", "kind": "TaskAgent",
+        "metadata": {"name": "ticker"},
+        "spec": {"schedule": "@every 1s",
+                 "template": {"spec": {"image": "registry.test/a:1"}}}}))
+    fired = _eventually(lambda: cluster.kubectl(
+        "get", "invocations", "-n", "cron", "-o", "jsonpath={.items[*].spec.trigger}"),
+        lambda r: "cron" in r.stdout, timeout=60)
+    assert "cron" in fired.stdout.split()
+    cluster.kubectl("delete", "ta", "ticker", "-n", "cron")

@@ -92,10 +92,10 @@ class Router:
         parts = [p for p in path.split("/") if p]
         head = parts[0] if parts else ""
         try:
-            if head in ("healthz", "livez", "readyz") and head in self.access.public:
+            if head in self.access.public:  # probes and the version: no credentials
+                if head == "version":
+                    return _json(version_info())
                 return Response("ok", media_type="text/plain")
-            if head == "version" and head in self.access.public:
-                return _json(version_info())
             user = await self.access.authenticator.authenticate(credentials(request))
             if user is None:
                 return _json(status_body(401, "Unauthorized: a valid bearer token is required",
