@@ -65,7 +65,8 @@ def provider_gateway(name: str, fake: FakeProviders, policy: str = "deny-all",
                      **spec: Any) -> dict[str, Any]:
     aliases = [{"hostname": h, "address": f"127.0.0.1:{fake.port}"}
                for h in ("api.anthropic.com", "api.openai.com",
-                         "generativelanguage.googleapis.com", "mcp.example.com")]
+                         "generativelanguage.googleapis.com", "aiplatform.googleapis.com",
+                         "mcp.example.com")]  # every host a route names: no lookup leaves
     return {"apiVersion": G, "kind": "EgressGateway", "metadata": {"name": name},
             "spec": {"defaultPolicy": policy,
                      "listeners": [{"name": "egress", "protocol": "TLS",
@@ -697,9 +698,11 @@ def call(stream=False, content_type="application/json"):
     conn.request("POST", "/v1/messages", body, {"content-type": content_type,
                                                 "x-clrk-python": "0"})
     r = conn.getresponse()
-    r.read()
+    body = r.read()
     sockets.add(id(conn.sock))
     statuses.append(r.status)
+    if r.status not in (200, 429):
+        print("refused", r.status, r.getheader("server"), body[:300])
     return r.status
 
 call()
@@ -798,6 +801,51 @@ done
 """
 
 
+LATE_KEY = """
+import http.client, json, time
+conn = http.client.HTTPSConnection("api.anthropic.com", timeout=30)
+statuses = []
+end = time.monotonic() + 90
+while time.monotonic() < end:
+    conn.request("POST", "/v1/messages", json.dumps({"model": "claude-late", "max_tokens": 5,
+                 "messages": [{"role": "user", "content": "hi"}]}),
+                 {"content-type": "application/json"})
+    r = conn.getresponse()
+    r.read()
+    if not statuses or statuses[-1] != r.status:
+        statuses.append(r.status)
+    if r.status == 200:
+        break
+    time.sleep(0.2)
+print("statuses", ",".join(str(s) for s in statuses))
+"""
+
+
+def test_a_secret_that_comes_after_its_policy(
+        dev: DevServer, registry: Registry, fake: FakeProviders) -> None:
+    """A credential policy whose Secret does not exist yet: Envoy (serving the route
+    alone) answers 503 and names the Secret; once the Secret is created, the same open
+    connection's next call carries the key, with no other change to wake the gateway."""
+    fake.keys["api.anthropic.com"] = KEY
+    cred = {"apiVersion": G, "kind": "CredentialInjectionPolicy",
+            "metadata": {"name": "late-key"},
+            "spec": {"targetRef": {"kind": "AIProviderRoute", "name": "late"},
+                     "secretRef": {"name": "late-key"}, "secretKey": "k",
+                     "target": "Header", "headerName": "x-api-key"}}
+    apply(dev, provider_gateway("late-gw", fake), ai_route("late", "late-gw", "anthropic"),
+          cred, task("late-user", "late-gw", f"{registry.host}/test/python:1", LATE_KEY))
+    result, runner = invoke_in_background(dev, "late-gw", "late-user")
+    until(lambda: any(s["attributes"].get("http.response.status_code") == "503"
+                      for s in http_spans(dev, "TaskAgent", "late-user")),
+          "no refused call was recorded")
+    dev.kubectl("create", "secret", "generic", "late-key", f"--from-literal=k={KEY}")
+    runner.join(150)
+    out = result["r"].text
+    assert "statuses 503,200" in out.splitlines(), out
+    seen = [s for s in fake.seen if (s.json() or {}).get("model") == "claude-late"]
+    assert seen and all(s.headers["x-api-key"] == KEY for s in seen)
+
+
 def test_l4_route_on_a_terminating_listener(dev: DevServer, registry: Registry,
                                             fake: FakeProviders) -> None:
     """An EgressL4Route hostname on a TLS Terminate listener is served by Envoy alone:
@@ -877,7 +925,11 @@ def test_logging_policy_captures_bodies_and_redacts(dev: DevServer, registry: Re
     got = poll(lambda: results(dev, "lp-user"), lambda r: r.get("one", {}).get("status")
                == 200, "the call never went through")
     assert got["one"]["status"] == 200
-    span = until(lambda: http_spans(dev, "TaskAgent", "lp-user"), "no span")[0]
+    # The call that went through (an earlier execution may have met a worker that had
+    # not seen the route yet).
+    span = until(lambda: [s for s in http_spans(dev, "TaskAgent", "lp-user")
+                          if s["attributes"].get("http.response.status_code") == "200"],
+                 "no span of the call")[-1]
     request = next(e for e in span["events"] if e["name"] == "http.request")["attributes"]
     response = next(e for e in span["events"] if e["name"] == "http.response")["attributes"]
     assert request["http.request.header.x-team-secret"] == "[redacted]"

@@ -15,10 +15,12 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.access_logs import AccessLogs
+from clrk.egress.envoy.clusters import endpoint_cluster
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
 from clrk.egress.envoy.supervisor import EnvoySupervisor
 from tests.netns import veth_netns
@@ -157,6 +159,46 @@ async def test_default_policies_live_changes_and_restarts(
 
 async def _restarted(sup: EnvoySupervisor) -> bool:
     return sup.restarts >= 1 and sup.proc is not None and sup.proc.returncode is None
+
+
+async def test_a_silent_resolver_does_not_hold_up_a_restart(
+        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int) -> None:
+    """After a restart Envoy has every gateway's clusters at once. A hostname cluster
+    whose lookup never ends (here: a resolver on loopback that reads and never answers)
+    must not keep the listeners down until the lookup times out: they serve while it is
+    still pending."""
+    sup, port = envoy
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    try:
+        slow = endpoint_cluster("slow", "never-answered.test", 443, typed_dns_resolver_config={
+            "name": "envoy.network.dns_resolver.cares",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.network.dns_resolver.cares."
+                         "v3.CaresDnsResolverConfig",
+                "resolvers": [{"socket_address": {"address": "127.0.0.1", "protocol": "UDP",
+                                                  "port_value": silent.getsockname()[1]}}]}})
+        assert slow["type"] == "LOGICAL_DNS" and slow["wait_for_warm_on_init"] is False
+        gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "a.log")
+        xds_files.write(sup.config_dir, [listener(gw)], [*base_clusters(), slow])
+        assert sup.proc is not None
+        sup.proc.send_signal(signal.SIGKILL)
+        await until(lambda: _restarted(sup), timeout=20)
+
+        async def allowed() -> bool:
+            return (await once(netns[0], echo)) == "echo:ping0"
+
+        await until(allowed, timeout=30)
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(f"{sup.admin_url}/stats?filter=cluster\\.slow\\.update_"
+                                      )).text
+        ended = {k: int(v) for k, v in (line.split(": ") for line in stats.splitlines())}
+        assert ended["cluster.slow.update_success"] == ended["cluster.slow.update_failure"] \
+            == 0, stats  # the lookup was still pending while the listener served
+        assert silent.recv(512)  # and it had gone to the silent resolver, nowhere else
+    finally:
+        silent.close()
 
 
 async def test_loaded_reports_the_written_versions(

@@ -12,6 +12,7 @@ from pathlib import Path
 from clrk.api.agents import PIDS_DEFAULT, PIDS_MAX, SandboxSpec
 from clrk.worker.images.store import Image
 from clrk.worker.sandbox import bundle, cgroups
+from clrk.worker.sandbox.runner import end_reason
 from clrk.worker.sandbox.spec import HOST_TASKS_BASE, HOST_TASKS_PER_PID, host_pids, run_spec
 
 # Host tasks measured for one sandbox (docs/benchmarks.md; the larger of the runs with and
@@ -57,3 +58,18 @@ def test_the_bundle_and_run_spec_carry_the_host_limit(tmp_path: Path) -> None:
     assert config["linux"]["resources"]["pids"] == {"limit": host_pids(40)}
     default = run_spec(SandboxSpec.model_validate({"image": "x"}), image)
     assert default.pids == PIDS_DEFAULT
+
+
+def test_a_reached_limit_explains_any_failing_status() -> None:
+    """The OOM killer or a refused fork may take a stub or the sentry instead of the
+    agent: gVisor then ends with its own status (2 for a Go panic), not 137."""
+    image = Image("x", "sha256:0", {}, Path("/nonexistent"))
+    spec = run_spec(SandboxSpec.model_validate({"image": "x", "command": ["sh"]}), image)
+    assert end_reason(spec, 2, None, "", True, b"").startswith("PidsLimit")
+    assert end_reason(spec, 2, None, "killed", False, b"").startswith("OOMKilled")
+    assert end_reason(spec, 137, None, "near", False, b"").startswith("OOMKilled")
+    # Memory that only came near its limit does not explain an agent's own failure.
+    assert end_reason(spec, 1, None, "near", False, b"") == ""
+    assert end_reason(spec, 0, None, "killed", True, b"") == ""
+    assert end_reason(spec, None, 5, "", False, b"") == "timed out after 5s"
+    assert end_reason(spec, 143, None, "", False, b"") == "killed by signal 15"

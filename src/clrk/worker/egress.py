@@ -555,12 +555,14 @@ class EgressPlane:
         if not creds or deny is not None:
             return EnvoyPolicies(deny=deny)
         spec = creds[0]["spec"]
+        # Envoy's answer depends on this Secret whether or not it exists yet: its
+        # arrival (it may come after the policy, on its own watch) reapplies the config.
+        self._native_secrets.add(spec["secretRef"]["name"])
         try:
             value = credentials.secret_value(self.state.secrets, spec["secretRef"]["name"],
                                              spec["secretKey"])
         except credentials.MissingCredential as err:
             return EnvoyPolicies(deny=(503, f"credential unavailable: {err}"))
-        self._native_secrets.add(spec["secretRef"]["name"])
         return EnvoyPolicies(str(spec["headerName"]).lower(),
                              (spec.get("valuePrefix") or "") + value,
                              f"{creds[0]['metadata']['name']}-{spec['secretRef']['name']}",

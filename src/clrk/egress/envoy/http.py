@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clrk.egress.envoy import connect, metering, scrubbing
+from clrk.egress.envoy.clusters import endpoint_cluster
 from clrk.egress.leaves import Leaf
 
 POLICY = "clrk_policy"
@@ -266,30 +267,17 @@ def _http_options(upstream_h2: bool) -> dict[str, Any]:
 def plain_upstream_cluster(name: str, address: str, port: int) -> dict[str, Any]:
     """A Backend spoken to without TLS (``tls: false``: e.g. a model server inside the
     cluster)."""
-    return {"name": name, "type": "LOGICAL_DNS", "connect_timeout": "5s",
-            "dns_lookup_family": "V4_PREFERRED",
-            "typed_extension_protocol_options": _http_options(False),
-            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {
-                    "address": address, "port_value": port}}}}]}]}}
+    return endpoint_cluster(name, address, port,
+                            typed_extension_protocol_options=_http_options(False))
 
 
 def tls_upstream_cluster(name: str, hostname: str, address: str, port: int,
                          trust: Path) -> dict[str, Any]:
     """The real upstream for a terminated host: TLS again, SNI and name checked."""
-    try:
-        ipaddress.ip_address(address)
-        kind = "STATIC"
-    except ValueError:
-        kind = "LOGICAL_DNS"
-    return {
-        "name": name, "type": kind, "connect_timeout": "5s",
-        "dns_lookup_family": "V4_PREFERRED",
-        "typed_extension_protocol_options": _http_options(False),
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {
-                "address": address, "port_value": port}}}}]}]},
-        "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+    return endpoint_cluster(
+        name, address, port,
+        typed_extension_protocol_options=_http_options(False),
+        transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": f"{_T}.transport_sockets.tls.v3.UpstreamTlsContext",
             "sni": hostname,
             "common_tls_context": {
@@ -297,8 +285,7 @@ def tls_upstream_cluster(name: str, hostname: str, address: str, port: int,
                 "validation_context": {
                     "trusted_ca": {"filename": str(trust)},
                     "match_typed_subject_alt_names": [{
-                        "san_type": "DNS", "matcher": {"exact": hostname}}]}}}},
-    }
+                        "san_type": "DNS", "matcher": {"exact": hostname}}]}}}})
 
 
 def policy_cluster(socket: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clrk.egress.envoy.clusters import endpoint_cluster
 from clrk.egress.l4 import GatewayRoutes, host_matches
 
 ORIGINAL_DST = "clrk_original_dst"
@@ -195,17 +196,7 @@ def host_clusters(routes: GatewayRoutes, vips: dict[str, str]) -> list[dict[str,
     for hostname in sorted(vips):
         for port in sorted(routes.host_ports(hostname)):
             target, dial_port = routes.dial(hostname, port)
-            try:
-                ipaddress.ip_address(target)
-                kind = "STATIC"
-            except ValueError:
-                kind = "LOGICAL_DNS"
-            name = host_cluster(hostname, port)
-            out.append({"name": name, "type": kind, "connect_timeout": "5s",
-                        "dns_lookup_family": "V4_PREFERRED",
-                        "load_assignment": {"cluster_name": name, "endpoints": [
-                            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                                "address": target, "port_value": dial_port}}}}]}]}})
+            out.append(endpoint_cluster(host_cluster(hostname, port), target, dial_port))
     return out
 
 

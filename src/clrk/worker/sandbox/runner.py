@@ -265,7 +265,7 @@ class Sandbox:
     sid: str
     bdir: Path
     proc: asyncio.subprocess.Process
-    watch: asyncio.Task[bool] | None  # only when runsc manages the cgroups
+    watch: asyncio.Task[None] | None  # only when runsc manages the cgroups
     stdout: _Output
     stderr: _Output
     used: bool = False
@@ -364,27 +364,36 @@ class Sandbox:
                     await ended
                 self.close_outputs()
                 runtime._cleanup_later(sid, self.bdir)
-        watch = self.watch
-        oom = bool(watch is not None and watch.done() and not watch.cancelled()
-                   and watch.result()) or _MEMORY_HITS.pop(sid, False)
+        memory = _MEMORY_HITS.pop(sid, "")
         pids_hit = _PIDS_HITS.pop(sid, False)
-        reason = ""
-        if timed_out:
-            reason = f"timed out after {timeout:g}s"
-        elif stopped:
-            reason = "stopped"
-        elif code == 137 and oom:
-            reason = f"OOMKilled: the memory limit of {self.spec.memory} bytes was exceeded"
-        elif code and pids_hit:
-            reason = (f"PidsLimit: the agent reached its limit of {self.spec.pids} processes "
-                      "and threads (resources.pids): a fork bomb, or more at once than the "
-                      "limit allows")
-        elif code and code >= 128:
-            reason = f"killed by signal {code - 128}"
-        elif code == 127 and b"not found" in stderr_tail:
-            reason = f"the command {self.spec.argv[0]!r} was not found in the image"
+        reason = "stopped" if stopped else end_reason(
+            self.spec, code, timeout if timed_out else None, memory, pids_hit, stderr_tail)
         return Result(None if timed_out else code, timed_out, bytes(stderr_tail), reason,
                       stopped)
+
+
+def end_reason(spec: RunSpec, code: int | None, timed_out_after: float | None, memory: str,
+               pids_hit: bool, stderr_tail: bytes | bytearray) -> str:
+    """Why a sandbox ended, in the agent's units ("" for an agent's own exit).
+    ``memory`` is "killed" when the kernel's OOM killer acted in the sandbox's group,
+    "near" when its usage only came within 5% of the limit. The OOM killer may take a
+    stub or the sentry rather than the agent, and gVisor then ends with its own status
+    (2 for a Go panic) instead of 137: a kill explains any failing status."""
+    if timed_out_after is not None:
+        return f"timed out after {timed_out_after:g}s"
+    if not code:
+        return ""
+    if pids_hit:
+        return (f"PidsLimit: the agent reached its limit of {spec.pids} processes and "
+                "threads (resources.pids): a fork bomb, or more at once than the limit "
+                "allows")
+    if memory == "killed" or (memory and code == 137):
+        return f"OOMKilled: the memory limit of {spec.memory} bytes was exceeded"
+    if code >= 128:
+        return f"killed by signal {code - 128}"
+    if code == 127 and b"not found" in stderr_tail:
+        return f"the command {spec.argv[0]!r} was not found in the image"
+    return ""
 
 
 async def _remove_cgroups(sid: str) -> None:
@@ -398,21 +407,21 @@ async def _remove_cgroups(sid: str) -> None:
     log.warning("the cgroups of sandbox %s could not be removed", sid)
 
 
-_MEMORY_HITS: dict[str, bool] = {}
+_MEMORY_HITS: dict[str, str] = {}  # "killed" or "near" (see end_reason)
 _PIDS_HITS: dict[str, bool] = {}
 
 
-async def _watch_memory(sid: str) -> bool:
+async def _watch_memory(sid: str) -> None:
     """Notice the memory or pids limit being hit while the sandbox runs, when runsc manages
-    its cgroups (it removes them when it exits, taking the evidence with it). True for
-    memory. Our own cgroups outlive the sandbox: one look at the end is enough."""
+    its cgroups (it removes them when it exits, taking the evidence with it), until the
+    OOM killer acts. Our own cgroups outlive the sandbox: one look at the end is enough."""
     while not _check_limits(sid):
         await asyncio.sleep(0.02)
-    return True
 
 
 def _check_limits(sid: str) -> bool:
-    """Record whether the sandbox's memory or pids limit was hit; True for memory."""
+    """Record whether the sandbox's memory or pids limit was hit; True once the OOM
+    killer acted (nothing more to learn)."""
     cgroup = cgroups.path("memory", sid)
     pids = cgroups.path("pids", sid)
     with contextlib.suppress(OSError, ValueError):
@@ -420,10 +429,11 @@ def _check_limits(sid: str) -> bool:
                       (cgroup / "memory.oom_control").read_text().splitlines())
         usage = int((cgroup / "memory.max_usage_in_bytes").read_text())
         limit = int((cgroup / "memory.limit_in_bytes").read_text())
-        if int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1" \
-                or usage >= 0.95 * limit:
-            _MEMORY_HITS[sid] = True
+        if int(fields.get("oom_kill", "0")) > 0 or fields.get("under_oom") == "1":
+            _MEMORY_HITS[sid] = "killed"
             return True
+        if usage >= 0.95 * limit:
+            _MEMORY_HITS[sid] = "near"
     if sid not in _PIDS_HITS:
         with contextlib.suppress(OSError, ValueError):
             events = dict(line.split() for line in
