@@ -115,10 +115,14 @@ def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     log = data_dir.parent / f"{data_dir.name}-dev.log"
     kubeconfig = data_dir / "kubeconfig.host"
     kubeconfig.unlink(missing_ok=True)
+    offset = log.stat().st_size if log.exists() else 0  # a restart appends to the log
+    # Its registry on any free port (5001, the default, may be another instance's).
+    registry = [] if {"--registry-port", "--no-registry"} & set(extra) else [
+        "--registry-port", "0"]
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [CLRK, "dev", "--data-dir", str(data_dir), "--port", "0", "--no-tui",
-             "--workers", str(workers), *extra],
+             "--workers", str(workers), *registry, *extra],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})}, cwd=ROOT,
         )
@@ -127,7 +131,9 @@ def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"clrk dev exited {proc.returncode}:\n{log.read_text()}")
-        if server.ready():
+        # Ready once it says so: after its --apply manifests and --secret Secrets.
+        if "clrk dev is running" in log.read_bytes()[offset:].decode(errors="replace") \
+                and server.ready():
             return server
         time.sleep(0.1)
     server.stop()

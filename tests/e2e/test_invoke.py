@@ -231,12 +231,21 @@ def test_run_task_exit_codes(dev: DevServer, registry: Registry, tmp_path: Path)
 
 
 async def test_run_task_rejected_is_77(dev: DevServer, registry: Registry) -> None:
-    agent(dev, "single", f"{registry.host}/test/shell:1", ["sleep 2; echo done"],
+    agent(dev, "single", f"{registry.host}/test/shell:1", ["sleep 6; echo done"],
           maxConcurrent=1)
     async with httpx.AsyncClient(timeout=120) as client:
         first = asyncio.create_task(client.post(f"{dev.ingress}/", content=b"{}", headers={
             "X-Clrk-TaskAgent": "default/single", "content-type": "application/json"}))
-        await asyncio.sleep(0.5)
+
+        def in_flight() -> bool:  # the first call admitted (not a guess at how soon)
+            phases = dev.kubectl("get", "inv", "-l", "clrk.apoxy.dev/agent=single", "-o",
+                                 "jsonpath={.items[*].status.phase}").stdout.split()
+            return any(p in ("Pending", "Dispatched", "Running") for p in phases)
+
+        deadline = time.monotonic() + 60
+        while not await asyncio.to_thread(in_flight):
+            assert time.monotonic() < deadline and not first.done(), "never in flight"
+            await asyncio.sleep(0.1)
         r = await asyncio.to_thread(dev.clrk, "agents", "run-task", "single", check=False)
         await first
     assert r.returncode == 77 and "maxConcurrent" in r.stderr
@@ -665,28 +674,25 @@ async def test_invocation_watch_and_follow(dev: DevServer, registry: Registry) -
         async with httpx.AsyncClient(timeout=120) as client:
             running = asyncio.create_task(client.post(f"{dev.ingress}/", content=b"{}", headers={
                 "X-Clrk-TaskAgent": "default/ticker", "content-type": "application/json"}))
-            name = ""
-            for _ in range(200):
-                items = json.loads((await asyncio.to_thread(
-                    dev.clrk, "agents", "invocations", "ticker", "-o", "json")).stdout)["items"]
-                live = [i for i in items if i["status"]["phase"] == "Running"]
-                if live:
-                    name = live[0]["metadata"]["name"]
-                    break
-                await asyncio.sleep(0.1)
-            assert name, "the invocation never ran"
+            # The watch says when it runs (polling the CLI, a second a call, missed it).
+            lines: list[list[str]] = []
+            assert watch.stdout is not None
+            while not any(line[1:] == ["Running"] for line in lines):
+                line = (await asyncio.wait_for(watch.stdout.readline(), 60)).decode()
+                assert line, "the watch ended before the invocation ran"
+                lines.append(line.split())
+            name = next(line[0] for line in lines if line[1:] == ["Running"])
             followed = await asyncio.to_thread(dev.clrk, "agents", "logs", f"ticker/{name}",
                                                "-f")
             r = await running
         assert r.status_code == 200
         # -f returned by itself when the invocation ended, with every line.
         assert followed.stdout.splitlines() == ["tick-1", "tick-2", "tick-3", "tick-4"]
-        seen: list[str] = []
-        assert watch.stdout is not None
+        seen = [line[1] for line in lines if len(line) == 2 and line[0] == name]
         while "Succeeded" not in seen:
-            line = (await asyncio.wait_for(watch.stdout.readline(), 30)).decode().split()
-            if line and line[0] == name:
-                seen.append(line[1])
+            words = (await asyncio.wait_for(watch.stdout.readline(), 30)).decode().split()
+            if words and words[0] == name:
+                seen.append(words[1])
         assert seen[0] == "Pending" and seen[-1] == "Succeeded"
         assert seen.index("Dispatched") < seen.index("Running")
     finally:

@@ -201,8 +201,9 @@ class Runtime:
     async def _delete(self, sid: str, bdir: Path) -> None:
         await asyncio.sleep(0)  # the execution's result goes out first (see Network.teardown)
         await self._runsc("delete", "--force", sid)
-        shutil.rmtree(bdir, ignore_errors=True)
+        # The bundle goes last: it is how the next worker's sweep finds cgroups left over.
         await _remove_cgroups(sid)
+        shutil.rmtree(bdir, ignore_errors=True)
 
     async def drain(self) -> None:
         """Wait for background deletions (worker shutdown, tests)."""
@@ -398,15 +399,25 @@ def end_reason(spec: RunSpec, code: int | None, timed_out_after: float | None, m
 
 async def _remove_cgroups(sid: str) -> None:
     """runsc's delete can return while the sandbox's processes are still exiting (or, for
-    a killed `runsc run`, orphaned): kill what is left in its groups until they go."""
-    for _ in range(50):
+    a killed `runsc run`, orphaned): kill what is left in its groups until they go. On a
+    loaded host a sentry with a large address space takes seconds to exit (a CI run saw
+    more than the 5 s this once allowed, and the groups stayed for good): the pauses grow
+    to a second, for up to a minute."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + CGROUP_REMOVAL_SECONDS, 0.1
+    while True:
         cgroups.kill(sid)
         if cgroups.remove(sid):
             return
-        await asyncio.sleep(0.1)
-    log.warning("the cgroups of sandbox %s could not be removed", sid)
+        if loop.time() > deadline:
+            break
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 1.0)
+    log.warning("the cgroups of sandbox %s could not be removed within %gs; the next "
+                "worker start sweeps them", sid, CGROUP_REMOVAL_SECONDS)
 
 
+CGROUP_REMOVAL_SECONDS = 60.0
 _MEMORY_HITS: dict[str, str] = {}  # "killed" or "near" (see end_reason)
 _PIDS_HITS: dict[str, bool] = {}
 
