@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev gcc ca-certificates iproute2 iptables nftables
-              runsc busybox-static docker-registry debootstrap curl hey wrk)
+              runsc busybox-static docker-registry debootstrap buildah skopeo curl hey wrk)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

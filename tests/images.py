@@ -333,3 +333,29 @@ def word_count_image() -> BuiltImage:
     agent = (Path(__file__).resolve().parents[1] / "examples" / "word-count" / "agent.py")
     return with_layer(python_base(), Layer({"agent.py": agent.read_bytes()}),
                       Entrypoint=["python3", "/agent.py"])
+
+
+def oci_layout(image: BuiltImage, out: Path, tag: str) -> Path:
+    """``image`` as an OCI image layout directory (what `skopeo copy … oci:DIR` makes),
+    for `clrk image import`. A history entry per layer is added where the config has
+    none: builders (buildah) count layers by their history."""
+    doc = json.loads(image.config)
+    doc.setdefault("history", [{"created_by": "clrk test image"} for _ in image.layers])
+    image = BuiltImage(json.dumps(doc).encode(), image.layers)
+    blobs = out / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for blob in (*image.layers, image.config, image.manifest()):
+        (blobs / BuiltImage.digest(blob).removeprefix("sha256:")).write_bytes(blob)
+    manifest = image.manifest()
+    (out / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": BuiltImage.digest(manifest), "size": len(manifest),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return out
+
+
+def python_slim_stand_in() -> BuiltImage:
+    """What the examples' ``FROM python:3.12-slim`` gets in the tests (no Docker Hub
+    here): the Debian python base (``python3`` on the PATH, as in the real one)."""
+    return python_base()

@@ -177,6 +177,9 @@ class AgentStatus(Model):
     conditions: list[Condition] | None = None
     latest_created_revision_name: str | None = None
     latest_ready_revision_name: str | None = None
+    serving_revision_name: str | None = Field(
+        default=None, description="The revision invocations run: the pinned one, else the "
+        "latest (once the controller has cut it).")
 
 
 class TaskAgentStatus(AgentStatus):
@@ -200,6 +203,11 @@ class TaskAgentSpec(Model):
     warm_pool_size: int = Field(default=0, ge=0)
     warm_pool_idle_ttl: Duration | None = Field(default=None, alias="warmPoolIdleTTL")
     max_concurrent: int = Field(default=0, ge=0, description="0 = unlimited.")
+    pinned_revision_name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-9]{5}$",
+        description="Rollback: run this AgentSandboxRevision of the agent (e.g. "
+        "word-count-00001) instead of the latest template; remove it to follow "
+        "spec.template again. Template changes still cut new revisions meanwhile.")
 
 
 class DaemonAgentStatus(AgentStatus):
@@ -219,6 +227,11 @@ class DaemonAgentSpec(Model):
     max_lifetime_seconds: int = Field(default=0, ge=0, description="0 = forever.")
     egress_refs: list[EgressRef] | None = None
     template: AgentTemplate
+    pinned_revision_name: str | None = Field(
+        default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-9]{5}$",
+        description="Rollback: run this AgentSandboxRevision of the agent (e.g. "
+        "word-count-00001) instead of the latest template; remove it to follow "
+        "spec.template again. Template changes still cut new revisions meanwhile.")
 
 
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
@@ -233,7 +246,8 @@ class TaskAgent(Resource):
         printer_columns=(
             PrinterColumn("Pool", ".spec.workerPoolRef"),
             PrinterColumn("Image", ".spec.template.spec.image"),
-            PrinterColumn("Revision", ".status.latestCreatedRevisionName"),
+            PrinterColumn("Revision", ".status.servingRevisionName"),
+            PrinterColumn("Pinned", ".spec.pinnedRevisionName"),
             PrinterColumn("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
             PrinterColumn("Schedule", ".spec.schedule", priority=1),
             PrinterColumn("Timeout", ".spec.timeout", priority=1),
@@ -255,7 +269,8 @@ class DaemonAgent(Resource):
             PrinterColumn("Image", ".spec.template.spec.image"),
             PrinterColumn("Phase", ".status.phase"),
             PrinterColumn("Restarts", ".status.restartCount", "integer"),
-            PrinterColumn("Revision", ".status.latestCreatedRevisionName", priority=1),
+            PrinterColumn("Revision", ".status.servingRevisionName"),
+            PrinterColumn("Pinned", ".spec.pinnedRevisionName"),
             _AGE,
         ),
     )

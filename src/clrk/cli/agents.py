@@ -27,6 +27,7 @@ from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
 from clrk.client import get_or_none_sync, resource_class, to_dict
+from clrk.controllers import revisions
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
 
 app = typer.Typer(help="Inspect agents.", no_args_is_help=True)
@@ -57,7 +58,8 @@ def list_(ctx: typer.Context,
             body.append(([md.get("namespace", "")] if all_namespaces else []) + [
                 cls.kind_info.kind, md["name"], d["spec"].get("workerPoolRef", ""),
                 str(jsonpath(d, ".spec.template.spec.image") or ""),
-                str(jsonpath(d, ".status.latestCreatedRevisionName") or "<none>"),
+                str(jsonpath(d, ".status.servingRevisionName") or "<none>")
+                + (" (pinned)" if d["spec"].get("pinnedRevisionName") else ""),
                 _summary(d), human_age(md.get("creationTimestamp", "")),
             ])
     if not body:
@@ -105,7 +107,9 @@ def get(ctx: typer.Context, name: str,
     else:
         print(f"  restart:     {spec.get('restartPolicy')}")
     print(f"  generation:  {md.get('generation')} (observed {status.get('observedGeneration')})")
-    print(f"  revision:    {status.get('latestCreatedRevisionName', '<none>')}")
+    print(f"  revision:    {status.get('servingRevisionName') or '<none>'}"
+          + (f" (pinned; the latest is {status.get('latestCreatedRevisionName')})"
+             if spec.get("pinnedRevisionName") else ""))
     print("  conditions:")
     for c in status.get("conditions") or []:
         print(f"    {c['type']:<18} {c['status']:<6} {c.get('reason', '')}: "
@@ -197,7 +201,7 @@ def _wait_for_pull(opts: Options, name: str, timeout: float) -> None:
         agent = to_dict(client.get(resource_class(TaskAgent), name, namespace=ns))
     except ApiError:
         return  # the invocation reports a missing agent
-    rev_name = (agent.get("status") or {}).get("latestCreatedRevisionName")
+    rev_name = revisions.wanted(agent)
     res = resource_class(AgentSandboxRevision)
     rev = get_or_none_sync(client, res, rev_name, ns) if rev_name else None
     if rev is None or _ready(rev):

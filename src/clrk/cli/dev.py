@@ -27,6 +27,9 @@ from clrk.cli.secret import parse_secret_flag
 from clrk.client import FIELD_MANAGER, resource_class
 from clrk.controlplane.assembly import ControlPlane
 from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
+from clrk.oci import dev_registry
+from clrk.oci.dev_registry import DEFAULT_PORT as DEFAULT_REGISTRY_PORT
+from clrk.oci.dev_registry import DevRegistry, RegistryError
 
 log = logging.getLogger("clrk.dev")
 app = typer.Typer(help="Run clrk on this host.")
@@ -124,9 +127,20 @@ class WorkerProcesses:
 
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
                  manifests: list[Manifest], concurrency: int, workers: int,
-                 ingress_port: int, insecure: list[str]) -> None:
+                 ingress_port: int, insecure: list[str], registry: DevRegistry | None) -> None:
+    if registry is not None:
+        try:
+            await registry.start()
+        except RegistryError as err:
+            raise CLIError(str(err)) from err
+        insecure = [*insecure, registry.host]
     plane = ControlPlane(data_dir, host, port, ingress_port, concurrency)
-    await plane.start()
+    try:
+        await plane.start()
+    except BaseException:
+        if registry is not None:
+            await registry.stop()
+        raise
     kubeconfig = plane.kubeconfig
     worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
     await worker_procs.start()
@@ -138,13 +152,17 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
         await _bootstrap(plane.client, secrets, manifests)
         print(f"clrk dev is running\n  API:        {plane.server.url}\n"
               f"  ingress:    {plane.ingress.url}\n"
-              f"  workers:    {workers}\n  kubeconfig: {kubeconfig}\n"
+              f"  workers:    {workers}\n"
+              f"  registry:   {registry.host if registry else 'none (--no-registry)'}\n"
+              f"  kubeconfig: {kubeconfig}\n"
               f"  export KUBECONFIG={kubeconfig}\nPress Ctrl-C to stop.", flush=True)
         (data_dir / "ingress.url").write_text(plane.ingress.url)
         await stop.wait()
     finally:
         await worker_procs.stop()
         await plane.stop()
+        if registry is not None:
+            await registry.stop()
         print("clrk dev stopped", flush=True)
 
 
@@ -179,18 +197,27 @@ def dev(
     insecure_registry: Annotated[list[str] | None, typer.Option(
         "--insecure-registry", help="host:port of a registry reached over plain HTTP.")
     ] = None,
+    registry_port: Annotated[int | None, typer.Option(
+        "--registry-port", min=0, max=65535,
+        help=f"Port of the dev registry on 127.0.0.1 (default: the one used before, else "
+             f"{DEFAULT_REGISTRY_PORT}; 0 = any free port).")] = None,
+    no_registry: Annotated[bool, typer.Option("--no-registry",
+                                              help="Run no dev registry.")] = False,
 ) -> None:
     """Run the API server and the controllers until Ctrl-C; state survives restarts."""
     if ctx.invoked_subcommand:
         return
+    if no_registry and registry_port is not None:
+        raise CLIError("--registry-port and --no-registry exclude each other")
     secrets = _secrets(secret or [])
     manifests = load(apply, recursive) if apply else []
+    registry = None if no_registry else DevRegistry(data_dir, registry_port)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     run_guarded(lambda: asyncio.run(_serve(data_dir, host, port, secrets, manifests,
                                            controller_concurrency, workers, ingress_port,
-                                           insecure_registry or [])))
+                                           insecure_registry or [], registry)))
 
 
 @app.command("status")
@@ -221,6 +248,8 @@ def status(
 
     counts = {cls.kind_info.plural: len(list(client.list(resource_class(cls), namespace="*")))
               for cls in (TaskAgent, DaemonAgent, WorkerPool, EgressGateway)}
-    print(f"clrk dev is running\n  API:        {server}\n  kubeconfig: {kubeconfig}")
+    print(f"clrk dev is running\n  API:        {server}\n"
+          f"  registry:   {dev_registry.address(data_dir) or 'none'}\n"
+          f"  kubeconfig: {kubeconfig}")
     for plural, n in counts.items():
         print(f"  {plural + ':':<16}{n}")

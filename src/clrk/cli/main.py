@@ -9,7 +9,7 @@ import typer
 
 from clrk import __version__
 from clrk.api.crd import crds_yaml
-from clrk.cli import agents, dev, install, pools, resources, secret
+from clrk.cli import agents, dev, image, install, pools, resources, secret
 from clrk.cli.context import Options
 from clrk.cli.controller_manager import controller_manager
 from clrk.cli.errors import run_guarded
@@ -36,6 +36,7 @@ def root(
 
 app.add_typer(dev.app, name="dev")
 app.add_typer(secret.app, name="secret")
+app.add_typer(image.app, name="image")
 app.add_typer(agents.app, name="agents")
 app.add_typer(pools.app, name="pools")
 app.command()(resources.apply)

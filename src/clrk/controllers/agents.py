@@ -14,6 +14,7 @@ from clrk.api.revision import AgentSandboxRevision
 from clrk.api.workerpool import WorkerPool
 from clrk.client import get_or_none, resource_class, to_model
 from clrk.controllers import agent_status, revisions
+from clrk.controllers.conditions import set_condition
 from clrk.controllers.runtime import Controller, Key, Watch
 from clrk.controllers.workerpool import WorkerRegistry
 
@@ -50,11 +51,27 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
             return None
         agent = to_model(cls, raw)
         status = dict(raw.get("status") or {})
+        pin = agent.spec.pinned_revision_name
         current, ready = await revisions.ensure(client, raw, agent.spec.template,
-                                                status.get("latestReadyRevisionName"))
+                                                status.get("latestReadyRevisionName"), pin)
         conds = await agent_status.conditions(client, agent, status.get("conditions") or [])
+        serving: str | None = current
+        if pin:
+            rev = await get_or_none(client, resource_class(AgentSandboxRevision), pin, ns)
+            try:
+                _, serving, _ = revisions.serving(raw, rev)
+                conds = set_condition(conds, "RevisionPinned", True, "Pinned",
+                                      f"runs revision {pin}; the latest is {current}",
+                                      raw["metadata"]["generation"])
+            except revisions.PinnedRevisionMissing as err:
+                serving = None
+                conds = set_condition(conds, "RevisionPinned", False, "RevisionNotFound",
+                                      str(err), raw["metadata"]["generation"])
+        else:
+            conds = [c for c in conds if c.get("type") != "RevisionPinned"]
         new = {**status, "observedGeneration": raw["metadata"]["generation"],
-               "latestCreatedRevisionName": current, "conditions": conds}
+               "latestCreatedRevisionName": current, "servingRevisionName": serving,
+               "conditions": conds}
         if ready:
             new["latestReadyRevisionName"] = ready
         requeue = None

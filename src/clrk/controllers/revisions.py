@@ -50,7 +50,7 @@ def newest_ready(revisions: list[dict[str, Any]]) -> str | None:
 
 
 async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemplate,
-                 latest_ready: str | None) -> tuple[str, str | None]:
+                 latest_ready: str | None, keep: str | None = None) -> tuple[str, str | None]:
     """Make sure a revision holds the current template.
 
     Returns the latest revision's name and the newest ready one's (if any)."""
@@ -88,8 +88,44 @@ async def ensure(client: AsyncClient, agent: dict[str, Any], template: AgentTemp
             await events.emit(client, agent, "RevisionCreated",
                               f"created AgentSandboxRevision {current}")
     ready = newest_ready(owned) or latest_ready
-    pinned = {current} | ({ready} if ready else set())
+    pinned = {current} | ({ready} if ready else set()) | ({keep} if keep else set())
     for stale in to_prune(owned, KEEP, pinned):
         await delete_if_present(client, res, stale, ns)
     return current, ready
 
+
+
+class PinnedRevisionMissing(Exception):
+    """An agent is pinned to a revision that is not one of its own."""
+
+
+def wanted(agent: dict[str, Any]) -> str | None:
+    """The revision an agent's invocations need: the pinned one, else the latest cut."""
+    return str((agent.get("spec") or {}).get("pinnedRevisionName") or
+               (agent.get("status") or {}).get("latestCreatedRevisionName") or "") or None
+
+
+def serving(agent: dict[str, Any], revision: dict[str, Any] | None
+            ) -> tuple[dict[str, Any], str | None, str | None]:
+    """What runs: (the template, its revision, the image digest the revision resolved
+    to). ``revision`` is :func:`wanted`'s, as found (None: absent). Pinned: the pinned
+    revision's template, which must be the agent's own. Unpinned: the agent's template;
+    the revision and digest only once the controller has cut the revision for it (never
+    the previous revision's)."""
+    md = agent["metadata"]
+    pinned = (agent.get("spec") or {}).get("pinnedRevisionName")
+    digest = ((revision or {}).get("status") or {}).get("imageDigest")
+    if pinned:
+        spec = (revision or {}).get("spec") or {}
+        if spec.get("agentName") != md["name"] or spec.get("agentKind") != agent["kind"]:
+            raise PinnedRevisionMissing(
+                f"{agent['kind']} {md['namespace']}/{md['name']} is pinned to revision "
+                f"{pinned} (spec.pinnedRevisionName), which is not one of its "
+                f"AgentSandboxRevisions: pin an existing one (kubectl get asr -l "
+                f"{LABEL_AGENT}={md['name']}) or remove the pin")
+        return dict(spec["template"]), str(pinned), digest
+    template = dict(agent["spec"]["template"])
+    if revision is None or (revision["metadata"].get("annotations") or {}).get(
+            ANNOTATION_HASH) != template_hash(AgentTemplate.model_validate(template)):
+        return template, None, None
+    return template, str(revision["metadata"]["name"]), digest

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
-from clrk.api.agents import AgentTemplate, TaskAgent
+from clrk.api.agents import TaskAgent
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import Reply
 from clrk.apiserver.storage import Key, Store
-from clrk.controllers.revisions import ANNOTATION_HASH, template_hash
+from clrk.controllers import revisions
 from clrk.scheduler.registry import WorkerInfo, WorkerRegistry
 from clrk.telemetry.invocations import InvocationLedger, Started
 from clrk.telemetry.logs import AgentLogs, Source
@@ -78,18 +78,14 @@ class Invoker:
         agent = self.store.get(Key(GROUP, "taskagents", namespace, name))
         if agent is None:
             raise not_found("taskagents", name, GROUP)
-        template = agent["spec"]["template"]
-        rev_name = (agent.get("status") or {}).get("latestCreatedRevisionName")
-        if rev_name:
-            # Until the controller has cut a revision for a new template, the agent's own
-            # template is what runs (never the previous revision's).
-            rev = self.store.get(Key(GROUP, "agentsandboxrevisions", namespace, rev_name))
-            want = template_hash(AgentTemplate.model_validate(template))
-            if rev is None or rev["metadata"].get("annotations", {}).get(
-                    ANNOTATION_HASH) != want:
-                return agent, template, None, None
-            return agent, template, rev_name, (rev.get("status") or {}).get("imageDigest")
-        return agent, template, None, None
+        wanted = revisions.wanted(agent)
+        rev = self.store.get(Key(GROUP, "agentsandboxrevisions", namespace, wanted)) \
+            if wanted else None
+        try:
+            template, rev_name, digest = revisions.serving(agent, rev)
+        except revisions.PinnedRevisionMissing as err:
+            raise APIError(503, str(err), "ServiceUnavailable") from err
+        return agent, template, rev_name, digest
 
     async def invoke(self, namespace: str, name: str, body: bytes,
                      headers: Mapping[str, str]) -> Reply:

@@ -21,8 +21,10 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.types import PatchType
 
-from clrk.api.agents import DaemonAgent
-from clrk.client import follow, resource_class
+from clrk.api.agents import AgentTemplate, DaemonAgent
+from clrk.api.revision import AgentSandboxRevision
+from clrk.client import follow, get_or_none, resource_class
+from clrk.controllers import revisions
 from clrk.egress.attribution import Attribution
 from clrk.worker.agents.supervision import History, decide
 from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
@@ -84,7 +86,8 @@ class DaemonSupervisor:
         template = obj["spec"]["template"]
         template_key = json.dumps(template, sort_keys=True) + json.dumps(
             {k: obj["spec"].get(k) for k in ("restartPolicy", "maxRestarts",
-                                             "maxLifetimeSeconds")}, sort_keys=True)
+                                             "maxLifetimeSeconds", "pinnedRevisionName")},
+            sort_keys=True)
         current = self.running.get(key)
         if current and (gone or not mine or current.template_key != template_key):
             del self.running[key]
@@ -109,13 +112,22 @@ class DaemonSupervisor:
         spec = agent.spec
         history = History()
         lifetime = float(spec.max_lifetime_seconds) or None
+        template, revision = spec.template, (agent.status.latest_created_revision_name
+                                             if agent.status is not None else None)
+        if spec.pinned_revision_name:
+            rev = await get_or_none(self.client, resource_class(AgentSandboxRevision),
+                                    spec.pinned_revision_name, ns)
+            try:
+                wire, revision, _ = revisions.serving(agent.to_wire(), rev)
+            except revisions.PinnedRevisionMissing as err:
+                await self._status(ns, name, phase="Failed", message=str(err))
+                return
+            template = AgentTemplate.model_validate(wire)
         try:
-            run = await resolve(self.images, spec.template)
+            run = await resolve(self.images, template)
         except PrepareError as err:
             await self._status(ns, name, phase="Failed", message=str(err))
             return
-        revision = (agent.status.latest_created_revision_name
-                    if agent.status is not None else None)
         tel = self.telemetry
         while not stop.is_set():
             started = time.monotonic()
@@ -132,7 +144,7 @@ class DaemonSupervisor:
 
             failure = ""
             try:
-                port = self.networking.egress_port(ns, spec.template, spec.egress_refs) \
+                port = self.networking.egress_port(ns, template, spec.egress_refs) \
                     if self.networking else None
                 who = Attribution(ns, "DaemonAgent", name, run_id["invocation"],
                                   run_id["traceId"], run_id["spanId"]) if run_id else None

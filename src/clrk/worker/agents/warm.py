@@ -23,7 +23,7 @@ from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
 from clrk.api.meta import parse_duration
 from clrk.api.revision import AgentSandboxRevision
 from clrk.client import follow, get_or_none, resource_class
-from clrk.controllers.revisions import ANNOTATION_HASH, template_hash
+from clrk.controllers import revisions
 from clrk.worker.agents.task import Networking, Prepared, PrepareError, discard, prepare
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Runtime
@@ -129,19 +129,22 @@ class WarmPool:
         md = obj["metadata"]
         key = (md["namespace"], md["name"])
         agent = TaskAgent.model_validate(obj)
-        revision = (agent.status.latest_created_revision_name
-                    if agent.status is not None else None)
         wanted = (op != "DELETED" and not md.get("deletionTimestamp")
                   and agent.spec.worker_pool_ref == self.pool and agent.spec.warm_pool_size > 0)
-        if not wanted or revision is None:
+        name = revisions.wanted(obj)
+        if not wanted or name is None:
             self._drop(key)
             return
-        rev = await get_or_none(self.client, resource_class(AgentSandboxRevision), revision,
+        rev = await get_or_none(self.client, resource_class(AgentSandboxRevision), name,
                                 md["namespace"])
-        if rev is None or rev["metadata"].get("annotations", {}).get(ANNOTATION_HASH) != \
-                template_hash(agent.spec.template):
+        try:
+            wire, revision, digest = revisions.serving(obj, rev)
+        except revisions.PinnedRevisionMissing:
+            self._drop(key)
+            return
+        if revision is None:
             return  # the controller has not cut the current template's revision yet
-        template = AgentTemplate.model_validate(rev["spec"]["template"])
+        template = AgentTemplate.model_validate(wire)
         ttl = (parse_duration(agent.spec.warm_pool_idle_ttl).total_seconds()
                if agent.spec.warm_pool_idle_ttl else None)
         entry = self.entries.get(key)
@@ -153,8 +156,7 @@ class WarmPool:
         if entry is None:
             entry = _Entry(revision, template, agent.spec.warm_pool_size, ttl,
                            agent.spec.delivery.mode == "Metadata",
-                           (rev.get("status") or {}).get("imageDigest"),
-                           agent.spec.egress_refs)
+                           digest, agent.spec.egress_refs)
             self.entries[key] = entry
         else:
             entry.size, entry.idle_ttl = agent.spec.warm_pool_size, ttl

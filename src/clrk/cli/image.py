@@ -1,0 +1,165 @@
+"""`clrk image`: build, import, list and push agent images without a Docker engine; by
+default they go to the registry `clrk dev` runs."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clrk.cli.errors import CLIError
+from clrk.kubeconfig import DEFAULT_HOME
+from clrk.oci import dev_registry
+from clrk.oci.debian_base import PACKAGES, BootstrapError, Recipe, oci_layout
+from clrk.oci.store import ImageError, ImageStore
+
+app = typer.Typer(help="Build and push agent images (no Docker needed).",
+                  no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="clrk's home (as for `clrk dev`).")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")]
+DEFAULT_BASE = "clrk/debian-base:bookworm"
+
+
+def _store(data_dir: Path, quiet: bool = False) -> ImageStore:
+    return ImageStore(data_dir, dev_registry.address(data_dir), progress=not quiet)
+
+
+def _build_args(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--build-arg {value}: expected KEY=VALUE")
+        out[key] = val
+    return out
+
+
+@app.command()
+def build(
+    context: Annotated[Path, typer.Argument(help="The build context (with its Dockerfile).")],
+    tag: Annotated[str, typer.Option("-t", "--tag", help="NAME[:TAG] of the image.")],
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="The Dockerfile.")] = None,
+    build_arg: Annotated[list[str] | None, typer.Option("--build-arg", help="KEY=VALUE.")
+                         ] = None,
+    pull: Annotated[str, typer.Option("--pull", help="Base images: missing (pull those not "
+                                      "in the store), always, or never.")] = "missing",
+    push: Annotated[bool, typer.Option("--push", help="Push it once built (to the dev "
+                                       "registry unless NAME names a registry).")] = False,
+    data_dir: DataDir = DEFAULT_HOME,
+    quiet: Quiet = False,
+) -> None:
+    """Build an image from a Dockerfile (buildah, chroot isolation, a layer cache)."""
+    if pull not in ("missing", "always", "never"):
+        raise CLIError(f"--pull {pull}: expected missing, always or never")
+    store = _store(data_dir, quiet)
+    try:
+        image_id = store.build(tag, context, file, _build_args(build_arg or []), pull)
+        print(f"built {tag} ({image_id[:12]})", flush=True)
+        if push:
+            print(f"pushed {store.push(tag)}", flush=True)
+    except ImageError as err:
+        raise CLIError(str(err)) from err
+
+
+@app.command("push")
+def push_image(
+    source: Annotated[str, typer.Argument(help="A local image, a `docker save` or OCI "
+                                          "archive, or an OCI layout directory.")],
+    destination: Annotated[str | None, typer.Argument(
+        help="REGISTRY/NAME:TAG, or NAME:TAG for the dev registry (default: SOURCE's "
+             "name).")] = None,
+    creds: Annotated[str | None, typer.Option("--creds", help="USER:PASSWORD.")] = None,
+    authfile: Annotated[Path | None, typer.Option("--authfile",
+                                                  help="A containers auth.json.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP / no TLS "
+                                           "verification (loopback is always so).")] = False,
+    data_dir: DataDir = DEFAULT_HOME,
+    quiet: Quiet = False,
+) -> None:
+    """Push an image to the dev registry, or to any registry."""
+    try:
+        dest = _store(data_dir, quiet).push(source, destination, creds, authfile, insecure)
+    except ImageError as err:
+        raise CLIError(str(err)) from err
+    print(f"pushed {dest}", flush=True)
+
+
+@app.command("import")
+def import_image(
+    source: Annotated[str, typer.Argument(help="A `docker save` or OCI archive, an OCI "
+                                          "layout directory, or docker://REFERENCE.")],
+    name: Annotated[str, typer.Option("--name", help="The name a Dockerfile's FROM uses, "
+                                      "e.g. python:3.12-slim.")],
+    data_dir: DataDir = DEFAULT_HOME,
+) -> None:
+    """Put a base image into clrk's store (for builds without internet)."""
+    try:
+        image_id = _store(data_dir).import_image(source, name)
+    except ImageError as err:
+        raise CLIError(str(err)) from err
+    print(f"imported {name} ({image_id[:12]})")
+
+
+@app.command("ls")
+def list_images(data_dir: DataDir = DEFAULT_HOME) -> None:
+    """The images in clrk's store."""
+    try:
+        images = _store(data_dir).images()
+    except ImageError as err:
+        raise CLIError(str(err)) from err
+    rows = [(name, image.id[:12], image.size, image.created[:19].replace("T", " "))
+            for image in images for name in image.names or ("<none>",)]
+    header = ("NAME", "IMAGE ID", "SIZE", "CREATED")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+@app.command("rm")
+def remove(
+    names: Annotated[list[str], typer.Argument(help="Images to remove.")],
+    data_dir: DataDir = DEFAULT_HOME,
+) -> None:
+    """Remove images from clrk's store."""
+    store = _store(data_dir)
+    for name in names:
+        try:
+            store.remove(name)
+        except ImageError as err:
+            raise CLIError(str(err)) from err
+        print(f"removed {name}")
+
+
+@app.command("base")
+def debian_base(
+    name: Annotated[str, typer.Argument(help="The name Dockerfiles use (FROM / --build-arg "
+                                        "BASE=...).")] = DEFAULT_BASE,
+    suite: Annotated[str, typer.Option("--suite", help="Debian suite.")] = "bookworm",
+    mirror: Annotated[str, typer.Option("--mirror", help="Debian mirror.")
+                      ] = "http://deb.debian.org/debian",
+    package: Annotated[list[str] | None, typer.Option(
+        "--package", help=f"Packages to include (default: {', '.join(PACKAGES)}).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Make it again even if the store "
+                                        "has it.")] = False,
+    data_dir: DataDir = DEFAULT_HOME,
+) -> None:
+    """Make a Debian base image with debootstrap (for machines that reach a Debian mirror
+    but not Docker Hub); the root filesystem is cached per recipe."""
+    store = _store(data_dir)
+    try:
+        if not force and store.exists(name):
+            print(f"{name} is in the store already")
+            return
+        recipe = Recipe(suite, mirror, tuple(package or PACKAGES))
+        print(f"making {name}: debootstrap {suite} with {', '.join(recipe.packages)} "
+              "(minutes the first time; cached afterwards)", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory(prefix="clrk-base-") as tmp:
+            layout = oci_layout(recipe, Path(tmp) / "layout", store.root / "debootstrap.log")
+            image_id = store.import_image(str(layout), name)
+    except (ImageError, BootstrapError) as err:
+        raise CLIError(str(err)) from err
+    print(f"made {name} ({image_id[:12]})")
