@@ -124,7 +124,7 @@ def test_watch_revisions_columns_and_invocations(clrk_on_kube: ClrkOnKube) -> No
     assert "word-count" in rev.stdout
     table = cluster.kubectl("get", "ta", "word-count", "-n", "watching").stdout
     assert table.split("\n")[0].split() == ["NAME", "POOL", "IMAGE", "REVISION", "PINNED",
-                                            "ACCEPTED", "AGE"]
+                                            "PULL", "ACCEPTED", "AGE"]
     assert "word-count-00001" in _eventually(lambda: cluster.kubectl(
         "get", "ta", "word-count", "-n", "watching",
         "-o", "jsonpath={.status.latestCreatedRevisionName}"), lambda r: bool(r.stdout)).stdout

@@ -707,6 +707,12 @@ def call(stream=False, content_type="application/json"):
         print("refused", r.status, r.getheader("server"), body[:300])
     return r.status
 
+# A new gateway's routes can reach the worker's Envoy a moment after its clusters (a
+# 503 without a body, "cluster not found": docs/architecture.md, Seams): wait it out.
+end = time.monotonic() + 30
+while call() == 503 and time.monotonic() < end:
+    time.sleep(0.2)
+statuses.clear()
 call()
 call(stream=True)
 call(stream=True, content_type="application/x-unknown")  # a body Envoy does not read

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def test_build_push_invoke_then_change(dev: DevServer, tmp_path: Path) -> None:
     r = httpx.post(f"{dev.ingress}/", json={"text": "x"}, timeout=60,
                    headers={"X-Clrk-TaskAgent": "default/word-count"})
     assert r.status_code == 503 and "word-count-00009" in r.text, r.text
+
+
+def test_an_image_that_cannot_be_pulled_says_so(dev: DevServer) -> None:
+    """Not only `kubectl describe`: the PULL column and `clrk agents list/get` say why an
+    agent never runs."""
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+        "metadata": {"name": "unpullable"},
+        "spec": {"template": {"spec": {"image": "127.0.0.1:1/nowhere:0.1"}}}}))
+    deadline = time.monotonic() + 120
+    while dev.kubectl("get", "taskagent", "unpullable", "-o", 'jsonpath={.status.conditions['
+                      '?(@.type=="ImageReady")].reason}').stdout != "ImagePullFailed":
+        assert time.monotonic() < deadline, "the failed pull never showed on the agent"
+        time.sleep(0.5)
+    header, row = dev.kubectl("get", "taskagent", "unpullable").stdout.splitlines()[:2]
+    assert dict(zip(header.split(), row.split(), strict=False))["PULL"] == "ImagePullFailed"
+    listed = dev.clrk("agents", "list").stdout
+    assert any("unpullable" in line and "ImagePullFailed" in line
+               for line in listed.splitlines()), listed
+    shown = dev.clrk("agents", "get", "unpullable").stdout
+    assert "127.0.0.1:1/nowhere:0.1 cannot be pulled" in shown and "unreachable" in shown, shown

@@ -235,6 +235,9 @@ class DaemonAgentSpec(Model):
 
 
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
+# ImagePulled, Pulling, or why it failed (ImagePullFailed): the first thing a newcomer's
+# agent that never runs needs to show.
+_PULL = PrinterColumn("Pull", '.status.conditions[?(@.type=="ImageReady")].reason')
 
 
 @register
@@ -248,6 +251,7 @@ class TaskAgent(Resource):
             PrinterColumn("Image", ".spec.template.spec.image"),
             PrinterColumn("Revision", ".status.servingRevisionName"),
             PrinterColumn("Pinned", ".spec.pinnedRevisionName"),
+            _PULL,
             PrinterColumn("Accepted", '.status.conditions[?(@.type=="Accepted")].status'),
             PrinterColumn("Schedule", ".spec.schedule", priority=1),
             PrinterColumn("Timeout", ".spec.timeout", priority=1),
@@ -271,6 +275,7 @@ class DaemonAgent(Resource):
             PrinterColumn("Restarts", ".status.restartCount", "integer"),
             PrinterColumn("Revision", ".status.servingRevisionName"),
             PrinterColumn("Pinned", ".spec.pinnedRevisionName"),
+            _PULL,
             _AGE,
         ),
     )

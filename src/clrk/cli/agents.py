@@ -39,6 +39,9 @@ def _summary(obj: dict[str, Any]) -> str:
     if not conds:
         return "Pending"
     bad = [t for t, c in conds.items() if c.get("status") != "True"]
+    failed = (conds.get("ImageReady") or {}).get("reason")
+    if failed not in (None, "ImagePulled", "Pulling"):
+        return str(failed)  # the image cannot be pulled: nothing runs until it can
     return "Ready" if not bad else "Not " + ",".join(bad)
 
 

@@ -28,6 +28,27 @@ def place(registry: WorkerRegistry, namespace: str, pool: str,
     return ready[0].name if ready else None
 
 
+async def image_ready(client: AsyncClient, ns: str, revision: str,
+                      conds: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
+    """ImageReady: whether a worker pulled the image of the revision that runs, and why
+    not (a registry out of reach, an image that does not exist) where a pull failed, so
+    `kubectl get` and `clrk agents` say it, not only the revision."""
+    rev = await get_or_none(client, resource_class(AgentSandboxRevision), revision, ns)
+    if rev is None:
+        return conds
+    image = rev["spec"]["template"]["spec"]["image"]
+    ready = next((c for c in (rev.get("status") or {}).get("conditions") or []
+                  if c.get("type") == "Ready"), None)
+    if ready is None:
+        return set_condition(conds, "ImageReady", False, "Pulling",
+                             f"no worker has pulled {image} yet", generation)
+    if ready.get("status") == "True":
+        return set_condition(conds, "ImageReady", True, "ImagePulled",
+                             f"{image} is pulled ({revision})", generation)
+    return set_condition(conds, "ImageReady", False, str(ready.get("reason") or "ImagePullFailed"),
+                         f"{image} cannot be pulled: {ready.get('message') or ''}", generation)
+
+
 def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgent],
                      concurrency: int, registry: WorkerRegistry | None = None) -> Controller:
     res = resource_class(cls)
@@ -69,6 +90,8 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
                                       str(err), raw["metadata"]["generation"])
         else:
             conds = [c for c in conds if c.get("type") != "RevisionPinned"]
+        if serving is not None:
+            conds = await image_ready(client, ns, serving, conds, raw["metadata"]["generation"])
         new = {**status, "observedGeneration": raw["metadata"]["generation"],
                "latestCreatedRevisionName": current, "servingRevisionName": serving,
                "conditions": conds}
