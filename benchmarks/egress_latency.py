@@ -20,7 +20,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.netns import veth_netns  # noqa: E402
 
-from clrk.egress.envoy import xds_files  # noqa: E402
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener  # noqa: E402
 from clrk.egress.envoy.supervisor import EnvoySupervisor  # noqa: E402
 
@@ -70,7 +69,7 @@ async def main(n: int, c: int) -> None:
             await sup.start()
             await sup.ready()
             gw = GatewayListener("bench", "gw", envoy_port, "allow-all", Path(tmp) / "a.log")
-            xds_files.write(sup.config_dir, [listener(gw)], base_clusters())
+            sup.write([listener(gw)], base_clusters())
             await asyncio.sleep(1)
             url = f"http://{HOST_IP}:{port}/"
             direct = await asyncio.to_thread(hey, ns, url, n, c)

@@ -42,7 +42,6 @@ from tests.netns import veth_netns  # noqa: E402
 
 from clrk import pki  # noqa: E402
 from clrk.egress import l4, routing  # noqa: E402
-from clrk.egress.envoy import xds_files  # noqa: E402
 from clrk.egress.envoy.binary import envoy_binary  # noqa: E402
 from clrk.egress.envoy.http import (  # noqa: E402
     Native,
@@ -222,7 +221,7 @@ async def main(seconds: int, c: int, only_path: str = "") -> None:
                 await sup.start()
                 await sup.ready()
                 gw = GatewayListener("bench", "gw", envoy_port, "allow-all", tmp / "a.log")
-                xds_files.write(sup.config_dir, [listener(gw, plan, vips, chains)], clusters)
+                sup.write([listener(gw, plan, vips, chains)], clusters)
                 subprocess.run(["iptables", "-w", "-t", "nat", "-A", *rule], check=True)
                 await asyncio.sleep(1.5)
                 script = tmp / "post.lua"

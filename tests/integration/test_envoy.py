@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.access_logs import AccessLogs
 from clrk.egress.envoy.clusters import endpoint_cluster
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
@@ -101,9 +100,11 @@ async def once(ns: str, port: int) -> str:
     return out.decode().strip()
 
 
-def configure(sup: EnvoySupervisor, port: int, policy: str) -> Path:
+async def configure(sup: EnvoySupervisor, port: int, policy: str) -> Path:
+    """Once Envoy serves it (its listeners follow its clusters)."""
     gw = GatewayListener("default", "egw", port, policy, sup.config_dir / "access.log")
-    xds_files.write(sup.config_dir, [listener(gw)], base_clusters())
+    sup.write([listener(gw)], base_clusters())
+    assert await sup.loaded(30)
     return gw.access_log
 
 
@@ -121,7 +122,7 @@ async def test_default_policies_live_changes_and_restarts(
         envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int) -> None:
     sup, port = envoy
     ns = netns[0]
-    log = configure(sup, port, "deny-all")
+    log = await configure(sup, port, "deny-all")
 
     async def denied() -> bool:
         return not (await once(ns, echo)).startswith("echo:")
@@ -131,12 +132,12 @@ async def test_default_policies_live_changes_and_restarts(
 
     await until(denied)
     # allow-all: the connection reaches where the sandbox dialled, through Envoy.
-    configure(sup, port, "allow-all")
+    await configure(sup, port, "allow-all")
     await until(allowed)
     # A connection open across a change keeps working; new ones follow the new policy.
     long = await from_ns(ns, echo, times=8, pause=0.25)
     await asyncio.sleep(0.6)
-    configure(sup, port, "deny-all")
+    await configure(sup, port, "deny-all")
     await until(denied)
     out, _ = await long.communicate()
     assert out.decode().split() == [f"echo:ping{i}" for i in range(8)]
@@ -151,7 +152,7 @@ async def test_default_policies_live_changes_and_restarts(
     # Killed, Envoy comes back with the same configuration.
     assert sup.proc is not None
     sup.proc.send_signal(signal.SIGKILL)
-    configure(sup, port, "allow-all")
+    await configure(sup, port, "allow-all")
     await until(lambda: _restarted(sup), timeout=20)
     await sup.ready()
     await until(allowed)
@@ -181,7 +182,7 @@ async def test_a_silent_resolver_does_not_hold_up_a_restart(
                                                   "port_value": silent.getsockname()[1]}}]}})
         assert slow["type"] == "LOGICAL_DNS" and slow["wait_for_warm_on_init"] is False
         gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "a.log")
-        xds_files.write(sup.config_dir, [listener(gw)], [*base_clusters(), slow])
+        sup.write([listener(gw)], [*base_clusters(), slow])
         assert sup.proc is not None
         sup.proc.send_signal(signal.SIGKILL)
         await until(lambda: _restarted(sup), timeout=20)
@@ -214,6 +215,31 @@ async def test_loaded_reports_the_written_versions(
     assert not await sup.loaded(0.3)
 
 
+async def test_listeners_wait_for_the_clusters_they_name(
+        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int) -> None:
+    """A route must not reach Envoy before its cluster (it would answer 503, "cluster
+    not found"): the listeners are written only once Envoy reports the clusters. Here
+    Envoy is paused, so it cannot report them: the listeners wait, the clusters do not."""
+    sup, port = envoy
+    gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "access.log")
+    lds = sup.config_dir / "lds.json"
+    before = json.loads(lds.read_text())["version_info"]
+    assert sup.proc is not None
+    sup.proc.send_signal(signal.SIGSTOP)
+    try:
+        slow = endpoint_cluster("later", "127.0.0.1", echo)
+        sup.write([listener(gw)], [*base_clusters(), slow])
+        await asyncio.sleep(0.5)
+        cds = json.loads((sup.config_dir / "cds.json").read_text())
+        assert "later" in {c["name"] for c in cds["resources"]}
+        assert json.loads(lds.read_text())["version_info"] == before
+    finally:
+        sup.proc.send_signal(signal.SIGCONT)
+    assert await sup.loaded(20)
+    assert json.loads(lds.read_text())["version_info"] == sup.written[1] != before
+    assert (await once(netns[0], echo)) == "echo:ping0"
+
+
 async def test_access_logs_are_taken_once_rotated_and_resumed(
         envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int,
         tmp_path: Path) -> None:
@@ -222,7 +248,7 @@ async def test_access_logs_are_taken_once_rotated_and_resumed(
     that resumes from the offsets a previous one kept."""
     sup, port = envoy
     ns = netns[0]
-    log = configure(sup, port, "allow-all")
+    log = await configure(sup, port, "allow-all")
     offsets = tmp_path / "offsets.json"
     taken: list[str] = []
 

@@ -23,6 +23,7 @@ log = logging.getLogger("clrk.egress.envoy")
 _PR_SET_PDEATHSIG = 1
 # "name: value" lines of /stats; text readouts are quoted ("version_text: \"123\"").
 _STAT = re.compile(r'(?m)^([\w.]+): "?([^"\n]*)"?$')
+LISTENERS_WAIT = 10.0  # seconds a listener change waits for Envoy to load its clusters
 
 
 def _die_with_parent() -> None:
@@ -40,6 +41,8 @@ class EnvoySupervisor:
         self.concurrency = concurrency
         self.restarts = 0
         self.written: tuple[str, str] = ("", "")  # (clusters, listeners) versions
+        self._listeners: list[dict[str, Any]] = []
+        self._ordering: asyncio.Task[None] | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -112,23 +115,54 @@ class EnvoySupervisor:
                 await asyncio.sleep(0.1)
 
     def write(self, listeners: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
-        """New configuration for Envoy (xDS files), remembered for :meth:`loaded`."""
-        self.written = xds_files.write(self.config_dir, listeners, clusters)
+        """New configuration for Envoy (xDS files), remembered for :meth:`loaded`.
+
+        Clusters at once, listeners once Envoy reports those clusters loaded: its two
+        file watches are not ordered, and a route that reaches Envoy before its cluster
+        answers 503 ("cluster not found"). While no Envoy runs, both at once (Envoy
+        starts by loading its clusters, then its listeners)."""
+        clusters_version = xds_files.write_clusters(self.config_dir, clusters)
+        self.written = clusters_version, xds_files.listeners_version(listeners)
+        self._listeners = listeners
+        if self.proc is None or self.proc.returncode is not None:
+            xds_files.write_listeners(self.config_dir, listeners)
+        elif self._ordering is None or self._ordering.done():
+            self._ordering = asyncio.create_task(self._listeners_after_clusters())
+
+    async def _listeners_after_clusters(self) -> None:
+        """Writes the latest listeners once Envoy has the latest clusters (or has not
+        answered within LISTENERS_WAIT: then anyway, as before this ordering)."""
+        while True:
+            wanted = self.written
+            if not await self._reports(("cluster_manager.cds.version_text",), wanted[:1],
+                                       LISTENERS_WAIT):
+                log.warning("envoy did not report clusters %s within %gs; writing its "
+                            "listeners anyway", wanted[0], LISTENERS_WAIT)
+            if self.written == wanted:
+                xds_files.write_listeners(self.config_dir, self._listeners)
+                return
 
     async def loaded(self, timeout: float) -> bool:
         """Whether Envoy serves the configuration last written (its cluster and listener
         versions, no listener still warming) within ``timeout``; False otherwise. A
         newer write while waiting is what is waited for then (it contains the older)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
         names = ("cluster_manager.cds.version_text", "listener_manager.lds.version_text",
                  "listener_manager.total_listeners_warming")
+        return await self._reports(names, None, timeout)
+
+    async def _reports(self, names: tuple[str, ...], values: tuple[str, ...] | None,
+                       timeout: float) -> bool:
+        """Whether Envoy's stats ``names`` read ``values`` (None: the versions last
+        written and no listener warming) within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         url = f"{self.admin_url}/stats?filter=" + "|".join(re.escape(n) for n in names)
         async with httpx.AsyncClient(timeout=1) as client:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     seen = dict(_STAT.findall((await client.get(url)).text))
-                    if [seen.get(n) for n in names] == [*self.written, "0"]:
+                    want = values if values is not None else (*self.written, "0")
+                    if tuple(seen.get(n) for n in names) == want:
                         return True
                 if loop.time() > deadline:
                     return False
@@ -142,6 +176,8 @@ class EnvoySupervisor:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._ordering is not None:
+            self._ordering.cancel()
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:

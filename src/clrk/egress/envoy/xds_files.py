@@ -39,18 +39,28 @@ def _write(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def write(config_dir: Path, listeners: list[dict[str, Any]],
-          clusters: list[dict[str, Any]]) -> tuple[str, str]:
-    """Clusters first: a listener may name a cluster only once Envoy has it. Returns the
-    (clusters, listeners) versions, which Envoy reports once it has loaded them."""
+def write_clusters(config_dir: Path, clusters: list[dict[str, Any]]) -> str:
+    """``cds.json``; returns its version, which Envoy reports once it has loaded it."""
     config_dir.mkdir(parents=True, exist_ok=True)
-    versions = str(_version(clusters)), str(_version(listeners))
-    _write(config_dir / "cds.json", {"version_info": versions[0],
+    version = str(_version(clusters))
+    _write(config_dir / "cds.json", {"version_info": version,
                                      "resources": [{"@type": CLUSTER, **c} for c in clusters]})
-    _write(config_dir / "lds.json", {"version_info": versions[1],
+    return version
+
+
+def write_listeners(config_dir: Path, listeners: list[dict[str, Any]]) -> str:
+    """``lds.json``; returns its version. Write it only once Envoy has the clusters it
+    names: a route to a cluster Envoy lacks answers 503 ("cluster not found")."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    version = listeners_version(listeners)
+    _write(config_dir / "lds.json", {"version_info": version,
                                      "resources": [{"@type": LISTENER, **li}
                                                    for li in listeners]})
-    return versions
+    return version
+
+
+def listeners_version(listeners: list[dict[str, Any]]) -> str:
+    return str(_version(listeners))
 
 
 def _version(resources: list[dict[str, Any]]) -> int:
