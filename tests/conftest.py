@@ -79,6 +79,19 @@ class DevServer:
             raise AssertionError(f"clrk {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
         return r
 
+    def image(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`clrk image …` on this instance's image store and registry."""
+        r = subprocess.run([CLRK, "image", *args, "--data-dir", str(self.data_dir)],
+                           capture_output=True, text=True, timeout=600, check=False)
+        if check and r.returncode != 0:
+            raise AssertionError(f"clrk image {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    @property
+    def registry(self) -> str:
+        """The address of its dev registry (host:port)."""
+        return (self.data_dir / "registry.addr").read_text().strip()
+
     def ready(self) -> bool:
         if not self.kubeconfig.exists():
             return False
@@ -138,6 +151,19 @@ def start_dev(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"clrk dev did not become ready:\n{log.read_text()}")
+
+
+def remove_image_store(data_dir: Path) -> None:
+    """What `clrk image build` left under a test's data dir: buildah's containers and
+    their mounts (a build's RUN steps mount the image's rootfs)."""
+    store = data_dir / "images"
+    subprocess.run(["buildah", "--root", str(store / "storage"), "--runroot",
+                    str(store / "run"), "rm", "--all"], capture_output=True, check=False)
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+              if str(store) in line.split()[1]]
+    for mount in sorted(mounts, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    assert not mounts, f"buildah left mounts: {mounts}"
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,6 +64,7 @@ class FakeProviders:
     port: int = 0
     status: int | None = None  # force this status for the next answers (e.g. 429)
     fail_next: dict[str, int] = field(default_factory=dict)  # host -> how many 503s first
+    replies: dict[str, str] = field(default_factory=dict)  # model -> its answer's text
 
     def start(self) -> None:
         leaf = pki.issue_leaf(self.ca, HOSTS)
@@ -175,8 +177,9 @@ class FakeProviders:
 
     def _anthropic(self, doc: dict[str, Any]) -> tuple[int, str, bytes, dict[str, str]]:
         model = doc.get("model", "")
+        text = self.replies.get(model, "Hello!")
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": "Hello!"}],
+                   "content": [{"type": "text", "text": text}],
                    "stop_reason": "end_turn", "stop_sequence": None, "usage": ANTHROPIC}
         if not doc.get("stream"):
             return 200, "application/json", json.dumps(message).encode(), {}
@@ -187,7 +190,7 @@ class FakeProviders:
             ("content_block_start", {"type": "content_block_start", "index": 0,
                                      "content_block": {"type": "text", "text": ""}}),
             ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                     "delta": {"type": "text_delta", "text": "Hello!"}}),
+                                     "delta": {"type": "text_delta", "text": text}}),
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta", "delta": {
                 "stop_reason": "end_turn", "stop_sequence": None},
@@ -200,12 +203,13 @@ class FakeProviders:
         if not doc.get("stream"):
             return 200, "application/json", json.dumps({
                 **base, "object": "chat.completion", "choices": [{
-                    "index": 0, "message": {"role": "assistant", "content": "Hi"},
+                    "index": 0, "message": {"role": "assistant",
+                                            "content": self.replies.get(model, "Hi")},
                     "finish_reason": "stop", "logprobs": None}], "usage": OPENAI}).encode(), {}
         chunk = {**base, "object": "chat.completion.chunk"}
         events: list[tuple[str | None, Any]] = [
-            (None, {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                "content": "Hi"},
+            (None, {**chunk, "choices": [{"index": 0, "delta": {
+                "role": "assistant", "content": self.replies.get(model, "Hi")},
                                           "finish_reason": None}]}),
             (None, {**chunk, "choices": [{"index": 0, "delta": {},
                                           "finish_reason": "stop"}]})]
@@ -237,8 +241,9 @@ class FakeProviders:
 
     def _gemini(self, path: str, full: str) -> tuple[int, str, bytes, dict[str, str]]:
         model = path.rsplit("/models/", 1)[1].split(":", 1)[0]
+        text = self.replies.get(model, "Hi")
         chunk: dict[str, Any] = {
-            "candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"},
+            "candidates": [{"content": {"parts": [{"text": text}], "role": "model"},
                             "index": 0}], "modelVersion": model, "responseId": "r-fake"}
         last = {**chunk, "candidates": [{**chunk["candidates"][0], "finishReason": "STOP"}],
                 "usageMetadata": GOOGLE}
@@ -247,6 +252,16 @@ class FakeProviders:
         if "alt=sse" in full:
             return 200, "text/event-stream", _sse([(None, chunk), (None, last)]), {}
         return 200, "application/json", json.dumps([chunk, last]).encode(), {}
+
+
+def serving(keys: dict[str, str]) -> Iterator[FakeProviders]:
+    """Fake providers expecting ``keys`` (host -> credential), for a fixture's life."""
+    providers = FakeProviders(keys=dict(keys))
+    providers.start()
+    try:
+        yield providers
+    finally:
+        providers.stop()
 
 
 ECHO_PIECE = 13  # bytes per write of an echo: values cross the pieces' boundaries

@@ -227,7 +227,7 @@ def start_registry(root: Path) -> Iterator[Registry]:
 
 
 PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
-                 "include": ["python3", "python3-venv", "ca-certificates", "curl"],
+                 "include": ["python3", "python3-venv", "ca-certificates", "curl", "jq"],
                  "mirror": "http://deb.debian.org/debian",
                  # Installed offline into /opt/venv from wheels downloaded on the host.
                  "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0",
@@ -236,7 +236,7 @@ PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
                  # .pyc stale: Python would recompile the stdlib at each start (the rootfs
                  # is read-only). Hash-based .pycs do not depend on mtimes.
                  "pyc": "unchecked-hash",  # forced (-f) over the timestamp ones
-                 "version": 4}
+                 "version": 5}
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
           "var/cache/apt", "var/lib/apt/lists", "var/log")
 
@@ -357,5 +357,10 @@ def oci_layout(image: BuiltImage, out: Path, tag: str) -> Path:
 
 def python_slim_stand_in() -> BuiltImage:
     """What the examples' ``FROM python:3.12-slim`` gets in the tests (no Docker Hub
-    here): the Debian python base (``python3`` on the PATH, as in the real one)."""
-    return python_base()
+    here): the Debian python base, whose /opt/venv (the SDKs the examples install)
+    answers as ``python3`` and ``pip`` in /usr/local/bin, as the real image's do. Their
+    ``RUN pip install …`` then finds everything installed and needs no network."""
+    wrappers: dict[str, bytes | tuple[str, str]] = {
+        f"usr/local/bin/{name}": f'#!/bin/sh\nexec /opt/venv/bin/{name} "$@"\n'.encode()
+        for name in ("python3", "python", "pip", "pip3")}
+    return with_layer(python_base(), Layer(wrappers))  # files are 0755

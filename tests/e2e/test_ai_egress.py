@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import DevServer, start_dev
-from tests.fake_providers import FakeProviders
+from tests.fake_providers import FakeProviders, serving
 from tests.images import Registry, python_base
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +28,7 @@ G = "clrk.apoxy.dev/v1alpha1"
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeProviders]:
-    providers = FakeProviders(keys={"api.anthropic.com": KEY})
-    providers.start()
-    yield providers
-    providers.stop()
+    yield from serving({"api.anthropic.com": KEY})
 
 
 def dev_trusting(registry: Registry, fake: FakeProviders,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import CLRK, ROOT, DevServer, start_dev
+from tests.conftest import ROOT, DevServer, remove_image_store, start_dev
 from tests.images import oci_layout, python_slim_stand_in
 
 pytestmark = pytest.mark.e2e
@@ -32,26 +31,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         yield server
     finally:
         server.stop()
-        store = server.data_dir / "images"
-        subprocess.run(["buildah", "--root", str(store / "storage"), "--runroot",
-                        str(store / "run"), "rm", "--all"], capture_output=True, check=False)
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if str(store) in line.split()[1]]
-        for mount in sorted(mounts, reverse=True):
-            subprocess.run(["umount", "-l", mount], check=False)
-        assert not mounts, f"buildah left mounts: {mounts}"
-
-
-def image(dev: DevServer, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run([CLRK, "image", *args, "--data-dir", str(dev.data_dir)],
-                       capture_output=True, text=True, timeout=600, check=False)
-    if check and r.returncode != 0:
-        raise AssertionError(f"clrk image {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def registry_of(dev: DevServer) -> str:
-    return (dev.data_dir / "registry.addr").read_text().strip()
+        remove_image_store(server.data_dir)
 
 
 def count(dev: DevServer, text: str) -> dict[str, object]:
@@ -62,20 +42,20 @@ def count(dev: DevServer, text: str) -> dict[str, object]:
 
 
 def test_build_push_invoke_then_change(dev: DevServer, tmp_path: Path) -> None:
-    reg = registry_of(dev)
+    reg = dev.registry
     assert dev.clrk("dev", "status", "--data-dir", str(dev.data_dir)).stdout.count(reg) == 1
     # Without its base the build says what to do (and sends nothing anywhere: --pull never).
-    failed = image(dev, "build", "-t", "word-count:0.1", "--pull", "never", str(EXAMPLE),
+    failed = dev.image("build", "-t", "word-count:0.1", "--pull", "never", str(EXAMPLE),
                    check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert "clrk image import" in failed.stderr, failed.stderr
     layout = oci_layout(python_slim_stand_in(), tmp_path / "python-slim", "3.12-slim")
-    assert "imported python:3.12-slim" in image(dev, "import", str(layout), "--name",
+    assert "imported python:3.12-slim" in dev.image("import", str(layout), "--name",
                                                 "python:3.12-slim").stdout
-    built = image(dev, "build", "-t", "word-count:0.1", "--push", str(EXAMPLE))
+    built = dev.image("build", "-t", "word-count:0.1", "--push", str(EXAMPLE))
     assert "COPY agent.py /agent.py" in built.stderr  # buildah's progress
     assert f"pushed {reg}/word-count:0.1" in built.stdout
-    listed = image(dev, "ls").stdout
+    listed = dev.image("ls").stdout
     assert "localhost/word-count:0.1" in listed and "python:3.12-slim" in listed
 
     manifest = yaml.safe_load((EXAMPLE / "taskagent.yaml").read_text())
@@ -91,9 +71,9 @@ def test_build_push_invoke_then_change(dev: DevServer, tmp_path: Path) -> None:
     agent = changed / "agent.py"
     agent.write_text(agent.read_text().replace('"word_count": len(text.split()),',
                                                '"word_count": len(text.split()), "v": 2,'))
-    rebuilt = image(dev, "build", "-t", "word-count:0.2", str(changed))
+    rebuilt = dev.image("build", "-t", "word-count:0.2", str(changed))
     assert "Using cache" not in rebuilt.stderr.split("COPY agent.py")[1]  # the file changed
-    assert f"pushed {reg}/word-count:0.2" in image(dev, "push", "word-count:0.2").stdout
+    assert f"pushed {reg}/word-count:0.2" in dev.image("push", "word-count:0.2").stdout
     manifest["spec"]["template"]["spec"]["image"] = f"{reg}/word-count:0.2"
     dev.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
     dev.kubectl("wait", "taskagent/word-count", "--timeout=120s",

@@ -31,7 +31,7 @@ from tests.e2e.test_ai_egress import (
     task,
     until,
 )
-from tests.fake_providers import FakeProviders
+from tests.fake_providers import FakeProviders, serving
 from tests.images import Registry
 
 pytestmark = pytest.mark.e2e
@@ -42,10 +42,7 @@ KEYS = {"api.anthropic.com": "sk-ant-scrub-9d8c7b6a5f4e",  # metered by Envoy
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeProviders]:
-    providers = FakeProviders(keys=dict(KEYS))
-    providers.start()
-    yield providers
-    providers.stop()
+    yield from serving(KEYS)
 
 
 @pytest.fixture(scope="module")

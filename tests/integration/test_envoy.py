@@ -216,10 +216,14 @@ async def test_loaded_reports_the_written_versions(
 
 
 async def test_listeners_wait_for_the_clusters_they_name(
-        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int) -> None:
+        envoy: tuple[EnvoySupervisor, int], netns: tuple[str, str], echo: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A route must not reach Envoy before its cluster (it would answer 503, "cluster
     not found"): the listeners are written only once Envoy reports the clusters. Here
-    Envoy is paused, so it cannot report them: the listeners wait, the clusters do not."""
+    Envoy is paused, so it cannot report them: the listeners wait, the clusters do not.
+    Two writes while it is paused: the listeners follow the second's clusters (with no
+    fallback after a while to hide it if they waited for the first's)."""
+    monkeypatch.setattr("clrk.egress.envoy.supervisor.LISTENERS_WAIT", 3600.0)
     sup, port = envoy
     gw = GatewayListener("default", "egw", port, "allow-all", sup.config_dir / "access.log")
     lds = sup.config_dir / "lds.json"
@@ -227,9 +231,11 @@ async def test_listeners_wait_for_the_clusters_they_name(
     assert sup.proc is not None
     sup.proc.send_signal(signal.SIGSTOP)
     try:
+        sup.write([], [*base_clusters(), endpoint_cluster("sooner", "127.0.0.1", echo)])
+        await asyncio.sleep(0.2)
         slow = endpoint_cluster("later", "127.0.0.1", echo)
         sup.write([listener(gw)], [*base_clusters(), slow])
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.3)
         cds = json.loads((sup.config_dir / "cds.json").read_text())
         assert "later" in {c["name"] for c in cds["resources"]}
         assert json.loads(lds.read_text())["version_info"] == before

@@ -357,22 +357,32 @@ def traces(
         return
     if output_format is not None:
         raise CLIError(f"unknown output format {output_format!r}: use json")
-    roots = [i for i in items if not i["parentSpanId"]]
+    # A root: no parent, or one not stored yet (a daemon's run ends its span when the
+    # run ends; the calls it made meanwhile are shown on their own).
+    ids = {i["spanId"] for i in items}
+    roots = [i for i in items if i["parentSpanId"] not in ids]
     children: dict[str, list[dict[str, Any]]] = {}
     for item in items:
-        if item["parentSpanId"]:
+        if item["parentSpanId"] in ids:
             children.setdefault(item["parentSpanId"], []).append(item)
     if not items:
         print(f"No traces of {name} yet.")
     for root in roots:
+        if root["parentSpanId"]:
+            print(f"{root['startTime']}  {_call_line(root)}")
+            continue
         attrs = root["attributes"]
         print(f"{root['startTime']}  {attrs.get('clrk.invocation', root['name'])}  "
               f"{attrs.get('clrk.invocation.phase', root['status'])}  {root['durationMs']} ms")
         for child in children.get(root["spanId"], []):
-            a = child["attributes"]
-            print(f"  └ {child['name']}  {a.get('clrk.decision', child['status'])}  "
-                  f"{child['durationMs']} ms  {a.get('clrk.bytes.sent', '?')} B out / "
-                  f"{a.get('clrk.bytes.received', '?')} B in")
+            print("  └ " + _call_line(child))
+
+
+def _call_line(span: dict[str, Any]) -> str:
+    a = span["attributes"]
+    return (f"{span['name']}  {a.get('clrk.decision', span['status'])}  "
+            f"{span['durationMs']} ms  {a.get('clrk.bytes.sent', '?')} B out / "
+            f"{a.get('clrk.bytes.received', '?')} B in")
 
 
 def _print_line(item: dict[str, str], timestamps: bool, prefix: bool) -> None:

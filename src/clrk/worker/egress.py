@@ -40,6 +40,7 @@ from clrk.client import follow, resource_class
 from clrk.egress import l4, routing
 from clrk.egress.attribution import Attribution, Attributions
 from clrk.egress.envoy.access_logs import AccessLogs
+from clrk.egress.envoy.clusters import aggregate_cluster, outlier_detection
 from clrk.egress.envoy.http import (
     BackendRoute,
     Native,
@@ -102,6 +103,17 @@ def system_roots() -> bytes:
     import certifi
 
     return Path(certifi.where()).read_bytes()
+
+
+def _retry(policy: dict[str, Any] | None) -> tuple[int, tuple[int, ...], float | None] | None:
+    """A FallbackRoutingPolicy's retry, for Envoy's retry policy."""
+    if policy is None:
+        return None
+    retry = policy.get("retry") or {}
+    per_try = retry.get("perTryTimeout")
+    return (int(retry.get("attempts", 2)),
+            tuple(int(c) for c in retry.get("retryOn") or (429, 503)),
+            parse_duration(per_try).total_seconds() if per_try else None)
 
 
 def port_range(index: int) -> tuple[int, int]:
@@ -447,25 +459,13 @@ class EgressPlane:
                 log.warning("EgressGateway %s: CA Secret %s not ready; its routed hosts "
                             "are refused until it is", name, ca_secret_name(gateway))
             return [], [], {}
-        chains, clusters = [], []
+        chains: list[dict[str, Any]] = []
+        clusters: list[dict[str, Any]] = []
         meters: dict[Path, Meter] = {}
         trust = self._trust(gateway)
         plain_http = {(h, p) for h, _, p, _, tls in wanted if not tls}
 
-        backends: dict[str, BackendRoute] = {}
-        for ai_rule in http.ai:
-            for backend_name, _ in ai_rule.backends:
-                spec = (self.docs["Backend"].get(backend_name) or {}).get("spec") or {}
-                if backend_name in backends or not spec.get("host"):
-                    continue
-                b_host, b_port = str(spec["host"]).lower(), int(spec.get("port") or 443)
-                cluster = f"backend/{self.namespace}/{backend_name}"
-                address, dial_port = plan.dial(b_host, b_port)
-                clusters.append(tls_upstream_cluster(cluster, b_host, address, dial_port, trust)
-                                if spec.get("tls", True) else
-                                plain_upstream_cluster(cluster, address, dial_port))
-                backends[backend_name] = BackendRoute(backend_name, cluster, b_host,
-                                                      self._retry(ai_rule.route))
+        backends = self._backends(http, plan, trust, clusters)
         for host, vip, port, l4_route, tls in wanted:
             cluster = f"{'tls' if tls else 'http'}/{self.namespace}/{name}/{host}/{port}"
             address, dial_port = plan.dial(host, port)
@@ -523,15 +523,58 @@ class EgressPlane:
         finally:
             self._resolving.discard(target)
 
-    def _retry(self, route: str) -> tuple[int, tuple[int, ...], float | None] | None:
-        """The FallbackRoutingPolicy on an AIProviderRoute, for Envoy's retries."""
+    def _backends(self, http: routing.HttpRoutes, plan: l4.GatewayRoutes, trust: Path,
+                  clusters: list[dict[str, Any]]) -> dict[str, BackendRoute]:
+        """The Backends the gateway's AI rules name, by name, their clusters added to
+        ``clusters``. A Backend's routing is that of the first rule naming it. Under a
+        FallbackRoutingPolicy, a rule of several Backends falls back from the one the
+        policy service picked to the rule's others, in their order (an aggregate
+        cluster), and its ``ejection`` takes a failing Backend out for a while."""
+        made: dict[str, str] = {}  # Backend -> its cluster
+        first: dict[str, routing.AIRule] = {}
+        for ai_rule in http.ai:
+            for backend_name, _ in ai_rule.backends:
+                spec = (self.docs["Backend"].get(backend_name) or {}).get("spec") or {}
+                if backend_name in made or not spec.get("host"):
+                    continue
+                b_host, b_port = str(spec["host"]).lower(), int(spec.get("port") or 443)
+                cluster = f"backend/{self.namespace}/{backend_name}"
+                address, dial_port = plan.dial(b_host, b_port)
+                clusters.append(tls_upstream_cluster(cluster, b_host, address, dial_port, trust)
+                                if spec.get("tls", True) else
+                                plain_upstream_cluster(cluster, address, dial_port, b_host))
+                made[backend_name], first[backend_name] = cluster, ai_rule
+        routes: dict[str, BackendRoute] = {}
+        ejected: dict[str, dict[str, Any]] = {}
+        for backend_name, ai_rule in first.items():
+            policy = self._fallback(ai_rule.route)
+            spec = self.docs["Backend"][backend_name]["spec"]
+            chain = [backend_name, *(b for b, _ in ai_rule.backends
+                                     if b in made and b != backend_name)]
+            fallback = ""
+            if policy is not None and len(chain) > 1:
+                fallback = f"fallback/{self.namespace}/{backend_name}"
+                clusters.append(aggregate_cluster(fallback, [made[b] for b in chain]))
+            ejection = (policy or {}).get("ejection")
+            if ejection:
+                for b in chain:
+                    ejected.setdefault(made[b], outlier_detection(
+                        int(ejection.get("consecutiveErrors", 5)),
+                        parse_duration(ejection.get("interval") or "10s").total_seconds(),
+                        parse_duration(ejection.get("baseEjectionTime") or "30s")
+                        .total_seconds()))
+            routes[backend_name] = BackendRoute(backend_name, made[backend_name],
+                                                str(spec["host"]).lower(),
+                                                _retry(policy), fallback)
+        for doc in clusters:
+            doc.update(ejected.get(doc["name"], {}))
+        return routes
+
+    def _fallback(self, route: str) -> dict[str, Any] | None:
+        """The spec of the FallbackRoutingPolicy on an AIProviderRoute."""
         for doc in self.state.policies.attached("FallbackRoutingPolicy",
                                                 [Target("AIProviderRoute", route)]):
-            retry = doc["spec"].get("retry") or {}
-            per_try = retry.get("perTryTimeout")
-            return (int(retry.get("attempts", 2)),
-                    tuple(int(c) for c in retry.get("retryOn") or (429, 503)),
-                    parse_duration(per_try).total_seconds() if per_try else None)
+            return dict(doc["spec"])
         return None
 
     def _envoy_policies(self, gateway: str, route: Target) -> EnvoyPolicies | None:

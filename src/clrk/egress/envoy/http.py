@@ -53,16 +53,28 @@ class BackendRoute:
     cluster: str
     host: str
     retry: tuple[int, tuple[int, ...], float | None] | None = None  # attempts, codes, per try
+    # An aggregate cluster of this Backend then the rule's others (a FallbackRoutingPolicy):
+    # a retry goes to the next Backend, whose own name goes in Host.
+    fallback: str = ""
 
 
-def retry_policy(retry: tuple[int, tuple[int, ...], float | None] | None) -> dict[str, Any]:
-    """A FallbackRoutingPolicy as Envoy's route retry policy."""
+def retry_policy(retry: tuple[int, tuple[int, ...], float | None] | None,
+                 fallback: bool = False) -> dict[str, Any]:
+    """A FallbackRoutingPolicy as Envoy's route retry policy. Across Backends, a retry
+    goes to the next one (previous_priorities) and a Backend that cannot be reached at
+    all (refused, reset: the first reason to fall back) is retried too."""
     if retry is None:
         return {}
     attempts, codes, per_try = retry
     policy: dict[str, Any] = {"retry_on": "retriable-status-codes",
                               "retriable_status_codes": list(codes),
                               "num_retries": attempts}
+    if fallback:
+        policy["retry_on"] += ",connect-failure,reset,refused-stream"
+        policy["retry_priority"] = {
+            "name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+                "@type": f"{_T}.retry.priority.previous_priorities.v3."
+                         "PreviousPrioritiesConfig", "update_frequency": 1}}
     if per_try:
         policy["per_try_timeout"] = f"{per_try:.3f}s"
     return {"retry_policy": policy}
@@ -203,8 +215,10 @@ def terminated_chain(host: TerminatedHost) -> dict[str, Any]:
                                               "string_match": {"exact": b.name}}]},
         "request_headers_to_remove": STRIPPED,
         "request_body_buffer_limit": MAX_REQUEST_BODY,
-        "route": {"cluster": b.cluster, "timeout": "0s", "host_rewrite_literal": b.host,
-                  **retry_policy(b.retry)}}
+        "route": {"cluster": b.fallback or b.cluster, "timeout": "0s",
+                  **({"auto_host_rewrite": True} if b.fallback else
+                     {"host_rewrite_literal": b.host}),
+                  **retry_policy(b.retry, bool(b.fallback))}}
         for b in host.backends]
     logs = _native_log(host, native) if native is not None else \
         _metered_log(host, meter) if meter is not None else []
@@ -264,10 +278,11 @@ def _http_options(upstream_h2: bool) -> dict[str, Any]:
         "explicit_http_config": explicit}}
 
 
-def plain_upstream_cluster(name: str, address: str, port: int) -> dict[str, Any]:
+def plain_upstream_cluster(name: str, address: str, port: int,
+                           hostname: str | None = None) -> dict[str, Any]:
     """A Backend spoken to without TLS (``tls: false``: e.g. a model server inside the
     cluster)."""
-    return endpoint_cluster(name, address, port,
+    return endpoint_cluster(name, address, port, hostname,
                             typed_extension_protocol_options=_http_options(False))
 
 
@@ -275,7 +290,7 @@ def tls_upstream_cluster(name: str, hostname: str, address: str, port: int,
                          trust: Path) -> dict[str, Any]:
     """The real upstream for a terminated host: TLS again, SNI and name checked."""
     return endpoint_cluster(
-        name, address, port,
+        name, address, port, hostname,
         typed_extension_protocol_options=_http_options(False),
         transport_socket={"name": "envoy.transport_sockets.tls", "typed_config": {
             "@type": f"{_T}.transport_sockets.tls.v3.UpstreamTlsContext",

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +133,12 @@ class EnvoySupervisor:
     async def _listeners_after_clusters(self) -> None:
         """Writes the latest listeners once Envoy has the latest clusters (or has not
         answered within LISTENERS_WAIT: then anyway, as before this ordering)."""
-        while True:
-            wanted = self.written
-            if not await self._reports(("cluster_manager.cds.version_text",), wanted[:1],
-                                       LISTENERS_WAIT):
-                log.warning("envoy did not report clusters %s within %gs; writing its "
-                            "listeners anyway", wanted[0], LISTENERS_WAIT)
-            if self.written == wanted:
-                xds_files.write_listeners(self.config_dir, self._listeners)
-                return
+        if not await self._reports(("cluster_manager.cds.version_text",),
+                                   lambda: self.written[:1], LISTENERS_WAIT):
+            log.warning("envoy did not report clusters %s within %gs; writing its "
+                        "listeners anyway", self.written[0], LISTENERS_WAIT)
+        # The latest listeners: a write while waiting changed what was waited for too.
+        xds_files.write_listeners(self.config_dir, self._listeners)
 
     async def loaded(self, timeout: float) -> bool:
         """Whether Envoy serves the configuration last written (its cluster and listener
@@ -148,12 +146,12 @@ class EnvoySupervisor:
         newer write while waiting is what is waited for then (it contains the older)."""
         names = ("cluster_manager.cds.version_text", "listener_manager.lds.version_text",
                  "listener_manager.total_listeners_warming")
-        return await self._reports(names, None, timeout)
+        return await self._reports(names, lambda: (*self.written, "0"), timeout)
 
-    async def _reports(self, names: tuple[str, ...], values: tuple[str, ...] | None,
+    async def _reports(self, names: tuple[str, ...], values: Callable[[], tuple[str, ...]],
                        timeout: float) -> bool:
-        """Whether Envoy's stats ``names`` read ``values`` (None: the versions last
-        written and no listener warming) within ``timeout``."""
+        """Whether Envoy's stats ``names`` read ``values()`` (asked at each look: what
+        is waited for follows the latest write) within ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         url = f"{self.admin_url}/stats?filter=" + "|".join(re.escape(n) for n in names)
@@ -161,8 +159,7 @@ class EnvoySupervisor:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     seen = dict(_STAT.findall((await client.get(url)).text))
-                    want = values if values is not None else (*self.written, "0")
-                    if tuple(seen.get(n) for n in names) == want:
+                    if tuple(seen.get(n) for n in names) == values():
                         return True
                 if loop.time() > deadline:
                     return False

@@ -1,0 +1,357 @@
+"""Every example under examples/, as its README runs it: the image built from its
+Dockerfile by `clrk image build` and pushed to `clrk dev`'s registry, its manifests
+applied with kubectl, then what the README promises, asserted. The base image
+(``python:3.12-slim``) comes from `clrk image import`, as on a machine without
+internet; the providers and the MCP server are local fakes speaking the real wire
+formats, which each gateway reaches through ``upstreamTLS.hostAliases`` (the one
+change the tests make to the example manifests, besides the registry's port)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT, DevServer, remove_image_store, start_dev
+from tests.fake_providers import FakeMCP, FakeProviders, serving
+from tests.images import oci_layout, python_slim_stand_in
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = ROOT / "examples"
+G = "clrk.apoxy.dev/v1alpha1"
+KEYS = {"api.anthropic.com": "sk-ant-example-5c2e", "api.openai.com": "sk-openai-example-9d1f",
+        "generativelanguage.googleapis.com": "AIza-example-77ab"}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    yield from serving(KEYS)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory, fake: FakeProviders) -> Iterator[DevServer]:
+    """`clrk dev` with its registry and one worker; the base image imported; the fake
+    providers' CA in the Secret `provider-ca`; the keys in the Secrets the READMEs
+    tell the user to create."""
+    work = tmp_path_factory.mktemp("examples")
+    server = start_dev(work / "clrk", workers=1)
+    try:
+        server.wait_for_worker()
+        layout = oci_layout(python_slim_stand_in(), work / "python-slim", "3.12-slim")
+        server.image("import", str(layout), "--name", "python:3.12-slim")
+        (work / "ca.crt").write_bytes(fake.ca.cert_pem)
+        server.kubectl("create", "secret", "generic", "provider-ca",
+                       f"--from-file=ca.crt={work / 'ca.crt'}")
+        for secret, host in (("anthropic-credentials", "api.anthropic.com"),
+                             ("openai-credentials", "api.openai.com"),
+                             ("gemini-credentials", "generativelanguage.googleapis.com")):
+            server.kubectl("create", "secret", "generic", secret,
+                           f"--from-literal=api-key={KEYS[host]}")
+        yield server
+    finally:
+        server.stop()
+        remove_image_store(server.data_dir)
+
+
+def build(dev: DevServer, example: str, tag: str | None = None) -> None:
+    """The README's `clrk image build -t <example>:0.1 --push examples/<example>`."""
+    out = dev.image("build", "-t", f"{tag or example}:0.1", "--push",
+                    str(EXAMPLES / example)).stdout
+    assert f"pushed {dev.registry}/{tag or example}:0.1" in out, out
+
+
+def manifests(dev: DevServer, example: str, aliases: dict[str, int]) -> list[dict[str, Any]]:
+    """The example's manifests as the README applies them, with the dev registry's
+    port, and each gateway sending ``aliases``' hosts to local ports (trusting the
+    fakes' CA)."""
+    docs = []
+    for path in sorted((EXAMPLES / example / "manifests").glob("*.yaml")):
+        text = path.read_text().replace("127.0.0.1:5001/", f"{dev.registry}/")
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        if doc["kind"] == "EgressGateway" and aliases:
+            doc["spec"]["upstreamTLS"] = {
+                "hostAliases": [{"hostname": h, "address": f"127.0.0.1:{port}"}
+                                for h, port in aliases.items()],
+                "additionalTrustBundleSecretRef": {"name": "provider-ca", "key": "ca.crt"}}
+    return docs
+
+
+def apply(dev: DevServer, docs: list[dict[str, Any]]) -> None:
+    dev.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def providers(fake: FakeProviders, *hosts: str) -> dict[str, int]:
+    return dict.fromkeys(hosts, fake.port)
+
+
+def run_task(dev: DevServer, name: str, data: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{dev.ingress}/", json=data, timeout=180,
+                      headers={"X-Clrk-TaskAgent": f"default/{name}"})
+
+
+def answered(dev: DevServer, name: str, data: dict[str, Any],
+             timeout: float = 60) -> dict[str, Any]:
+    """The task's JSON answer, once it gives one (a worker may take a moment to see a
+    new gateway's routes: the first execution can be refused)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = run_task(dev, name, data)
+        if r.status_code == 200:
+            return dict(json.loads(r.text))
+        assert time.monotonic() < deadline, (r.status_code, r.text[-2000:])
+        time.sleep(1)
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return got
+
+
+def traces(dev: DevServer, kind: str, name: str) -> list[dict[str, Any]]:
+    plural = {"TaskAgent": "taskagents", "DaemonAgent": "daemonagents"}[kind]
+    out = dev.kubectl("get", "--raw",
+                      f"/apis/{G}/namespaces/default/{plural}/{name}/traces").stdout
+    return list(json.loads(out)["items"])
+
+
+def logs(dev: DevServer, name: str) -> str:
+    return dev.clrk("agents", "logs", name).stdout
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cron_bot(dev: DevServer) -> float:
+    """Applied before the other examples run, so its minute passes meanwhile."""
+    build(dev, "cron-bot")
+    apply(dev, manifests(dev, "cron-bot", {}))
+    return time.monotonic()
+
+
+def test_openai_bot_without_a_gateway_is_audited(dev: DevServer) -> None:
+    """No gateway: the daemon runs, its SDK call never leaves the sandbox, and each
+    attempt (the refused lookup of api.openai.com) is recorded against the agent."""
+    build(dev, "openai-bot")
+    apply(dev, manifests(dev, "openai-bot", {}))
+    dev.kubectl("wait", "daemonagent/openai-bot", "--for=jsonpath={.status.phase}=Running",
+                "--timeout=120s", timeout=130)
+    until(lambda: "call failed:" in logs(dev, "openai-bot"), "the call never failed")
+    lookups = until(lambda: [s for s in traces(dev, "DaemonAgent", "openai-bot")
+                             if "api.openai.com" in json.dumps(s)], "no lookup recorded")
+    assert all("refused" in json.dumps(s) or "deny" in json.dumps(s) for s in lookups), \
+        lookups
+    assert "answer:" not in logs(dev, "openai-bot")
+    shown = dev.clrk("agents", "traces", "openai-bot").stdout
+    assert "api.openai.com" in shown, shown
+
+
+def test_openai_bot_through_a_terminating_gateway(dev: DevServer,
+                                                  fake: FakeProviders) -> None:
+    """The same image behind a TLS-terminating gateway: the key injected (the agent
+    sent a placeholder), the answer reaches the agent, and the call is recorded with
+    its tokens and both bodies, the credential redacted."""
+    fake.replies["gpt-4o-mini"] = "Sandboxes hold / the agent's reach, not its thought"
+    build(dev, "openai-bot")  # cached: the README builds it once for both examples
+    apply(dev, manifests(dev, "openai-bot-mitm", providers(fake, "api.openai.com")))
+    until(lambda: "answer: Sandboxes hold" in logs(dev, "openai-bot-mitm"),
+          "the agent never got its answer")
+    assert "(tokens: 18)" in logs(dev, "openai-bot-mitm")
+    seen = [s for s in fake.seen if s.headers.get("host") == "api.openai.com"
+            and (s.json() or {}).get("model") == "gpt-4o-mini"]
+    assert seen and {s.headers["authorization"] for s in seen} == \
+        {f"Bearer {KEYS['api.openai.com']}"}
+    span = until(lambda: [s for s in traces(dev, "DaemonAgent", "openai-bot-mitm")
+                          if s["attributes"].get("http.response.status_code") == "200"],
+                 "no span of the call")[0]
+    attrs = span["attributes"]
+    assert (attrs["gen_ai.provider.name"], attrs["gen_ai.request.model"],
+            attrs["gen_ai.usage.input_tokens"]) == ("openai", "gpt-4o-mini", "13")
+    request = next(e for e in span["events"] if e["name"] == "http.request")["attributes"]
+    response = next(e for e in span["events"] if e["name"] == "http.response")["attributes"]
+    assert request["http.request.header.authorization"] == "[redacted]"
+    assert json.loads(base64.b64decode(request["http.request.body"]))["model"] == "gpt-4o-mini"
+    assert "Sandboxes hold" in base64.b64decode(response["http.response.body"]).decode()
+    assert KEYS["api.openai.com"] not in json.dumps(
+        traces(dev, "DaemonAgent", "openai-bot-mitm")) + logs(dev, "openai-bot-mitm")
+
+
+def test_gemini_bot_gets_its_key_as_x_goog_api_key(dev: DevServer,
+                                                   fake: FakeProviders) -> None:
+    fake.replies["gemini-2.5-flash"] = "A bucket and a spade."
+    build(dev, "gemini-bot")
+    apply(dev, manifests(dev, "gemini-bot",
+                         providers(fake, "generativelanguage.googleapis.com")))
+    got = answered(dev, "gemini-bot", {"prompt": "Name a sandbox toy."})
+    assert got == {"answer": "A bucket and a spade.", "tokens": 13}, got
+    seen = [s for s in fake.seen if "gemini-2.5-flash" in s.path][-1]
+    assert seen.headers["x-goog-api-key"] == KEYS["generativelanguage.googleapis.com"]
+    span = until(lambda: [s for s in traces(dev, "TaskAgent", "gemini-bot")
+                          if s["attributes"].get("gen_ai.provider.name") == "google"],
+                 "no span of the call")[-1]
+    assert span["attributes"]["gen_ai.usage.output_tokens"] == "4"
+
+
+def test_jq_bot_runs_real_jq_on_the_filter_the_llm_wrote(dev: DevServer,
+                                                         fake: FakeProviders) -> None:
+    fake.replies["claude-haiku-4-5"] = "[.items[] | select(.price > 2)] | length"
+    build(dev, "jq-bot")
+    apply(dev, manifests(dev, "jq-bot", providers(fake, "api.anthropic.com")))
+    question = {"question": "How many items cost more than 2?",
+                "input": {"items": [{"price": 1}, {"price": 3}, {"price": 5}]}}
+    got = answered(dev, "jq-bot", question)
+    assert got == {"filter": "[.items[] | select(.price > 2)] | length", "result": 2}, got
+    asked = [s.json() for s in fake.seen if (s.json() or {}).get("system", "").startswith(
+        "Answer with one jq filter")][-1]
+    assert '"price": 3' in asked["messages"][0]["content"]
+    # A filter jq rejects: the execution fails, saying why.
+    fake.replies["claude-haiku-4-5"] = ".items[ | oops"
+    r = run_task(dev, "jq-bot", question)
+    assert r.status_code == 500 and r.headers["x-clrk-exit-code"] == "2", r.text
+    assert "jq rejected the filter '.items[ | oops'" in logs(dev, "jq-bot")
+
+
+def test_model_router_rewrites_and_splits(dev: DevServer, fake: FakeProviders) -> None:
+    """Asked for opus 100 times: the cheap Backend (about 90 %) sent haiku upstream, the
+    premium one (about 10 %) opus; each span names its Backend."""
+    build(dev, "model-router")
+    apply(dev, manifests(dev, "model-router", providers(fake, "api.anthropic.com")))
+    got = answered(dev, "model-router", {"n": 100, "model": "claude-opus-4-1"}, timeout=120)
+    served = got["served"]
+    assert set(served) == {"claude-haiku-4-5", "claude-opus-4-1"}, got
+    assert sum(served.values()) == 100 and 60 <= served["claude-haiku-4-5"] <= 99, got
+    spans = until(lambda: [s for s in traces(dev, "TaskAgent", "model-router")
+                           if s["attributes"].get("clrk.backend")], "no span")
+    backends = {s["attributes"]["clrk.backend"] for s in spans}
+    assert backends == {"claude-cheap", "claude-premium"}, backends
+    cheap = [s for s in spans if s["attributes"]["clrk.backend"] == "claude-cheap"]
+    assert {s["attributes"]["clrk.backend.model"] for s in cheap} == {"claude-haiku-4-5"}
+    assert {s["attributes"]["gen_ai.request.model"] for s in spans} == {"claude-opus-4-1"}
+
+
+def test_fallback_router_goes_on_past_a_dead_primary(dev: DevServer,
+                                                     fake: FakeProviders) -> None:
+    """The primary Backend refuses every connection (nothing listens on its port): each
+    call is retried on the fallback Backend, with that Backend's Host, and succeeds."""
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_port = int(dead.getsockname()[1])
+    dead.close()  # nothing listens there now: connections are refused
+    build(dev, "fallback-router")
+    apply(dev, manifests(dev, "fallback-router", {
+        "llm-primary.internal.example.com": dead_port, "api.anthropic.com": fake.port}))
+    before = len(fake.seen)
+    got = answered(dev, "fallback-router", {"n": 5})
+    assert got == {"statuses": [200] * 5}, got
+    served = [s for s in fake.seen[before:] if (s.json() or {}).get("model") ==
+              "claude-haiku-4-5"]
+    assert len(served) >= 5 and {s.headers["host"] for s in served} == {"api.anthropic.com"}
+    assert {s.headers["x-api-key"] for s in served} == {KEYS["api.anthropic.com"]}
+    # Without the policy, the dead primary's refusal reaches the agent.
+    dev.kubectl("delete", "fallbackroutingpolicy", "fallback-router")
+    until(lambda: run_task(dev, "fallback-router", {"n": 1}).text.strip()
+          == '{"statuses": [503]}', "the policy's removal never applied", timeout=60)
+
+
+class FakePostgres:
+    """Answers PostgreSQL's SSLRequest with "N" (no TLS), as a server without TLS does."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                self.requests.append(conn.recv(8))
+                conn.sendall(b"N")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_multi_listener_egress(dev: DevServer, fake: FakeProviders) -> None:
+    """One gateway, two listeners: the HTTPS call terminated (key injected, an L7 span),
+    the PostgreSQL handshake on plain TCP (bytes untouched, a connection record)."""
+    fake.replies["claude-haiku-4-5"] = "Hello!"
+    db = FakePostgres()
+    try:
+        build(dev, "multi-listener-egress")
+        apply(dev, manifests(dev, "multi-listener-egress", {
+            "api.anthropic.com": fake.port, "db.internal.example.com": db.port}))
+        got = answered(dev, "multi-listener", {})
+        assert got == {"llm": {"status": 200, "text": "Hello!"},
+                       "postgres": {"ssl_answer": "N"}}, got
+        assert bytes.fromhex("0000000804d2162f") in db.requests
+        found = until(lambda: (lambda s: s if len(s) >= 2 else [])(
+            traces(dev, "TaskAgent", "multi-listener")), "no records")
+        l7 = [s for s in found if s["attributes"].get("url.path") == "/v1/messages"]
+        l4 = [s for s in found if "5432" in json.dumps(s["attributes"])]
+        assert l7 and l7[-1]["attributes"]["http.response.status_code"] == "200", found
+        assert l4, found
+    finally:
+        db.close()
+
+
+def test_mcp_tools_under_a_tool_policy(dev: DevServer, fake: FakeProviders) -> None:
+    server = FakeMCP(ca=fake.ca)
+    try:
+        build(dev, "mcp-tools")
+        apply(dev, manifests(dev, "mcp-tools", {"mcp.example.com": server.port}))
+        got = answered(dev, "mcp-tools", {"calls": [
+            {"tool": "github_get_pr", "arguments": {"query": "42"}},
+            {"tool": "github_delete_repo", "arguments": {"query": "clrk"}},
+            {"tool": "shell_exec", "arguments": {"query": "id"}}]})
+        assert got["tools"] == ["github_get_pr", "github_search_issues"], got
+        calls = {c["tool"]: c for c in got["calls"]}
+        assert calls["github_get_pr"].get("ok") == "github_get_pr ran 42", got
+        assert "denied" in calls["github_delete_repo"]["refused"], got
+        assert "refused" in calls["shell_exec"], got
+        assert server.calls == ["github_get_pr"]  # the refused never reached the server
+        def decisions() -> dict[str, str]:
+            found = {s["attributes"]["gen_ai.tool.name"]: s["attributes"]["clrk.decision"]
+                     for s in traces(dev, "TaskAgent", "mcp-tools")
+                     if s["attributes"].get("gen_ai.tool.name")}
+            return found if len(found) == 2 else {}
+
+        assert until(decisions, "not every tool call has a span") == {
+            "github_get_pr": "allow", "github_delete_repo": "deny"}
+        # A tool no rule names is refused before any rule's attributes apply.
+        unmatched = [s for s in traces(dev, "TaskAgent", "mcp-tools")
+                     if "shell_exec" in json.dumps(s)]
+        assert unmatched and all(s["attributes"]["clrk.decision"] == "deny"
+                                 for s in unmatched), unmatched
+    finally:
+        server.stop()
+
+
+def test_cron_bot_fires_every_minute(dev: DevServer, cron_bot: float) -> None:
+    """Applied first in this module: by now (or within two minutes of its apply) a cron
+    fire has run, with scheduleInput as its data."""
+    def fired() -> list[str]:
+        rows = dev.kubectl("get", "invocations", "-o", "json").stdout
+        return [i["metadata"]["name"] for i in json.loads(rows)["items"]
+                if i["spec"]["agentName"] == "cron-bot"
+                and i["spec"].get("trigger") == "cron"
+                and (i.get("status") or {}).get("phase") == "Succeeded"]
+
+    until(fired, "no cron fire succeeded",
+          timeout=max(10.0, 150 - (time.monotonic() - cron_bot)))
+    line = until(lambda: [ln for ln in logs(dev, "cron-bot").splitlines()
+                          if "nightly-digest" in ln], "no output of the fire")[0]
+    report = json.loads(line[line.index("{"):])
+    assert report["report"] == "nightly-digest" and report["trigger"] == "cron", report
