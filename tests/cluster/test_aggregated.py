@@ -54,7 +54,8 @@ def test_every_example_applies_and_reads_back(clrk_on_kube: ClrkOnKube, side: st
     cluster = clrk_on_kube.cluster
     server_side = ["--server-side"] if side == "server" else []
     for directory in sorted({p.parent for p in EXAMPLES}):
-        ns = f"{side}-{directory.name}"  # each example directory names its objects once
+        # Each example directory names its objects once.
+        ns = f"{side}-" + "-".join(directory.relative_to(ROOT / "examples").parts)
         cluster.kubectl("create", "namespace", ns)
         for path in sorted(directory.glob("*.yaml")):
             cluster.kubectl("apply", "-n", ns, "-f", str(path), *server_side)

@@ -140,7 +140,8 @@ def cron_bot(dev: DevServer) -> float:
 
 def test_openai_bot_without_a_gateway_is_audited(dev: DevServer) -> None:
     """No gateway: the daemon runs, its SDK call never leaves the sandbox, and each
-    attempt (the refused lookup of api.openai.com) is recorded against the agent."""
+    attempt (the refused lookup of api.openai.com) is recorded against the agent. Then
+    its rollback by a revision pin, and back."""
     build(dev, "openai-bot")
     apply(dev, manifests(dev, "openai-bot", {}))
     dev.kubectl("wait", "daemonagent/openai-bot", "--for=jsonpath={.status.phase}=Running",
@@ -153,6 +154,34 @@ def test_openai_bot_without_a_gateway_is_audited(dev: DevServer) -> None:
     assert "answer:" not in logs(dev, "openai-bot")
     shown = dev.clrk("agents", "traces", "openai-bot").stdout
     assert "api.openai.com" in shown, shown
+
+    # Rollback of a DaemonAgent is a revision pin too: a new template (-00002) runs,
+    # then the pin brings -00001 back (the daemon restarted on it), unpinned -00002.
+    def runs_on(revision: str) -> None:
+        dev.kubectl("wait", "daemonagent/openai-bot", "--timeout=120s",
+                    f"--for=jsonpath={{.status.servingRevisionName}}={revision}",
+                    timeout=130)
+
+        def newest() -> str:
+            items = json.loads(dev.kubectl("get", "invocations", "-o", "json").stdout)["items"]
+            mine = sorted((i for i in items if i["spec"]["agentName"] == "openai-bot"
+                           and (i.get("status") or {}).get("phase") == "Running"),
+                          key=lambda i: i["metadata"]["creationTimestamp"])
+            return str(mine[-1]["spec"].get("revision")) if mine else ""
+
+        until(lambda: newest() == revision, f"the daemon never ran {revision}")
+
+    dev.kubectl("patch", "daemonagent", "openai-bot", "--type", "json", "-p", json.dumps(
+        [{"op": "replace", "path": "/spec/template/spec/env/0/value", "value": "12"}]))
+    runs_on("openai-bot-00002")
+    dev.kubectl("patch", "daemonagent", "openai-bot", "--type", "merge", "-p",
+                '{"spec": {"pinnedRevisionName": "openai-bot-00001"}}')
+    runs_on("openai-bot-00001")
+    row = dev.kubectl("get", "daemonagent", "openai-bot").stdout.splitlines()
+    assert "PINNED" in row[0] and "openai-bot-00001" in row[1], row
+    dev.kubectl("patch", "daemonagent", "openai-bot", "--type", "json", "-p",
+                '[{"op": "remove", "path": "/spec/pinnedRevisionName"}]')
+    runs_on("openai-bot-00002")
 
 
 def test_openai_bot_through_a_terminating_gateway(dev: DevServer,
@@ -218,6 +247,44 @@ def test_jq_bot_runs_real_jq_on_the_filter_the_llm_wrote(dev: DevServer,
     r = run_task(dev, "jq-bot", question)
     assert r.status_code == 500 and r.headers["x-clrk-exit-code"] == "2", r.text
     assert "jq rejected the filter '.items[ | oops'" in logs(dev, "jq-bot")
+
+
+def test_cross_provider_jq_translates_for_the_openai_backend(
+        dev: DevServer, fake: FakeProviders) -> None:
+    """The jq-bot image (the anthropic SDK, streaming) split 50/50 between an Anthropic
+    and an OpenAI Backend: every answer reads as Anthropic's, the OpenAI calls went out
+    as Chat Completions streams with OpenAI's key, and the spans name the Backend and
+    count the tokens from its own answer."""
+    fake.replies["claude-haiku-4-5"] = ".items | length"
+    fake.replies["gpt-4o-mini"] = ".items | length"
+    build(dev, "jq-bot")
+    apply(dev, manifests(dev, "cross-provider-jq",
+                         providers(fake, "api.anthropic.com", "api.openai.com")))
+    before = len(fake.seen)
+    question = {"question": "How many items?", "input": {"items": [1, 2, 3]}}
+    for _ in range(12):  # both Backends, but for a chance of 1 in 2,048
+        assert answered(dev, "cross-provider-jq", question) == {
+            "filter": ".items | length", "result": 3}
+    seen = fake.seen[before:]
+    to_openai = [s for s in seen if s.path == "/v1/chat/completions"]
+    to_anthropic = [s for s in seen if s.path == "/v1/messages"]
+    assert to_openai and to_anthropic, [s.path for s in seen]
+    for call in to_openai:
+        doc = call.json()
+        assert call.headers["host"] == "api.openai.com"
+        assert call.headers["authorization"] == f"Bearer {KEYS['api.openai.com']}"
+        assert "x-api-key" not in call.headers and "anthropic-version" not in call.headers
+        assert (doc["model"], doc["stream"], doc["stream_options"]) == (
+            "gpt-4o-mini", True, {"include_usage": True})
+        assert doc["messages"][0]["role"] == "system"
+    assert {s.headers["x-api-key"] for s in to_anthropic} == {KEYS["api.anthropic.com"]}
+    spans = until(lambda: (lambda found: found if len(found) >= 12 else [])(
+        [s for s in traces(dev, "TaskAgent", "cross-provider-jq")
+         if s["attributes"].get("clrk.backend")]), "not every call has a span")
+    gpt = [s["attributes"] for s in spans if s["attributes"]["clrk.backend"] == "jq-gpt"]
+    assert gpt and all(a["clrk.backend.schema"] == "openai" and a["gen_ai.usage.input_tokens"]
+                       == "13" and a["gen_ai.usage.output_tokens"] == "5" for a in gpt), gpt
+    assert all(a["gen_ai.provider.name"] == "anthropic" for a in gpt)  # the agent's API
 
 
 def test_model_router_rewrites_and_splits(dev: DevServer, fake: FakeProviders) -> None:

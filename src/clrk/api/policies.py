@@ -43,7 +43,10 @@ class ProviderAuth(Model):
 
 class CredentialInjectionPolicySpec(Model):
     parent_refs: list[ParentReference] | None = None
-    target_ref: PolicyTargetReference | None = None
+    target_ref: PolicyTargetReference | None = Field(
+        default=None, description="The route or gateway whose requests get the credential; "
+        "or a Backend: then the requests sent to that Backend, before any policy of the "
+        "route (a route whose Backends are different providers needs one per Backend).")
     secret_ref: LocalObjectReference
     secret_key: str = Field(min_length=1)
     target: Literal["Header", "QueryParam", "ProviderAuth"] = "Header"

@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from clrk import children
+
 log = logging.getLogger("clrk.dev.registry")
 DEFAULT_PORT = 5001
 ADDRESS_FILE = "registry.addr"  # host:port of the running registry, for `clrk image push`
@@ -151,12 +153,6 @@ class DevRegistry:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await children.stop(self.proc)
         with contextlib.suppress(OSError):
             (self.data_dir / ADDRESS_FILE).unlink()

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from clrk import children
 from clrk.egress.envoy import xds_files
 from clrk.egress.envoy.binary import envoy_binary
 
@@ -175,13 +176,7 @@ class EnvoySupervisor:
         self._stopping.set()
         if self._ordering is not None:
             self._ordering.cancel()
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 10)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await children.stop(self.proc)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

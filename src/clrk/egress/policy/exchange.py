@@ -31,6 +31,7 @@ from clrk.egress.policy.record import Capture, HttpRecord
 from clrk.egress.policy.refusal import Refusal
 from clrk.egress.policy.state import PolicyState
 from clrk.egress.providers import Codec, codec_for
+from clrk.egress.providers.translate import Translation, Untranslatable, supported
 from clrk.egress.routing import AIRule, MCPRule, glob_or_regex
 
 log = logging.getLogger("clrk.egress.policy")
@@ -107,6 +108,10 @@ class Exchange:
     route_kind: str = "AIProviderRoute"
     capture: tuple[bool, bool, int, tuple[str, ...]] | None = None
     scrubber: scrub.Scrubber | None = None  # when a credential was injected
+    # A Backend whose schema is not the agent's format: the request and the answer are
+    # translated, and ``upstream`` reads the usage from the Backend's own answer.
+    translation: Translation | None = None
+    upstream: Codec | None = None
     scrubbed: int = 0  # matches masked in the answer's headers
     finishing: bool = False
     finished: bool = False
@@ -207,9 +212,22 @@ class Exchange:
             if limit and self.codec.request.max_output_tokens is None and \
                     self.codec.cap_output(doc, limit):
                 rewritten = True
+        remove_for_backend: list[str] = []
+        if self.translation is not None and doc is not None:
+            try:
+                doc, path = self.translation.request(doc)
+            except Untranslatable as err:
+                raise Refusal(400, f"Backend {backend.get(BACKEND_HEADER)} speaks "
+                              f"{self.translation.target}: {err}") from None
+            set_for_backend, remove_for_backend = self.translation.headers()
+            backend.update(set_for_backend, **{":path": path})
+            rewritten = True
         new_body = json.dumps(doc, separators=(",", ":")).encode() if rewritten else None
-        policies = state.policies.attached("CredentialInjectionPolicy",
-                                           self._targets(route_kind))
+        # A Backend's own credential (its provider's header) before the route's.
+        targets = self._targets(route_kind)
+        if backend:
+            targets.insert(0, Target("Backend", backend[BACKEND_HEADER]))
+        policies = state.policies.attached("CredentialInjectionPolicy", targets)
         # Headers that never go upstream are not signed either. A request that gets a
         # credential asks for no compression: a compressed answer could not be scrubbed.
         outgoing = {k: v for k, v in self.headers.items()
@@ -228,7 +246,8 @@ class Exchange:
             set_headers[":path"] = injection.path
         if "traceparent" not in self.headers and self.who is not None and self.who.trace_id:
             set_headers["traceparent"] = f"00-{self.who.trace_id}-{self.span_id}-01"
-        remove = list(injection.remove_headers)
+        remove = [*injection.remove_headers, *(h for h in remove_for_backend if h in
+                                                self.headers and h not in set_headers)]
         # Envoy obeys x-envoy-* request headers (retries, timeouts): never the agent's.
         remove += [h for h in self.headers if h.startswith(("x-envoy-", "x-clrk-"))
                    and h not in remove]
@@ -254,6 +273,15 @@ class Exchange:
         name = random.choices([n for n, _ in choices], [max(w, 1) for _, w in choices])[0]
         self.record.attributes["clrk.backend"] = name
         spec = (self.state.backends.get(name) or {}).get("spec") or {}
+        schema = spec.get("schema")
+        source = self.codec.provider if self.codec is not None else ""
+        if schema and source and schema != source:
+            if not supported(source, schema):
+                raise Refusal(502, f"Backend {name} speaks {schema}; requests in "
+                              f"{source}'s format are not translated to it (anthropic and "
+                              f"openai are, either way)")
+            self.translation = Translation(source, schema)
+            self.record.attributes["clrk.backend.schema"] = schema
         changed = False
         model = doc.get("model") if doc is not None else None
         for rewrite in spec.get("modelRewrites") or []:
@@ -427,6 +455,10 @@ class Exchange:
         content_type = headers.get("content-type", "")
         if self.codec is not None:
             self.codec.response_started(content_type, headers)
+        if self.translation is not None:
+            self.translation.response_started(self.record.status, content_type)
+            self.upstream = codec_for(self.translation.target, self.record.path)
+            self.upstream.response_started(content_type, headers)
         want = self._capture_policy()
         if want[1]:
             capture = Capture(want[2], want[3])
@@ -442,20 +474,26 @@ class Exchange:
             mutation.remove_headers.append("content-length")
         else:
             self.tools_filter = None
+        if self.translation is not None:
+            mutation.remove_headers.append("content-length")
         answer = pb.ProcessingResponse(response_headers=pb.HeadersResponse(
             response=pb.CommonResponse(header_mutation=mutation)) if mutation.ByteSize()
             else pb.HeadersResponse())
-        if self.scrubber is not None and not msg.end_of_stream:
+        if (self.scrubber is not None or self.translation is not None) \
+                and not msg.end_of_stream:
             answer.mode_override.CopyFrom(SCRUB_BODY)
         return answer
 
     def response_body(self, msg: pb.HttpBody) -> pb.ProcessingResponse:
         self.record.bytes_received += len(msg.body)
-        if self.codec is not None:
+        out, changed = msg.body, False
+        if self.translation is not None and self.upstream is not None:
+            self.upstream.feed(msg.body)
+            out, changed = self.translation.feed(msg.body, msg.end_of_stream), True
+        elif self.codec is not None:
             self.codec.feed(msg.body)
         if self.record.response_body is not None:
-            self.record.response_body.add(msg.body)
-        out, changed = msg.body, False
+            self.record.response_body.add(out)  # what the agent gets
         if self.tools_filter is not None:
             out, changed = self.tools_filter.feed(msg.body, msg.end_of_stream), True
             if self.tools_filter.removed:
@@ -479,8 +517,9 @@ class Exchange:
         scrubbed = self.scrubbed + (self.scrubber.count if self.scrubber else 0)
         if scrubbed:
             attrs["clrk.egress.scrubbed"] = str(scrubbed)
-        if self.codec is not None and not self.record.denied and self.record.status:
-            usage = self.codec.finish()
+        reader = self.upstream or self.codec  # the Backend's own answer, when translated
+        if reader is not None and not self.record.denied and self.record.status:
+            usage = reader.finish()
             attrs.update(usage.attributes(self.record.status))
             if usage.known and self.rule is not None and usage.total:
                 await self._charge(self.rule, usage.total)
