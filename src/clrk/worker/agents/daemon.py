@@ -35,6 +35,9 @@ from clrk.worker.telemetry import TelemetryReporter
 log = logging.getLogger("clrk.worker.daemon")
 
 
+REVISION_WAIT = 30.0  # seconds a run waits for the revision of a new template
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -107,22 +110,39 @@ class DaemonSupervisor:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await current.task
 
+    async def _serving(self, agent: DaemonAgent, stop: asyncio.Event
+                       ) -> tuple[AgentTemplate, str | None]:
+        """The template to run and its revision: the pinned revision's; else the agent's
+        template, with the revision the controller cuts for it (waited for a while: a
+        template change reaches the worker before its revision does, and a run must not
+        be recorded under the previous one)."""
+        ns, name = agent.metadata["namespace"], agent.metadata["name"]
+        wire = agent.to_wire()
+        deadline = time.monotonic() + REVISION_WAIT
+        while True:
+            wanted = revisions.wanted(wire)
+            rev = await get_or_none(self.client, resource_class(AgentSandboxRevision),
+                                    wanted, ns) if wanted else None
+            template, revision, _ = revisions.serving(wire, rev)
+            if revision is not None or agent.spec.pinned_revision_name or \
+                    time.monotonic() > deadline or stop.is_set():
+                return AgentTemplate.model_validate(template), revision
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            fresh = await get_or_none(self.client, self.res, name, ns)
+            if fresh is not None:  # its status names the revisions the controller cut
+                wire = {**wire, "status": fresh.get("status") or {}}
+
     async def _supervise(self, agent: DaemonAgent, stop: asyncio.Event) -> None:
         ns, name = agent.metadata["namespace"], agent.metadata["name"]
         spec = agent.spec
         history = History()
         lifetime = float(spec.max_lifetime_seconds) or None
-        template, revision = spec.template, (agent.status.latest_created_revision_name
-                                             if agent.status is not None else None)
-        if spec.pinned_revision_name:
-            rev = await get_or_none(self.client, resource_class(AgentSandboxRevision),
-                                    spec.pinned_revision_name, ns)
-            try:
-                wire, revision, _ = revisions.serving(agent.to_wire(), rev)
-            except revisions.PinnedRevisionMissing as err:
-                await self._status(ns, name, phase="Failed", message=str(err))
-                return
-            template = AgentTemplate.model_validate(wire)
+        try:
+            template, revision = await self._serving(agent, stop)
+        except revisions.PinnedRevisionMissing as err:
+            await self._status(ns, name, phase="Failed", message=str(err))
+            return
         try:
             run = await resolve(self.images, template)
         except PrepareError as err:
