@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, DevServer, remove_image_store, start_dev
-from tests.fake_providers import FakeMCP, FakeProviders, serving
+from tests.fake_providers import FakeMCP, FakeProviders, OTLPCapture, serving
 from tests.images import oci_layout, python_slim_stand_in
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +136,42 @@ def cron_bot(dev: DevServer) -> float:
     build(dev, "cron-bot")
     apply(dev, manifests(dev, "cron-bot", {}))
     return time.monotonic()
+
+
+def test_echo_bot_never_holds_its_key(dev: DevServer, fake: FakeProviders) -> None:
+    """The quickstart's image: its calls answered with the key the gateway injected, the
+    key nowhere the agent or clrk's records can show it, each call recorded and exported
+    to the gateway's OTLP endpoint (here a local collector)."""
+    collector = OTLPCapture()
+    try:
+        fake.replies["claude-haiku-4-5"] = "Hello! Nice to meet you."
+        build(dev, "echo-bot")
+        docs = manifests(dev, "echo-bot", providers(fake, "api.anthropic.com"))
+        for doc in docs:
+            if doc["kind"] == "EgressGateway":
+                doc["spec"]["otlp"]["endpoint"] = collector.url
+        apply(dev, docs)
+        out = until(lambda: (lambda text: text if "Hello! Nice to meet you." in text else "")(
+            logs(dev, "echo-bot")), "the agent never printed an answer")
+        assert any(line.startswith("200 ") and "Hello! Nice" in line
+                   for line in out.splitlines()), out
+        key = KEYS["api.anthropic.com"]
+        calls = [s for s in fake.seen if (s.json() or {}).get("messages") == [
+            {"role": "user", "content": "Say hello."}]]
+        assert calls and {c.headers["x-api-key"] for c in calls} == {key}
+        spans = until(lambda: [s for s in traces(dev, "DaemonAgent", "echo-bot")
+                               if s["attributes"].get("http.response.status_code") == "200"],
+                      "no span of an answered call")
+        request = next(e for e in spans[0]["events"] if e["name"] == "http.request")
+        assert request["attributes"]["http.request.header.x-api-key"] == "[redacted]"
+        assert spans[0]["attributes"]["gen_ai.usage.output_tokens"] == "24"
+        until(lambda: any(s["name"].startswith("POST") for s in collector.spans()),
+              "no call was exported over OTLP")
+        assert key not in out + json.dumps(traces(dev, "DaemonAgent", "echo-bot"))
+        assert not any(key.encode() in body for _, _, body in collector.received)
+        dev.kubectl("delete", "daemonagent", "echo-bot")  # it calls every 5 s
+    finally:
+        collector.stop()
 
 
 def test_openai_bot_without_a_gateway_is_audited(dev: DevServer) -> None:
