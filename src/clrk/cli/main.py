@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from clrk import __version__
 from clrk.api.crd import crds_yaml
-from clrk.cli import agents, dev, image, install, pools, resources, secret
+from clrk.cli import agents, dev, global_flags, image, install, pools, resources, secret
 from clrk.cli.context import Options
 from clrk.cli.controller_manager import controller_manager
 from clrk.cli.errors import run_guarded
@@ -61,7 +62,9 @@ def version() -> None:
 
 
 def main() -> None:
-    run_guarded(lambda: app(standalone_mode=True))
+    command = typer.main.get_command(app)
+    args = global_flags.hoist(command, sys.argv[1:])
+    run_guarded(lambda: command(args, prog_name="clrk", standalone_mode=True))
 
 
 if __name__ == "__main__":
