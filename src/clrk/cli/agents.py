@@ -23,6 +23,7 @@ from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.api.columns import human_age, jsonpath
 from clrk.api.invocation import Invocation
 from clrk.api.revision import AgentSandboxRevision
+from clrk.api.workerpool import WorkerPool
 from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
@@ -204,6 +205,10 @@ def _wait_for_pull(opts: Options, name: str, timeout: float) -> None:
         agent = to_dict(client.get(resource_class(TaskAgent), name, namespace=ns))
     except ApiError:
         return  # the invocation reports a missing agent
+    pool = get_or_none_sync(client, resource_class(WorkerPool),
+                            (agent.get("spec") or {}).get("workerPoolRef") or "default", ns)
+    if not ((pool or {}).get("status") or {}).get("readyReplicas"):
+        return  # no worker to pull it: the invocation says so at once
     rev_name = revisions.wanted(agent)
     res = resource_class(AgentSandboxRevision)
     rev = get_or_none_sync(client, res, rev_name, ns) if rev_name else None
