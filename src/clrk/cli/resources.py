@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Any
 
 import typer
 from lightkube import ApiError, Client
+from lightkube.types import PatchType
 
 from clrk.api.base import Resource
 from clrk.api.registry import lookup
@@ -32,8 +34,16 @@ def apply_manifest(client: Client, m: Manifest, namespace: str, force: bool,
         body["metadata"].setdefault("namespace", namespace)
     else:
         body["metadata"].pop("namespace", None)
-    obj = resource_class(m.cls).from_dict(body)
-    result = client.apply(obj, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run)
+    res = resource_class(m.cls)
+    obj = res.from_dict(body)
+    # lightkube's apply has no fieldValidation: the same request, strict as kubectl's
+    # (an unknown or duplicate field is an error naming it, not silently dropped).
+    result = client._client.request(
+        "patch", res=res, name=body["metadata"].get("name"),
+        namespace=body["metadata"].get("namespace"), obj=obj,
+        headers={"Content-Type": PatchType.APPLY.value},
+        params={"force": "true" if force else None, "fieldManager": FIELD_MANAGER,
+                "dryRun": "All" if dry_run else None, "fieldValidation": "Strict"})
     return to_dict(result)
 
 
@@ -50,13 +60,21 @@ def apply(
     manifests = load(filename, recursive)
     client = opts.client()
     ns = opts.default_namespace()
-    for m in manifests:
+    failed = 0
+    for m in manifests:  # every document, each with its own outcome
         try:
             apply_manifest(client, m, ns, force_conflicts, dry_run)
         except ApiError as err:
-            raise CLIError(f"{m.source}: {m.label}: {err.status.message}") from None
+            message = f"{m.source}: {m.label}: {err.status.message}"
+            if len(manifests) == 1:
+                raise CLIError(message) from None
+            print(f"error: {message}", file=sys.stderr)
+            failed += 1
+            continue
         suffix = " (dry run)" if dry_run else ""
         print(f"{m.label} serverside-applied{suffix}")
+    if failed:
+        raise CLIError(f"{failed} of {len(manifests)} objects were not applied")
 
 
 def get(
