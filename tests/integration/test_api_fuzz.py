@@ -278,6 +278,14 @@ def test_found_cases_are_4xx(api: httpx.Client) -> None:
     assert r.status_code == 400 and "resourceVersion" in r.json()["message"]
     r = api.get(ta, params={"watch": "true", "resourceVersion": str(2**62)})
     assert r.status_code == 504 and r.json()["reason"] == "Timeout"
+    # Namespaces have no deletecollection (as in Kubernetes): it deleted some, then
+    # refused the reserved ones.
+    before = global_version(api)
+    r = api.delete("/api/v1/namespaces")
+    assert r.status_code == 405 and r.json()["reason"] == "MethodNotAllowed", r.text
+    assert global_version(api) == before
+    core = api.get("/api/v1").json()["resources"]
+    assert "deletecollection" not in next(x for x in core if x["name"] == "namespaces")["verbs"]
     pools = f"/apis/{V}/namespaces/default/workerpools/odd"
     for doc in ("spec: !!binary aGk=", "spec: 2020-01-01", "a: .nan", "? [1]\n: x",
                 "spec: {replicas: 1e400}", "[1, 2]", "---\n---", "a: &a [*a]"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clrk.apiserver.handlers import Served
+from clrk.apiserver.handlers import Served, collection_deletable
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
@@ -30,7 +30,8 @@ def resource_list(group_version: str, served: list[Served]) -> dict[str, Any]:
     resources: list[dict[str, Any]] = []
     for s in sorted(served, key=lambda s: s.resource):
         info = s.info
-        verbs = [v for v in VERBS if info.user_creatable or v != "create"]
+        verbs = [v for v in VERBS if (info.user_creatable or v != "create")
+                 and (v != "deletecollection" or collection_deletable(s))]
         entry: dict[str, Any] = {
             "name": info.plural, "singularName": info.singular, "namespaced": info.namespaced,
             "kind": info.kind, "verbs": verbs,

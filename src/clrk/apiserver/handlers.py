@@ -802,6 +802,10 @@ class API:
 
     def delete_collection(self, req: Request) -> Reply:
         served = req.served
+        if not collection_deletable(served):
+            raise APIError(405, "the server does not allow this method on the requested "
+                           f"resource (deletecollection {served.resource})",
+                           "MethodNotAllowed")
         sel = self._selector(req)
         ns = req.namespace if served.info.namespaced else None
         opts = self._delete_options(req)
@@ -826,6 +830,12 @@ class API:
                                  "labels": {"kubernetes.io/metadata.name": name}},
                     "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
         self._publish(self.store.put(key, obj, "ADDED"))
+
+
+def collection_deletable(served: Served) -> bool:
+    """Namespaces have no deletecollection, as in Kubernetes (a reserved namespace
+    would fail it halfway)."""
+    return not (served.info.group == "" and served.resource == "namespaces")
 
 
 def _spec_of(obj: Obj) -> Any:
