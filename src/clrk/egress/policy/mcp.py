@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clrk.egress.policy.refusal import Refusal
-from clrk.egress.providers.sse import EventStream
+from clrk.egress.providers.sse import NOT_JSON, EventStream, WholeJson
 from clrk.egress.routing import MCPRule, glob_or_regex
 
 DENIED = -32001  # a server-defined JSON-RPC error code: refused by policy
@@ -96,18 +96,17 @@ class ToolsListFilter:
     permitted: Any  # Callable[[str], bool]
     sse: bool = False
     removed: int = 0
-    _json: bytearray = field(default_factory=bytearray)
+    _json: WholeJson = field(default_factory=WholeJson)
     _events: EventStream = field(default_factory=EventStream)
 
     def feed(self, chunk: bytes, end: bool) -> bytes:
         if not self.sse:
-            self._json += chunk
-            if not end:
+            whole = self._json.feed(chunk, end)
+            if whole is None:
                 return b""
-            try:
-                doc = json.loads(bytes(self._json))
-            except ValueError:
-                return bytes(self._json)
+            raw, doc = whole
+            if doc is NOT_JSON:
+                return raw
             before = _count(doc)
             if isinstance(doc, list):
                 for item in doc:
@@ -117,10 +116,7 @@ class ToolsListFilter:
             self.removed += before - _count(doc)
             return json.dumps(doc).encode()
         out = b""
-        events = list(self._events.feed(chunk))
-        if end:
-            events += list(self._events.flush())
-        for name, data in events:
+        for name, data in self._events.read(chunk, end):
             try:
                 doc = json.loads(data)
                 before = _count(doc)

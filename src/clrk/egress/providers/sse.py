@@ -1,9 +1,12 @@
-"""An incremental Server-Sent Events parser (the WHATWG event-stream format)."""
+"""Incremental readers of a streamed answer body: a Server-Sent Events parser (the
+WHATWG event-stream format), and a JSON body kept until its end to be rewritten whole."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_EVENT = 4 << 20  # an event longer than this is dropped, not buffered forever
 
@@ -27,6 +30,11 @@ class EventStream:
             del self._buffer[:cut + 1]
             yield from self._line(line)
 
+    def read(self, chunk: bytes, end: bool) -> list[tuple[str, str]]:
+        """The events ``chunk`` completes, and at the body's end whatever is left."""
+        events = list(self.feed(chunk))
+        return events + list(self.flush()) if end else events
+
     def flush(self) -> Iterator[tuple[str, str]]:
         if self._buffer:
             line = bytes(self._buffer).rstrip(b"\r").decode("utf-8", "replace")
@@ -49,3 +57,24 @@ class EventStream:
         elif name == "data" and self._size + len(value) <= MAX_EVENT:
             self._data.append(value)
             self._size += len(value)
+
+
+NOT_JSON = object()
+
+
+@dataclass
+class WholeJson:
+    """A JSON body rewritten whole: its chunks kept until the end."""
+    _buffer: bytearray = field(default_factory=bytearray)
+
+    def feed(self, chunk: bytes, end: bool) -> tuple[bytes, Any] | None:
+        """None until the end; then the body and its document (NOT_JSON if it is not
+        JSON: the body is then passed on as it came)."""
+        self._buffer += chunk
+        if not end:
+            return None
+        raw = bytes(self._buffer)
+        try:
+            return raw, json.loads(raw)
+        except ValueError:
+            return raw, NOT_JSON

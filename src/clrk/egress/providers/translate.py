@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from clrk.egress.providers.sse import EventStream
+from clrk.egress.providers.sse import EventStream, WholeJson
 
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 PAIRS = {("anthropic", "openai"), ("openai", "anthropic")}
@@ -137,7 +137,7 @@ class Translation:
     streaming: bool = False
     ok: bool = True  # the answer's status was 2xx
     _events: EventStream = field(default_factory=EventStream)
-    _json: bytearray = field(default_factory=bytearray)
+    _json: WholeJson = field(default_factory=WholeJson)
     # Stream state
     _id: str = field(default_factory=lambda: secrets.token_hex(12))
     _model: str = ""
@@ -171,20 +171,14 @@ class Translation:
         """The answer's bytes in the agent's format: as they come for a stream, all at
         the end for JSON."""
         if self.streaming:
-            out = b"".join(self._event(e, d) for e, d in self._events.feed(chunk))
-            if end:
-                out += b"".join(self._event(e, d) for e, d in self._events.flush())
-                out += self._close()
-            return out
-        self._json += chunk
-        if not end:
+            out = b"".join(self._event(e, d) for e, d in self._events.read(chunk, end))
+            return out + self._close() if end else out
+        whole = self._json.feed(chunk, end)
+        if whole is None:
             return b""
-        try:
-            doc = json.loads(bytes(self._json))
-        except ValueError:
-            return bytes(self._json)  # not JSON: passed on as it came
-        if not isinstance(doc, dict):
-            return bytes(self._json)
+        raw, doc = whole
+        if not isinstance(doc, dict):  # not JSON, or no object: passed on as it came
+            return raw
         if not self.ok:
             return json.dumps(self._error(doc)).encode()
         return json.dumps(self._message(doc)).encode()
