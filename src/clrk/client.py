@@ -7,7 +7,9 @@ server and against a real kube-apiserver with our CRDs alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
@@ -49,17 +51,28 @@ def local_kubeconfig(data_dir: Path | None = None) -> Path:
     return (data_dir or DEFAULT_HOME) / HOST_KUBECONFIG
 
 
-def load_config(kubeconfig: Path | None = None) -> KubeConfig:
-    """An explicit file, else $KUBECONFIG or ~/.kube/config, else the `clrk dev` one."""
+def kubeconfig_file(kubeconfig: Path | None = None, data_dir: Path | None = None
+                    ) -> Path | None:
+    """The kubeconfig file clients read: an explicit file, else $KUBECONFIG or
+    ~/.kube/config, else the `clrk dev` one; None when there is none."""
     if kubeconfig is not None:
-        return KubeConfig.from_file(str(kubeconfig))
-    try:
-        return KubeConfig.from_env()
-    except ConfigError:
-        local = local_kubeconfig()
-        if local.exists():
-            return KubeConfig.from_file(str(local))
-        raise
+        return kubeconfig
+    default = Path(os.environ.get("KUBECONFIG") or "~/.kube/config").expanduser()
+    if default.is_file():
+        return default
+    local = local_kubeconfig(data_dir)
+    return local if local.exists() else None
+
+
+def load_config(kubeconfig: Path | None = None, data_dir: Path | None = None) -> KubeConfig:
+    """The in-cluster ServiceAccount unless a file is named, else ``kubeconfig_file``."""
+    if kubeconfig is None:
+        with contextlib.suppress(ConfigError):
+            return KubeConfig.from_service_account()
+    path = kubeconfig_file(kubeconfig, data_dir)
+    if path is None:
+        raise ConfigError("no kubeconfig found")
+    return KubeConfig.from_file(str(path))
 
 
 def async_client(kubeconfig: Path | None = None, context: str | None = None,

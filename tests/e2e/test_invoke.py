@@ -427,7 +427,7 @@ def test_sandbox_reaches_only_the_metadata_service(dev: DevServer, registry: Reg
         # Routers and Kubernetes nodes forward; make this host one for the probe, so the
         # worker's own FORWARD rule is what stops sandbox-to-sandbox traffic. The outside
         # address is blackholed first: even a broken rule sends nothing off this machine.
-        subprocess.run(["ip", "route", "add", "blackhole", "192.0.2.1/32"], check=True)
+        subprocess.run(["ip", "route", "replace", "blackhole", "192.0.2.1/32"], check=True)
         forwarding = Path("/proc/sys/net/ipv4/ip_forward")
         was = forwarding.read_text()
         forwarding.write_text("1")

@@ -243,3 +243,17 @@ def test_invalid_manifest_names_the_field(shared_dev_server: DevServer, case: st
     assert r.returncode != 0, r.stdout
     assert field in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["client-side", "server-side", "create"])
+def test_an_unknown_kind_is_named(shared_dev_server: DevServer, mode: str) -> None:
+    """kubectl asks for OpenAPI v2 (protobuf) when v3 lacks the kind: it must find an
+    answer it can read, and then say the kind is unknown."""
+    manifest = "apiVersion: clrk.apoxy.dev/v1alpha1\nkind: TaskAgnet\nmetadata:\n  name: x\n"
+    args = {"client-side": ["apply", "-f", "-"],
+            "server-side": ["apply", "--server-side", "-f", "-"],
+            "create": ["create", "-f", "-"]}[mode]
+    r = shared_dev_server.kubectl(*args, input=manifest, check=False)
+    assert r.returncode != 0, r.stdout
+    assert 'no matches for kind "TaskAgnet"' in r.stderr, r.stderr
+    assert "openapi" not in r.stderr

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Event as CoreEvent
 from lightkube.resources.core_v1 import Secret
@@ -67,16 +66,6 @@ class Env:
         await self.stop_controllers()
         await self.client.close()
         await self.server.stop()
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path / "data")
-    await e.start()
-    try:
-        yield e
-    finally:
-        await e.close()
 
 
 def agent(name: str, image: str = "busybox:1.36", **spec: Any) -> Any:

@@ -67,8 +67,9 @@ def check_schedule(expr: str) -> str:
 class EnvVar(Model):
     """A literal environment variable. Secrets never enter the sandbox."""
 
-    name: str = Field(min_length=1, description="Variable name.")
-    value: str = Field(default="", description="Literal value.")
+    name: str = Field(min_length=1, description="Variable name: letters, digits and _, "
+                      "not starting with a digit; unique within env.")
+    value: str = Field(default="", description="Literal value (default empty).")
     value_from: Any = Field(default=None, description="Not supported: rejected at admission.")
 
     @field_validator("name")
@@ -90,21 +91,31 @@ class EnvVar(Model):
 
 
 class ResourceList(Model):
+    """CPU and memory amounts, as Kubernetes quantities."""
+
     cpu: Quantity | None = Field(default=None, description="CPU cores, e.g. 1 or 500m.")
-    memory: Quantity | None = Field(default=None, description="Memory, e.g. 512Mi.")
+    memory: Quantity | None = Field(default=None, description="Memory in bytes with an "
+                                    "optional suffix, e.g. 512Mi or 1Gi.")
 
 
 class ResourceLimits(Model):
-    cpu: Quantity = Field(default="1", description="CPU limit (default 1 core).")
-    memory: Quantity = Field(default="512Mi", description="Memory limit (default 512Mi); "
-                             "swap is always 0.")
+    """The most CPU and memory a sandbox may use."""
+
+    cpu: Quantity = Field(default="1", description="CPU limit in cores, e.g. 2 or 500m "
+                          "(default 1).")
+    memory: Quantity = Field(default="512Mi", description="Memory limit, e.g. 1Gi (default "
+                             "512Mi); swap is always 0, and an agent past it is OOM-killed.")
 
 
 class ComputeResources(Model):
     """CPU and memory limits and requests."""
 
-    limits: ResourceLimits = Field(default_factory=ResourceLimits)
-    requests: ResourceList | None = None
+    limits: ResourceLimits = Field(
+        default_factory=ResourceLimits, description="The most CPU and memory that may be "
+        "used (default 1 CPU, 512Mi); an agent's are enforced by its sandbox's cgroup.")
+    requests: ResourceList | None = Field(
+        default=None, description="Accepted for Kubernetes compatibility and not used: "
+        "workers take executions by slots (maxExecutionsPerWorker), not by requests.")
 
 
 # An agent's process limit, counted inside the sandbox. The worker turns it into the host
@@ -128,6 +139,8 @@ class Resources(ComputeResources):
 
 
 class EgressRef(Model):
+    """An EgressGateway the agent's traffic goes through."""
+
     gateway_ref: str = Field(min_length=1, description="Name of an EgressGateway in the "
                              "agent's namespace.")
 
@@ -135,15 +148,28 @@ class EgressRef(Model):
 class SandboxSpec(Model):
     """What runs in the sandbox."""
 
-    image: ImageRef = Field(description="OCI image reference.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    image: ImageRef = Field(description="OCI image reference, "
+                            "[registry[:port]/]path[:tag][@sha256:digest]. A worker pulls it "
+                            "when the revision appears and records the digest the tag meant.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Accepted for Kubernetes compatibility and ignored: the "
+        "image is pulled when the revision appears and then used from the worker's cache.")
     command: list[str] | None = Field(default=None, description="Replaces the image "
                                       "ENTRYPOINT; the image CMD is always ignored.")
-    args: list[str] | None = None
-    working_dir: str | None = None
-    env: list[EnvVar] | None = Field(default=None, description="Literal variables only.")
-    resources: Resources = Field(default_factory=Resources)
-    egress_refs: list[EgressRef] | None = None
+    args: list[str] | None = Field(default=None, description="Arguments after command (or "
+                                   "after the image ENTRYPOINT when command is unset).")
+    working_dir: str | None = Field(default=None, description="Working directory of the "
+                                    "agent (default: the image's WORKDIR, else /).")
+    env: list[EnvVar] | None = Field(
+        default=None, description="Environment variables, literal values only. The image's "
+        "ENV is not used: the agent sees these plus PATH, CLRK_METADATA_URL(_V6) and the CA "
+        "bundle variables.")
+    resources: Resources = Field(default_factory=Resources, description="CPU, memory and "
+                                 "process limits of the sandbox.")
+    egress_refs: list[EgressRef] | None = Field(
+        default=None, description="EgressGateways for this template; when set they take "
+        "precedence over the agent's spec.egressRefs. Only the first entry carries the "
+        "sandbox's traffic.")
 
     @field_validator("env")
     @classmethod
@@ -157,52 +183,98 @@ class SandboxSpec(Model):
 
 
 class TemplateMetadata(Model):
-    labels: dict[str, str] | None = None
-    annotations: dict[str, str] | None = None
+    """Labels and annotations of an agent template."""
+
+    labels: dict[str, str] | None = Field(
+        default=None, description="Labels of the template. Part of the template (a change "
+        "cuts a new revision); clrk does not otherwise use them.")
+    annotations: dict[str, str] | None = Field(
+        default=None, description="Annotations of the template. Part of the template (a "
+        "change cuts a new revision); clrk does not otherwise use them.")
 
 
 class AgentTemplate(Model):
-    metadata: TemplateMetadata | None = None
-    spec: SandboxSpec
+    """The sandbox an agent runs in; every change cuts a new AgentSandboxRevision."""
+
+    metadata: TemplateMetadata | None = Field(default=None, description="Labels and "
+                                              "annotations of the template.")
+    spec: SandboxSpec = Field(description="What runs in the sandbox: image, command, "
+                              "environment, resources and egress.")
 
 
 class Delivery(Model):
+    """How an execution's input reaches the agent."""
+
     mode: Literal["Stdin", "Metadata"] = Field(
         default="Stdin", description="Stdin: a CloudEvents envelope on stdin. Metadata: "
         "GET $CLRK_METADATA_URL/event and POST $CLRK_METADATA_URL/response.")
 
 
 class AgentStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] | None = None
-    latest_created_revision_name: str | None = None
-    latest_ready_revision_name: str | None = None
+    """What the controllers observed of an agent."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation the controller last reconciled.")
+    conditions: list[Condition] | None = Field(
+        default=None, description="Accepted, WorkerPoolReady, EgressConfigured and "
+        "ImageReady; RevisionPinned while spec.pinnedRevisionName is set; Scheduled for a "
+        "TaskAgent with a schedule.")
+    latest_created_revision_name: str | None = Field(
+        default=None, description="The AgentSandboxRevision that holds the current "
+        "spec.template.")
+    latest_ready_revision_name: str | None = Field(
+        default=None, description="The newest revision whose image a worker has pulled.")
     serving_revision_name: str | None = Field(
         default=None, description="The revision invocations run: the pinned one, else the "
         "latest (once the controller has cut it).")
 
 
 class TaskAgentStatus(AgentStatus):
-    last_schedule_time: str | None = None
-    next_schedule_time: str | None = None
-    in_flight: int | None = None
+    """What the controllers observed of a TaskAgent."""
+
+    last_schedule_time: str | None = Field(
+        default=None, description="When spec.schedule last fired (RFC 3339, UTC). Written "
+        "before the fire, so a fire happens at most once.")
+    next_schedule_time: str | None = Field(
+        default=None, description="When spec.schedule fires next (RFC 3339, UTC).")
+    in_flight: int | None = Field(
+        default=None, description="Not written yet: the scheduler counts the executions in "
+        "flight (for spec.maxConcurrent) in memory.")
 
 
 class TaskAgentSpec(Model):
-    worker_pool_ref: str = Field(default="default", min_length=1,
-                                 description="WorkerPool in the same namespace.")
-    timeout: PositiveDuration = Field(default="100s", description="Wall-clock cap per "
-                                      "execution (default 100s).")
-    template: AgentTemplate
-    egress_refs: list[EgressRef] | None = None
-    delivery: Delivery = Field(default_factory=Delivery)
+    """The desired state of a TaskAgent."""
+
+    worker_pool_ref: str = Field(
+        default="default", min_length=1, description="Name of the WorkerPool, in the "
+        "agent's namespace, whose workers run it (default \"default\").")
+    timeout: PositiveDuration = Field(
+        default="100s", description="Wall-clock cap per execution, a Go duration such as "
+        "60s or 1m30s (default 100s). Past it the agent is killed and the caller gets 504.")
+    template: AgentTemplate = Field(description="The sandbox each execution runs in. Every "
+                                    "change cuts a new AgentSandboxRevision.")
+    egress_refs: list[EgressRef] | None = Field(
+        default=None, description="EgressGateways the sandboxes' traffic goes through; only "
+        "the first is used, and template.spec.egressRefs takes precedence. None: all egress "
+        "is denied.")
+    delivery: Delivery = Field(default_factory=Delivery, description="How the input reaches "
+                               "the agent (default: a CloudEvents envelope on stdin).")
     schedule: Annotated[str, AfterValidator(check_schedule)] | None = Field(
-        default=None, description="Cron (5 fields), @hourly-style descriptors or "
-        "'@every <duration>'.")
-    schedule_input: Any = Field(default=None, description="Becomes .data on cron fires.")
-    warm_pool_size: int = Field(default=0, ge=0)
-    warm_pool_idle_ttl: Duration | None = Field(default=None, alias="warmPoolIdleTTL")
-    max_concurrent: int = Field(default=0, ge=0, description="0 = unlimited.")
+        default=None, description="Cron trigger in UTC: 5 fields, an @hourly-style "
+        "descriptor or '@every <duration>'. HTTP triggers keep working; fires missed while "
+        "nothing ran are skipped.")
+    schedule_input: Any = Field(default=None, description="Any JSON value; it becomes the "
+                                "envelope's .data on cron fires (default {}).")
+    warm_pool_size: int = Field(
+        default=0, ge=0, description="Sandboxes each worker of the pool keeps started ahead "
+        "for this agent, so an invocation skips the cold start (default 0: none).")
+    warm_pool_idle_ttl: Duration | None = Field(
+        default=None, alias="warmPoolIdleTTL", description="How long (a Go duration) the "
+        "warm pool stays filled without an invocation before it goes cold until the next "
+        "one. Unset: it never goes cold.")
+    max_concurrent: int = Field(
+        default=0, ge=0, description="Most executions of this agent at once, across "
+        "workers; more are refused with 429 (default 0: unlimited).")
     pinned_revision_name: str | None = Field(
         default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-9]{5}$",
         description="Rollback: run this AgentSandboxRevision of the agent (e.g. "
@@ -211,22 +283,47 @@ class TaskAgentSpec(Model):
 
 
 class DaemonAgentStatus(AgentStatus):
+    """What the controllers and the daemon's worker observed of a DaemonAgent."""
+
     phase: Literal["Pending", "Running", "CrashLoopBackOff", "Completed", "Failed",
-                   "Stopped"] | None = None
-    up_since: str | None = None
-    restart_count: int | None = None
-    worker: str | None = None
-    last_exit_code: int | None = None
-    message: str | None = None
+                   "Stopped"] | None = Field(
+        default=None, description="Pending (no ready worker), Running, CrashLoopBackOff (a "
+        "run lasted under 10 s and the restart waits), Completed or Failed (not restarted), "
+        "or Stopped (changed, deleted or moved).")
+    up_since: str | None = Field(default=None, description="When the current run started "
+                                 "(RFC 3339, UTC).")
+    restart_count: int | None = Field(default=None, description="Restarts since the daemon "
+                                      "was last started on its worker.")
+    worker: str | None = Field(default=None, description="The worker the controller placed "
+                               "the daemon on; only that worker runs it.")
+    last_exit_code: int | None = Field(default=None, description="Exit code of the last run "
+                                       "that ended.")
+    message: str | None = Field(default=None, description="Why the daemon is in its phase, "
+                                "e.g. the last exit and the restart decision.")
 
 
 class DaemonAgentSpec(Model):
-    worker_pool_ref: str = Field(default="default", min_length=1)
-    restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
-    max_restarts: int = Field(default=0, ge=0, description="0 = unlimited.")
-    max_lifetime_seconds: int = Field(default=0, ge=0, description="0 = forever.")
-    egress_refs: list[EgressRef] | None = None
-    template: AgentTemplate
+    """The desired state of a DaemonAgent."""
+
+    worker_pool_ref: str = Field(
+        default="default", min_length=1, description="Name of the WorkerPool, in the "
+        "agent's namespace, whose workers run it (default \"default\").")
+    restart_policy: Literal["Always", "OnFailure", "Never"] = Field(
+        default="Always", description="Which ended runs are restarted: Always (default), "
+        "OnFailure (non-zero exits) or Never. After a run under 10 s the restart waits 1 s, "
+        "doubling up to 60 s.")
+    max_restarts: int = Field(default=0, ge=0, description="Most restarts before the daemon "
+                              "is left Failed (default 0: unlimited).")
+    max_lifetime_seconds: int = Field(
+        default=0, ge=0, description="Seconds after which a run is stopped and started "
+        "afresh, whatever the restart policy (default 0: runs forever).")
+    egress_refs: list[EgressRef] | None = Field(
+        default=None, description="EgressGateways the sandbox's traffic goes through; only "
+        "the first is used, and template.spec.egressRefs takes precedence. None: all egress "
+        "is denied.")
+    template: AgentTemplate = Field(description="The sandbox the daemon runs in. Every "
+                                    "change cuts a new AgentSandboxRevision and restarts the "
+                                    "daemon on it.")
     pinned_revision_name: str | None = Field(
         default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?-[0-9]{5}$",
         description="Rollback: run this AgentSandboxRevision of the agent (e.g. "
@@ -258,8 +355,9 @@ class TaskAgent(Resource):
             _AGE,
         ),
     )
-    spec: TaskAgentSpec
-    status: TaskAgentStatus | None = None
+    spec: TaskAgentSpec = Field(description="The desired state of the TaskAgent.")
+    status: TaskAgentStatus | None = Field(default=None, description="The observed state of "
+                                           "the TaskAgent, written by clrk.")
 
 
 @register
@@ -279,5 +377,6 @@ class DaemonAgent(Resource):
             _AGE,
         ),
     )
-    spec: DaemonAgentSpec
-    status: DaemonAgentStatus | None = None
+    spec: DaemonAgentSpec = Field(description="The desired state of the DaemonAgent.")
+    status: DaemonAgentStatus | None = Field(default=None, description="The observed state "
+                                             "of the DaemonAgent, written by clrk.")

@@ -13,21 +13,36 @@ from clrk.api.routes import Provider
 
 
 class ModelRewrite(Model):
-    from_: str = Field(alias="from", min_length=1)
-    to: str = Field(min_length=1)
+    """A model renamed in the requests sent to a Backend."""
+
+    from_: str = Field(alias="from", min_length=1, description="Model-name glob the "
+                       "request's model must match, e.g. gpt-4o*.")
+    to: str = Field(min_length=1, description="The model name the request gets instead.")
 
 
 class BackendSpec(Model):
-    host: str = Field(min_length=1)
-    port: int = Field(default=443, ge=1, le=65535)
-    schema_: Provider | None = Field(default=None, alias="schema",
-                                     description="Wire format the upstream speaks.")
-    tls: bool = True
-    model_rewrites: list[ModelRewrite] | None = None
+    """The desired state of a Backend."""
+
+    host: str = Field(min_length=1, description="Hostname of the upstream.")
+    port: int = Field(default=443, ge=1, le=65535, description="Port of the upstream "
+                      "(default 443).")
+    schema_: Provider | None = Field(
+        default=None, alias="schema", description="Wire format the upstream speaks (a "
+        "provider name, as in AIProviderRoute). Requests in another format are translated "
+        "(anthropic and openai, either way); unset: the route's format.")
+    tls: bool = Field(default=True, description="Connect with TLS (default true), checked "
+                      "against the system roots and the gateway's trust bundle.")
+    model_rewrites: list[ModelRewrite] | None = Field(
+        default=None, description="Model renames for requests sent here; the first whose "
+        "from glob matches applies.")
 
 
 class BackendStatus(Model):
-    conditions: list[Condition] | None = None
+    """The observed state of a Backend."""
+
+    conditions: list[Condition] | None = Field(
+        default=None, description="Not written yet: the status of the routes that name a "
+        "Backend says whether it exists (ResolvedRefs).")
 
 
 @register
@@ -43,5 +58,6 @@ class Backend(Resource):
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )
-    spec: BackendSpec
-    status: BackendStatus | None = None
+    spec: BackendSpec = Field(description="The desired state of the Backend.")
+    status: BackendStatus | None = Field(default=None, description="The observed state of "
+                                         "the Backend.")

@@ -10,12 +10,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "clrk.apoxy.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+# The descriptions Kubernetes gives the fields every object has (kubectl explain shows them).
+API_VERSION_DESCRIPTION = (
+    "APIVersion defines the versioned schema of this representation of an object: "
+    "clrk.apoxy.dev/v1alpha1 for clrk's kinds, v1 for the core ones. Servers should convert "
+    "recognized schemas to the latest internal value, and may reject unrecognized values.")
+KIND_DESCRIPTION = (
+    "Kind is a string value representing the REST resource this object represents, in "
+    "CamelCase (e.g. TaskAgent). Servers may infer this from the endpoint the client "
+    "submits requests to. Cannot be updated.")
+METADATA_DESCRIPTION = (
+    "Standard object metadata: name, namespace, labels, annotations, and what the server "
+    "sets (uid, resourceVersion, generation, creationTimestamp, ...).")
 
 
 class Model(BaseModel):
@@ -87,6 +100,6 @@ class Resource(Model):
 
     kind_info: ClassVar[KindInfo]
 
-    api_version: str | None = None
-    kind: str | None = None
-    metadata: dict[str, Any] = {}
+    api_version: str | None = Field(default=None, description=API_VERSION_DESCRIPTION)
+    kind: str | None = Field(default=None, description=KIND_DESCRIPTION)
+    metadata: dict[str, Any] = Field(default={}, description=METADATA_DESCRIPTION)

@@ -15,11 +15,18 @@ _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
 
 
 class NamespaceSpec(Model):
-    finalizers: list[str] | None = None
+    """The desired state of a Namespace."""
+
+    finalizers: list[str] | None = Field(
+        default=None, description="Kept for Kubernetes compatibility; clrk deletes a "
+        "namespace's objects at once and does not wait on these.")
 
 
 class NamespaceStatus(Model):
-    phase: Literal["Active", "Terminating"] | None = None
+    """The observed state of a Namespace."""
+
+    phase: Literal["Active", "Terminating"] | None = Field(
+        default=None, description="Active, or Terminating while the namespace is deleted.")
 
 
 @register
@@ -31,8 +38,10 @@ class Namespace(Resource):
         namespaced=False, categories=(), name_max_length=63,
         printer_columns=(PrinterColumn("Status", ".status.phase"), _AGE),
     )
-    spec: NamespaceSpec | None = None
-    status: NamespaceStatus | None = None
+    spec: NamespaceSpec | None = Field(default=None, description="The desired state of the "
+                                       "Namespace.")
+    status: NamespaceStatus | None = Field(default=None, description="The observed state of "
+                                           "the Namespace, set by the server.")
 
 
 @register
@@ -48,10 +57,16 @@ class Secret(Resource):
             _AGE,
         ),
     )
-    type: str = "Opaque"
-    data: dict[str, str] | None = None
-    string_data: dict[str, str] | None = None
-    immutable: bool | None = None
+    type: str = Field(default="Opaque", description="Type of the Secret (default Opaque), "
+                      "e.g. kubernetes.io/dockerconfigjson for a WorkerPool's "
+                      "imagePullSecrets.")
+    data: dict[str, str] | None = Field(default=None, description="Keys and their "
+                                        "base64-encoded values.")
+    string_data: dict[str, str] | None = Field(
+        default=None, description="Write-only: plain-text values, stored base64-encoded in "
+        "data (over data's own value for the key).")
+    immutable: bool | None = Field(default=None, description="Stored for Kubernetes "
+                                   "compatibility; clrk does not enforce it.")
 
     @field_validator("data")
     @classmethod
@@ -65,15 +80,19 @@ class Secret(Resource):
 
 
 class ObjectReference(Model):
+    """A reference to an object, as in core/v1 ObjectReference."""
+
     model_config = ConfigDict(extra="allow")
 
-    api_version: str | None = None
-    kind: str | None = None
-    name: str | None = None
-    namespace: str | None = None
-    uid: str | None = None
-    resource_version: str | None = None
-    field_path: str | None = None
+    api_version: str | None = Field(default=None, description="API version of the object.")
+    kind: str | None = Field(default=None, description="Kind of the object.")
+    name: str | None = Field(default=None, description="Name of the object.")
+    namespace: str | None = Field(default=None, description="Namespace of the object.")
+    uid: str | None = Field(default=None, description="UID of the object.")
+    resource_version: str | None = Field(default=None, description="The object's "
+                                         "resourceVersion when the event was recorded.")
+    field_path: str | None = Field(default=None, description="The field of the object the "
+                                   "event is about, if any.")
 
 
 @register
@@ -92,15 +111,24 @@ class Event(Resource):
             PrinterColumn("Last-Seen", ".lastTimestamp", "date"),
         ),
     )
-    involved_object: ObjectReference = Field(default_factory=ObjectReference)
-    reason: str | None = None
-    message: str | None = None
-    type: str | None = None
-    count: int | None = None
-    first_timestamp: str | None = None
-    last_timestamp: str | None = None
-    event_time: Any = None
-    source: dict[str, Any] | None = None
-    reporting_component: str | None = None
-    reporting_instance: str | None = None
-    action: str | None = None
+    involved_object: ObjectReference = Field(default_factory=ObjectReference,
+                                             description="The object the event is about.")
+    reason: str | None = Field(default=None, description="Short, machine-readable "
+                               "CamelCase reason, e.g. RevisionCreated or ImagePullFailed.")
+    message: str | None = Field(default=None, description="A human-readable description.")
+    type: str | None = Field(default=None, description="Normal or Warning.")
+    count: int | None = Field(default=None, description="How many times the event occurred.")
+    first_timestamp: str | None = Field(default=None, description="When the event was first "
+                                        "recorded (RFC 3339).")
+    last_timestamp: str | None = Field(default=None, description="When the event was last "
+                                       "recorded (RFC 3339).")
+    event_time: Any = Field(default=None, description="When the event was first observed, "
+                            "with microseconds (RFC 3339).")
+    source: dict[str, Any] | None = Field(default=None, description="The component (and "
+                                          "host) that reported the event.")
+    reporting_component: str | None = Field(default=None, description="The controller that "
+                                            "emitted the event, e.g. clrk-controller-manager.")
+    reporting_instance: str | None = Field(default=None, description="The instance of that "
+                                           "controller.")
+    action: str | None = Field(default=None, description="What was done, or failed, about "
+                               "the object.")

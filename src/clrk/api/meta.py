@@ -114,41 +114,69 @@ DNSLabel = Annotated[str, AfterValidator(_check_dns_label), Field(max_length=63)
 class Condition(Model):
     """A status condition, as in metav1.Condition."""
 
-    type: str = Field(min_length=1, max_length=316)
-    status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = Field(default=None, ge=0)
+    type: str = Field(min_length=1, max_length=316,
+                      description="Type of condition in CamelCase, e.g. Accepted or Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(
+        description="Status of the condition: True, False or Unknown.")
+    reason: str = Field(default="", description="A CamelCase, machine-readable reason for "
+                        "the condition's last transition, e.g. ImagePullFailed.")
+    message: str = Field(default="", description="A human-readable message with details "
+                         "about the transition.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the condition last changed status (RFC 3339); it "
+        "does not move while the status stays the same.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation of the object the "
+        "condition was set for.")
 
 
 class LocalObjectReference(Model):
     """A reference to an object in the same namespace."""
 
-    name: DNSLabel
+    name: DNSLabel = Field(description="Name of the referenced object, in the referrer's "
+                           "namespace.")
 
 
 class SecretKeyRef(Model):
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    """A key of a Secret in the referrer's namespace."""
+
+    name: str = Field(min_length=1, description="Name of the Secret, in the referrer's "
+                      "namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret's data.")
 
 
 class ParentReference(Model):
     """Gateway API style parent reference (routes -> gateways, policies -> routes)."""
 
-    group: str = "clrk.apoxy.dev"
-    kind: str = "EgressGateway"
-    name: str = Field(min_length=1)
-    namespace: str | None = None
-    section_name: str | None = None
-    port: int | None = Field(default=None, ge=1, le=65535)
+    group: str = Field(default="clrk.apoxy.dev", description="API group of the parent "
+                       "(default clrk.apoxy.dev).")
+    kind: str = Field(default="EgressGateway", description="Kind of the parent (default "
+                      "EgressGateway). Routes attach only to an EgressGateway; a policy's "
+                      "parentRefs may also name a route (AIProviderRoute, MCPRoute, "
+                      "EgressL4Route) or a Backend.")
+    name: str = Field(min_length=1, description="Name of the parent object.")
+    namespace: str | None = Field(
+        default=None, description="Namespace of the parent (default: the referrer's). "
+        "References across namespaces are not supported: routes and policies attach only "
+        "to objects in their own namespace.")
+    section_name: str | None = Field(
+        default=None, description="For a route, the name of a listener of the parent "
+        "EgressGateway: a name the gateway does not have sets the route's Accepted "
+        "condition False. Traffic is matched on every listener either way.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Accepted for "
+                             "Gateway API compatibility; clrk does not use it.")
 
 
 class PolicyTargetReference(Model):
     """GEP-713 target reference for policies."""
 
-    group: str = "clrk.apoxy.dev"
-    kind: str
-    name: str = Field(min_length=1)
-    namespace: str | None = None
-    section_name: str | None = None
+    group: str = Field(default="clrk.apoxy.dev", description="API group of the target "
+                       "(default clrk.apoxy.dev).")
+    kind: str = Field(description="Kind of the target: EgressGateway, AIProviderRoute, "
+                      "MCPRoute, EgressL4Route or Backend.")
+    name: str = Field(min_length=1, description="Name of the target object.")
+    namespace: str | None = Field(
+        default=None, description="Namespace of the target (default: the policy's). A "
+        "policy applies only to objects in its own namespace.")
+    section_name: str | None = Field(default=None, description="Accepted for GEP-713 "
+                                     "compatibility; clrk does not use it.")

@@ -13,25 +13,40 @@ from clrk.api.registry import register
 
 
 class RevisionSpec(Model):
-    agent_kind: Literal["TaskAgent", "DaemonAgent"]
-    agent_name: str = Field(min_length=1)
+    """Which agent the snapshot is of, and its template then."""
+
+    agent_kind: Literal["TaskAgent", "DaemonAgent"] = Field(
+        description="Kind of the agent the revision belongs to.")
+    agent_name: str = Field(min_length=1, description="Name of the agent, in the revision's "
+                            "namespace.")
     generation: int = Field(ge=1, description="The agent generation this snapshot was taken at.")
-    template: AgentTemplate
+    template: AgentTemplate = Field(description="The agent's spec.template at that "
+                                    "generation; it never changes.")
 
 
 class ImagePull(Model):
     """Progress of the image pull a worker started when the revision appeared."""
 
-    completed_bytes: int = Field(default=0, ge=0)
-    total_bytes: int = Field(default=0, ge=0)
-    layers: int = Field(default=0, ge=0)
-    done: bool = False
+    completed_bytes: int = Field(default=0, ge=0, description="Bytes of the image's layers "
+                                 "downloaded so far.")
+    total_bytes: int = Field(default=0, ge=0, description="Bytes of the image's layers in "
+                             "all (0 until known).")
+    layers: int = Field(default=0, ge=0, description="Layers of the image.")
+    done: bool = Field(default=False, description="Whether the pull has ended.")
 
 
 class RevisionStatus(Model):
-    conditions: list[Condition] | None = None
-    image_digest: str | None = None
-    image_pull: ImagePull | None = None
+    """What the workers observed of a revision."""
+
+    conditions: list[Condition] | None = Field(
+        default=None, description="Ready: whether a worker has pulled the image (reason "
+        "ImagePulled, or ImagePullFailed with the registry's answer).")
+    image_digest: str | None = Field(
+        default=None, description="The digest (sha256:...) the image reference resolved to "
+        "when a worker pulled it.")
+    image_pull: ImagePull | None = Field(
+        default=None, description="Progress of the pull a worker started when the revision "
+        "appeared.")
 
 
 @register
@@ -49,5 +64,7 @@ class AgentSandboxRevision(Resource):
             PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
         ),
     )
-    spec: RevisionSpec
-    status: RevisionStatus | None = None
+    spec: RevisionSpec = Field(description="The agent and the template snapshot; "
+                               "immutable.")
+    status: RevisionStatus | None = Field(default=None, description="The image pull's "
+                                          "progress and result, written by the workers.")

@@ -8,8 +8,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 
+from clrk.api.attachment import ROUTE_COLUMNS, RouteStatus
 from clrk.api.base import KindInfo, Model, PrinterColumn, Resource
-from clrk.api.meta import Condition, ParentReference, PositiveDuration
+from clrk.api.meta import ParentReference, PositiveDuration
 from clrk.api.registry import register
 
 PROVIDERS = ("openai", "anthropic", "google", "azure-openai", "bedrock", "custom")
@@ -61,24 +62,31 @@ Hostname = Annotated[str, AfterValidator(_check_hostname), WithJsonSchema({"type
 
 _GATEWAY = PrinterColumn("Gateway", ".spec.parentRefs[0].name")
 _AGE = PrinterColumn("Age", ".metadata.creationTimestamp", "date")
-_ROUTE_COLUMNS = (_GATEWAY, _AGE)
-
-
-class RouteStatus(Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] | None = None
+_ROUTE_COLUMNS = (_GATEWAY, *ROUTE_COLUMNS, _AGE)
+_PARENT_REFS = "The EgressGateways the route attaches to, in its own namespace."
 
 
 class TokenBudget(Model):
-    max_tokens_per_execution: int | None = Field(default=None, ge=1)
-    max_tokens_per_day: int | None = Field(default=None, ge=1, description="Per route, per "
-                                           "gateway, per UTC day.")
-    max_output_tokens_per_request: int | None = Field(default=None, ge=1)
+    """Token limits on the requests a rule matches; past one, calls get 429."""
+
+    max_tokens_per_execution: int | None = Field(
+        default=None, ge=1, description="Most tokens (input and output) one execution may "
+        "use under this rule.")
+    max_tokens_per_day: int | None = Field(
+        default=None, ge=1, description="Most tokens per UTC day, counted per route and "
+        "gateway across every worker and kept across restarts.")
+    max_output_tokens_per_request: int | None = Field(
+        default=None, ge=1, description="Cap on a request's output tokens: a request asking "
+        "for more is refused; one that names no limit is given this one.")
 
 
 class AIFilter(Model):
-    type: Literal["TokenBudget"]
-    token_budget: TokenBudget | None = None
+    """A filter on the requests a rule matches."""
+
+    type: Literal["TokenBudget"] = Field(description="The filter's kind; TokenBudget is the "
+                                         "only one.")
+    token_budget: TokenBudget | None = Field(default=None, description="The token limits; "
+                                             "required when type is TokenBudget.")
 
     @model_validator(mode="after")
     def _body(self) -> AIFilter:
@@ -88,25 +96,49 @@ class AIFilter(Model):
 
 
 class AIMatch(Model):
-    provider: Provider
-    models: list[str] | None = Field(default=None, description="Globs, e.g. claude-*.")
-    endpoints: list[str] | None = Field(default=None, description="Path globs.")
+    """Which LLM requests a rule covers."""
+
+    provider: Provider = Field(
+        description="The API the requests speak: openai, anthropic, google, azure-openai, "
+        "bedrock, or custom (its hosts come from the rule's backendRefs). It decides the "
+        "hosts matched and how requests and usage are read.")
+    models: list[str] | None = Field(
+        default=None, description="Model-name globs, e.g. claude-*; unset: any model. A "
+        "request whose model cannot be read does not match when this is set.")
+    endpoints: list[str] | None = Field(
+        default=None, description="Request path globs, e.g. /v1/messages (the query string "
+        "is ignored); unset: any path.")
 
 
 class BackendRef(Model):
-    name: str = Field(min_length=1)
-    weight: int = Field(default=1, ge=0)
+    """A Backend a rule's requests may be sent to."""
+
+    name: str = Field(min_length=1, description="Name of a Backend in the route's "
+                      "namespace.")
+    weight: int = Field(default=1, ge=0, description="Relative share of the requests "
+                        "(default 1); a Backend of weight 0 gets none while another has "
+                        "weight, but can still be fallen back to.")
 
 
 class AIRule(Model):
-    matches: list[AIMatch] = Field(min_length=1)
-    filters: list[AIFilter] | None = None
-    backend_refs: list[BackendRef] | None = None
+    """LLM requests to match, and what applies to them."""
+
+    matches: list[AIMatch] = Field(min_length=1, description="The requests the rule covers; "
+                                   "any one match suffices.")
+    filters: list[AIFilter] | None = Field(default=None, description="Token budgets for "
+                                           "the matched requests.")
+    backend_refs: list[BackendRef] | None = Field(
+        default=None, description="Backends the matched requests go to instead of the host "
+        "they were sent to, picked by weight; a FallbackRoutingPolicy on the route retries "
+        "on the others.")
 
 
 class AIProviderRouteSpec(Model):
-    parent_refs: list[ParentReference] = Field(min_length=1)
-    rules: list[AIRule] = Field(min_length=1)
+    """The desired state of an AIProviderRoute."""
+
+    parent_refs: list[ParentReference] = Field(min_length=1, description=_PARENT_REFS)
+    rules: list[AIRule] = Field(min_length=1, description="The first rule whose matches "
+                                "cover a request applies to it.")
 
 
 @register
@@ -116,28 +148,47 @@ class AIProviderRoute(Resource):
     kind_info: ClassVar[KindInfo] = KindInfo(
         kind="AIProviderRoute", plural="aiproviderroutes", short_names=("aipr",),
         printer_columns=(_GATEWAY,
-                         PrinterColumn("Provider", ".spec.rules[0].matches[0].provider"), _AGE),
+                         PrinterColumn("Provider", ".spec.rules[0].matches[0].provider"),
+                         *ROUTE_COLUMNS, _AGE),
     )
-    spec: AIProviderRouteSpec
-    status: RouteStatus | None = None
+    spec: AIProviderRouteSpec = Field(description="The desired state of the "
+                                      "AIProviderRoute.")
+    status: RouteStatus | None = Field(default=None, description="Whether each gateway in "
+                                       "spec.parentRefs takes the route; written by clrk.")
 
 
 class ToolRateLimit(Model):
-    tools: list[ToolPattern] | None = None
-    requests: int = Field(ge=1)
-    window: PositiveDuration
+    """A cap on tool calls per time window, per agent."""
+
+    tools: list[ToolPattern] | None = Field(default=None, description="Tool-name globs or "
+                                            "/regex/ this limit counts; unset: every tool.")
+    requests: int = Field(ge=1, description="Calls allowed per window, per agent.")
+    window: PositiveDuration = Field(description="The window, a Go duration such as 1m.")
 
 
 class ToolPolicy(Model):
-    allowed_tools: list[ToolPattern] | None = None
-    denied_tools: list[ToolPattern] | None = None
-    max_calls_per_execution: int | None = Field(default=None, ge=1)
-    rate_limits: list[ToolRateLimit] | None = None
+    """Which tools may be called, and how often."""
+
+    allowed_tools: list[ToolPattern] | None = Field(
+        default=None, description="Tools that may be called (globs or /regex/); unset: "
+        "every tool not denied. tools/list answers are filtered the same way.")
+    denied_tools: list[ToolPattern] | None = Field(
+        default=None, description="Tools that may never be called (globs or /regex/); "
+        "wins over allowedTools.")
+    max_calls_per_execution: int | None = Field(
+        default=None, ge=1, description="Most tools/call requests one execution may make "
+        "under this rule.")
+    rate_limits: list[ToolRateLimit] | None = Field(default=None, description="Caps on "
+                                                    "call rates, per agent.")
 
 
 class MCPFilter(Model):
-    type: Literal["ToolPolicy"]
-    tool_policy: ToolPolicy | None = None
+    """A filter on the MCP calls a rule matches."""
+
+    type: Literal["ToolPolicy"] = Field(description="The filter's kind; ToolPolicy is the "
+                                        "only one.")
+    tool_policy: ToolPolicy | None = Field(default=None, description="The tool policy; "
+                                           "required.")
 
     @model_validator(mode="after")
     def _body(self) -> MCPFilter:
@@ -147,19 +198,34 @@ class MCPFilter(Model):
 
 
 class MCPMatch(Model):
-    servers: list[str] | None = Field(default=None, description="URL globs.")
-    tools: list[ToolPattern] | None = Field(default=None, description="Globs or /regex/.")
-    methods: list[str] | None = None
+    """Which MCP calls a rule covers."""
+
+    servers: list[str] | None = Field(
+        default=None, description="MCP server URL globs, e.g. https://mcp.example.com/*; "
+        "each must name a host, whose TLS the gateway terminates.")
+    tools: list[ToolPattern] | None = Field(
+        default=None, description="Tool-name globs or /regex/ (full match) for tools/call; "
+        "unset: every tool.")
+    methods: list[str] | None = Field(default=None, description="JSON-RPC methods, e.g. "
+                                      "tools/call; unset: every method.")
 
 
 class MCPRule(Model):
-    matches: list[MCPMatch] = Field(min_length=1)
-    filters: list[MCPFilter] | None = None
+    """MCP calls to match, and the tool policy for them."""
+
+    matches: list[MCPMatch] = Field(min_length=1, description="The calls the rule covers; "
+                                    "any one match suffices.")
+    filters: list[MCPFilter] | None = Field(default=None, description="Tool policies for "
+                                            "the matched calls.")
 
 
 class MCPRouteSpec(Model):
-    parent_refs: list[ParentReference] = Field(min_length=1)
-    rules: list[MCPRule] = Field(min_length=1)
+    """The desired state of an MCPRoute."""
+
+    parent_refs: list[ParentReference] = Field(min_length=1, description=_PARENT_REFS)
+    rules: list[MCPRule] = Field(
+        min_length=1, description="The first rule that covers a call applies; under "
+        "deny-all a call no rule covers is refused.")
 
 
 @register
@@ -170,13 +236,18 @@ class MCPRoute(Resource):
         kind="MCPRoute", plural="mcproutes", short_names=("mcpr",),
         printer_columns=_ROUTE_COLUMNS,
     )
-    spec: MCPRouteSpec
-    status: RouteStatus | None = None
+    spec: MCPRouteSpec = Field(description="The desired state of the MCPRoute.")
+    status: RouteStatus | None = Field(default=None, description="Whether each gateway in "
+                                       "spec.parentRefs takes the route; written by clrk.")
 
 
 class PortRange(Model):
-    port: int = Field(ge=1, le=65535)
-    end_port: int | None = Field(default=None, ge=1, le=65535)
+    """A destination port, or a range of them."""
+
+    port: int = Field(ge=1, le=65535, description="The port, or the first of the range.")
+    end_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Last port of the range (inclusive); "
+        "unset: port alone. Only the first 64 ports of a range are routed.")
 
     @model_validator(mode="after")
     def _order(self) -> PortRange:
@@ -186,25 +257,47 @@ class PortRange(Model):
 
 
 class SourceAgent(Model):
-    kind: Literal["TaskAgent", "DaemonAgent"] | None = None
-    name: str = Field(min_length=1)
+    """An agent whose traffic a match applies to."""
+
+    kind: Literal["TaskAgent", "DaemonAgent"] | None = Field(
+        default=None, description="TaskAgent or DaemonAgent; unset: either.")
+    name: str = Field(min_length=1, description="Name of the agent, in the route's "
+                      "namespace.")
 
 
 class L4Match(Model):
-    protocol: Literal["TCP", "UDP", "TLS"] | None = None
-    destination_hostnames: list[Hostname] | None = None
-    destination_cid_rs: list[CIDR] | None = Field(default=None, alias="destinationCIDRs")
-    ports: list[PortRange] | None = None
-    source_agents: list[SourceAgent] | None = None
+    """Destinations (hostnames or CIDRs, and ports) a rule allows."""
+
+    protocol: Literal["TCP", "UDP", "TLS"] | None = Field(
+        default=None, description="TCP, UDP or TLS; unset: TCP (TLS included). UDP is "
+        "relayed by the worker, not Envoy.")
+    destination_hostnames: list[Hostname] | None = Field(
+        default=None, description="Exact names or *.suffix wildcards. The worker's DNS "
+        "answers them with virtual addresses, so a connection is matched by the name the "
+        "agent resolved, on any protocol.")
+    destination_cid_rs: list[CIDR] | None = Field(
+        default=None, alias="destinationCIDRs", description="Destination networks, e.g. "
+        "10.0.0.0/8 or 2001:db8::/32.")
+    ports: list[PortRange] | None = Field(default=None, description="Destination ports or "
+                                          "ranges; unset: every port.")
+    source_agents: list[SourceAgent] | None = Field(
+        default=None, description="Agents the match applies to; unset: every agent whose "
+        "traffic goes through the gateway.")
 
 
 class L4Rule(Model):
-    matches: list[L4Match] = Field(min_length=1)
+    """Destinations the agents may reach."""
+
+    matches: list[L4Match] = Field(min_length=1, description="The destinations the rule "
+                                   "allows; any one match suffices.")
 
 
 class EgressL4RouteSpec(Model):
-    parent_refs: list[ParentReference] = Field(min_length=1)
-    rules: list[L4Rule] = Field(min_length=1)
+    """The desired state of an EgressL4Route."""
+
+    parent_refs: list[ParentReference] = Field(min_length=1, description=_PARENT_REFS)
+    rules: list[L4Rule] = Field(min_length=1, description="Rules; a connection any of "
+                                "them allows goes through.")
 
 
 @register
@@ -215,5 +308,6 @@ class EgressL4Route(Resource):
         kind="EgressL4Route", plural="egressl4routes", short_names=("el4r",),
         printer_columns=_ROUTE_COLUMNS,
     )
-    spec: EgressL4RouteSpec
-    status: RouteStatus | None = None
+    spec: EgressL4RouteSpec = Field(description="The desired state of the EgressL4Route.")
+    status: RouteStatus | None = Field(default=None, description="Whether each gateway in "
+                                       "spec.parentRefs takes the route; written by clrk.")

@@ -11,7 +11,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from clrk.api.base import Resource
+from clrk.api.base import (
+    API_VERSION_DESCRIPTION,
+    KIND_DESCRIPTION,
+    METADATA_DESCRIPTION,
+    Resource,
+)
 
 Schema = dict[str, Any]
 
@@ -27,6 +32,8 @@ def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
             raise ValueError(f"recursive schema {name} cannot be structural")
         target = _inline(copy.deepcopy(defs[name]), defs, (*seen, name))
         rest = {k: v for k, v in node.items() if k != "$ref"}
+        # The field's own keys (its description above all) win over the model's: kubectl
+        # explain shows a field's description, not its type's docstring.
         return {**target, **_inline(rest, defs, seen)}
     return {k: _inline(v, defs, seen) for k, v in node.items() if k != "$defs"}
 
@@ -115,11 +122,10 @@ def object_schema(cls: type[Resource]) -> Schema:
     schema = _structural(inlined)
     props = schema.get("properties", {})
     props.pop("metadata", None)
-    props["apiVersion"] = {"type": "string", "description": "APIVersion defines the "
-                           "versioned schema of this representation of an object."}
-    props["kind"] = {"type": "string", "description": "Kind is a string value representing "
-                     "the REST resource this object represents."}
-    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string", "description": API_VERSION_DESCRIPTION}
+    props["kind"] = {"type": "string", "description": KIND_DESCRIPTION}
+    # A CRD's metadata may not be constrained (kube-apiserver owns ObjectMeta).
+    props["metadata"] = {"type": "object", "description": METADATA_DESCRIPTION}
     ordered = {k: props[k] for k in ("apiVersion", "kind", "metadata")}
     ordered.update({k: v for k, v in props.items() if k not in ordered})
     out: Schema = {"type": "object", "properties": ordered}
@@ -129,3 +135,53 @@ def object_schema(cls: type[Resource]) -> Schema:
     if required:
         out["required"] = required
     return out
+
+
+def _meta_field(schema: Schema, description: str) -> Schema:
+    return {**schema, "description": description}
+
+
+def object_meta_schema() -> Schema:
+    """ObjectMeta as an OpenAPI document serves it, each field with the description
+    Kubernetes gives it (``kubectl explain <kind>.metadata`` shows them). CRDs cannot carry
+    this: there metadata stays an unconstrained object."""
+    s: Schema = {"type": "string"}
+    m: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+    free: Schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {"description": "ObjectMeta is metadata that all persisted resources must have, "
+            "which includes all objects users must create.",
+            "type": "object", "properties": {
+        "name": _meta_field(s, "Name of the object, unique in its namespace (or cluster, "
+                            "for cluster-scoped kinds). Cannot be updated."),
+        "generateName": _meta_field(s, "A prefix the server uses to generate a unique name "
+                                    "when name is not set."),
+        "namespace": _meta_field(s, "The namespace the object is in; empty for "
+                                 "cluster-scoped kinds. Cannot be updated."),
+        "uid": _meta_field(s, "The unique id the server gave the object when it was "
+                           "created. Read-only."),
+        "resourceVersion": _meta_field(s, "An opaque version of the object, changed on every "
+                                       "write; used for optimistic concurrency and watches. "
+                                       "Read-only."),
+        "generation": _meta_field({"type": "integer", "format": "int64"},
+                                  "A sequence number of the desired state, bumped on each "
+                                  "change of spec. Read-only."),
+        "creationTimestamp": _meta_field({"type": "string", "format": "date-time"},
+                                         "When the object was created (RFC 3339). "
+                                         "Read-only."),
+        "deletionTimestamp": _meta_field({"type": "string", "format": "date-time"},
+                                         "When the object's deletion was requested; it goes "
+                                         "once its finalizers are gone. Read-only."),
+        "labels": _meta_field(m, "Key/value pairs to organize and select objects (label "
+                              "selectors)."),
+        "annotations": _meta_field(m, "Key/value pairs for tools and users; not used for "
+                                   "selection."),
+        "finalizers": _meta_field({"type": "array", "items": s},
+                                  "Names that must be removed before the object is deleted "
+                                  "from storage."),
+        "ownerReferences": _meta_field({"type": "array", "items": free},
+                                       "Objects this one depends on; when all of them are "
+                                       "deleted, this one is garbage-collected."),
+        "managedFields": _meta_field({"type": "array", "items": free},
+                                     "Which field manager set which fields (server-side "
+                                     "apply). Read-only to most clients."),
+    }}

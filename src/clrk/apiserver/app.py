@@ -129,6 +129,9 @@ class Router:
 
     def _openapi(self, request: HTTPRequest, rest: list[str]) -> Response:
         if rest == ["v2"]:
+            if openapi.V2_PROTOBUF in request.headers.get("accept", ""):
+                return Response(openapi.openapi_v2_protobuf(),
+                                media_type="application/octet-stream")
             return _json(openapi.openapi_v2_document())
         if rest == ["v3"]:
             return _json(openapi.root_document(self.api.groups))

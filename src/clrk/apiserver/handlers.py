@@ -534,6 +534,7 @@ class API:
         _check_size(admitted)
         ev = self.store.put(key, admitted, "ADDED")
         self._publish(ev)
+        self._collect_if_dangling(served, ev.object)
         return Reply(201, ev.object, warnings=warnings)
 
     def _finish_write(self, req: Request, old: Obj, new: Obj, warnings: list[str],
@@ -771,6 +772,31 @@ class API:
                 self._publish(self.store.put(key, new, "MODIFIED"))
                 continue
             self._delete_object(served, dependent, "Background", False)
+
+    def _dangling(self, obj: Obj) -> bool:
+        """Every owner is gone (all of them are kinds kept here): the garbage collector's
+        case of an owner deleted before its dependent was written."""
+        refs = obj["metadata"].get("ownerReferences") or []
+        kept_here = all(str(r.get("apiVersion", "")).rpartition("/")[0] in self.groups
+                        for r in refs)
+        return bool(refs) and kept_here and \
+            not any(self.store.has_uid(str(r.get("uid"))) for r in refs)
+
+    def _collect_if_dangling(self, served: Served, obj: Obj) -> None:
+        if self._dangling(obj):
+            self._delete_object(served, obj, "Background", False)
+
+    def collect_dangling(self) -> int:
+        """Delete the dependents whose owners are all gone (at startup: a crash between
+        an owner's deletion and its dependent's creation must not leave it forever)."""
+        count = 0
+        for key, obj in self.store.with_owners():
+            served = next((s for s in self.served.values()
+                           if s.info.group == key.group and s.resource == key.plural), None)
+            if served is not None and self._dangling(obj):
+                self._delete_object(served, obj, "Background", False)
+                count += 1
+        return count
 
     def _delete_namespace(self, ns: Obj, dry: bool) -> Reply:
         name = ns["metadata"]["name"]

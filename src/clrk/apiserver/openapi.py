@@ -17,9 +17,9 @@ from functools import cache
 from typing import Any
 
 from clrk import __version__
-from clrk.api.base import KindInfo
+from clrk.api.base import METADATA_DESCRIPTION, KindInfo
 from clrk.api.registry import all_kinds
-from clrk.api.schema import object_schema
+from clrk.api.schema import object_meta_schema, object_schema
 
 Doc = dict[str, Any]
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
@@ -143,28 +143,13 @@ def _paths(info: KindInfo) -> dict[str, Doc]:
 
 
 def _object_meta() -> Doc:
-    s = {"type": "string"}
-    m = {"type": "object", "additionalProperties": {"type": "string"}}
-    return {"description": "Standard object metadata.", "type": "object", "properties": {
-        "name": s, "generateName": s, "namespace": s, "uid": s, "resourceVersion": s,
-        "generation": {"type": "integer", "format": "int64"},
-        "creationTimestamp": {"type": "string", "format": "date-time"},
-        "deletionTimestamp": {"type": "string", "format": "date-time"},
-        "labels": m, "annotations": m,
-        "finalizers": {"type": "array", "items": s},
-        "ownerReferences": {"type": "array", "items": {"type": "object",
-                                                        "x-kubernetes-preserve-unknown-fields":
-                                                            True}},
-        "managedFields": {"type": "array", "items": {"type": "object",
-                                                      "x-kubernetes-preserve-unknown-fields":
-                                                          True}},
-    }}
+    return dict(object_meta_schema())
 
 
 def _kind_schema(info: KindInfo, cls: Any) -> Doc:
     schema = object_schema(cls)
     schema["properties"]["metadata"] = {"allOf": [_ref(_OBJECT_META)],
-                                        "description": "Standard object metadata."}
+                                        "description": METADATA_DESCRIPTION}
     schema["x-kubernetes-group-version-kind"] = [_gvk(info)]
     return schema
 
@@ -219,3 +204,29 @@ def openapi_v2_document() -> Doc:
     """Deliberately without definitions: kubectl then patches clrk kinds with JSON merge."""
     return {"swagger": "2.0", "info": {"title": "clrk", "version": __version__},
             "paths": {}, "definitions": {}}
+
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+
+def _pb_string(number: int, text: str) -> bytes:
+    return _pb_bytes(number, text.encode())
+
+
+def _pb_bytes(number: int, value: bytes) -> bytes:
+    out = bytearray([number << 3 | 2])
+    n = len(value)
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + value
+
+
+def openapi_v2_protobuf() -> bytes:
+    """The same document as gnostic's ``openapi_v2.Document`` (swagger = 1, info = 2 with
+    title = 1 and version = 2), the only form kubectl reads: it asks for v2 when a kind is
+    missing from v3, and must find nothing there so that it says the kind is unknown."""
+    doc = openapi_v2_document()
+    info = _pb_string(1, doc["info"]["title"]) + _pb_string(2, doc["info"]["version"])
+    return _pb_string(1, doc["swagger"]) + _pb_bytes(2, info)

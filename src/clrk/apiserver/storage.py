@@ -135,6 +135,24 @@ class Store:
             "SELECT grp, plural, namespace, name FROM objects WHERE namespace=?", (namespace,))]
 
     @_locked
+    def has_uid(self, uid: str) -> bool:
+        return self._db.execute("SELECT 1 FROM objects WHERE uid=? LIMIT 1",
+                                (uid,)).fetchone() is not None
+
+    @_locked
+    def with_owners(self) -> list[tuple[Key, Obj]]:
+        """Objects that have ownerReferences."""
+        out = []
+        for g, p, ns, n, body in self._db.execute(
+            "SELECT grp, plural, namespace, name, body FROM objects WHERE body LIKE ?",
+            ('%"ownerReferences"%',),
+        ):
+            obj = json.loads(body)
+            if obj.get("metadata", {}).get("ownerReferences"):
+                out.append((Key(g, p, ns, n), obj))
+        return out
+
+    @_locked
     def owned_by(self, uid: str) -> list[tuple[Key, Obj]]:
         """Objects whose ownerReferences name ``uid``."""
         out = []

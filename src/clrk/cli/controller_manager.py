@@ -16,14 +16,16 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from lightkube import ConfigError, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 
 from clrk.cli.errors import CLIError, run_guarded
-from clrk.controlplane.assembly import ClusterMode, ControlPlane, LeaseSettings
+
+if TYPE_CHECKING:
+    from clrk.controlplane.assembly import ControlPlane
 
 log = logging.getLogger("clrk.controller-manager")
 
@@ -108,6 +110,9 @@ def controller_manager(
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     def run() -> None:
+        # Imported here, not at load: every other `clrk` command would pay for it.
+        from clrk.controlplane.assembly import ClusterMode, ControlPlane, LeaseSettings
+
         for name in ("tls.crt", "tls.key"):
             if not (tls_cert_dir / name).is_file():
                 raise CLIError(f"--tls-cert-dir {tls_cert_dir}: {name} is missing")

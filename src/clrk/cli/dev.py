@@ -19,14 +19,15 @@ import yaml
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from clrk.api.workerpool import WorkerPool
 from clrk.cli.errors import CLIError, describe, run_guarded
 from clrk.cli.manifests import Manifest, load
 from clrk.cli.secret import parse_secret_flag
 from clrk.client import FIELD_MANAGER, resource_class
-from clrk.controlplane.assembly import ControlPlane
-from clrk.kubeconfig import DEFAULT_HOME, HOST_KUBECONFIG
+from clrk.controlplane.instance_lock import AlreadyRunning, InstanceLock
+from clrk.kubeconfig import HOST_KUBECONFIG
 from clrk.oci import dev_registry
 from clrk.oci.dev_registry import DEFAULT_PORT as DEFAULT_REGISTRY_PORT
 from clrk.oci.dev_registry import DevRegistry, RegistryError
@@ -36,12 +37,18 @@ app = typer.Typer(help="Run clrk on this host.")
 
 
 async def _apply(client: AsyncClient, m: Manifest) -> None:
+    """Server-side apply, strict as `clrk apply` and kubectl (a typo is refused with the
+    field named, not dropped)."""
     body = dict(m.body)
     body["metadata"] = dict(body.get("metadata") or {})
     if m.cls.kind_info.namespaced:
         body["metadata"].setdefault("namespace", "default")
-    obj = resource_class(m.cls).from_dict(body)
-    await client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+    res = resource_class(m.cls)
+    await client._client.request(
+        "patch", res=res, name=body["metadata"].get("name"),
+        namespace=body["metadata"].get("namespace"), obj=res.from_dict(body),
+        headers={"Content-Type": PatchType.APPLY.value},
+        params={"force": "true", "fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
 
 
 async def _bootstrap(client: AsyncClient, secrets: dict[str, dict[str, bytes]],
@@ -128,12 +135,32 @@ class WorkerProcesses:
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
                  manifests: list[Manifest], concurrency: int, workers: int,
                  ingress_port: int, insecure: list[str], registry: DevRegistry | None) -> None:
+    lock = InstanceLock(data_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as err:
+        raise CLIError(str(err)) from None
+    try:
+        await _serve_locked(lock, data_dir, host, port, secrets, manifests, concurrency,
+                            workers, ingress_port, insecure, registry)
+    finally:
+        lock.release()
+
+
+async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int,
+                        secrets: dict[str, dict[str, bytes]], manifests: list[Manifest],
+                        concurrency: int, workers: int, ingress_port: int,
+                        insecure: list[str], registry: DevRegistry | None) -> None:
     if registry is not None:
         try:
             await registry.start()
         except RegistryError as err:
             raise CLIError(str(err)) from err
         insecure = [*insecure, registry.host]
+    # Imported here: the whole control plane (chDB, uvicorn) costs every other `clrk`
+    # command half a second to load.
+    from clrk.controlplane.assembly import ControlPlane
+
     plane = ControlPlane(data_dir, host, port, ingress_port, concurrency)
     try:
         await plane.start()
@@ -142,6 +169,7 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
             await registry.stop()
         raise
     kubeconfig = plane.kubeconfig
+    lock.record(api=plane.server.url)
     worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
     await worker_procs.start()
     stop = asyncio.Event()
@@ -180,16 +208,19 @@ def _secrets(specs: list[str]) -> dict[str, dict[str, bytes]]:
 @app.callback(invoke_without_command=True)
 def dev(
     ctx: typer.Context,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="State directory.")] = DEFAULT_HOME,
     port: Annotated[int, typer.Option("--port", help="API port (0 = any free port).")] = 0,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address the API server listens on.")
+                    ] = "127.0.0.1",
     apply: Annotated[list[str] | None, typer.Option("--apply", help="Manifests to apply.")
                      ] = None,
-    recursive: Annotated[bool, typer.Option("-R", "--recursive")] = False,
+    recursive: Annotated[bool, typer.Option(
+        "-R", "--recursive", help="Read the directories given with --apply recursively.")
+    ] = False,
     secret: Annotated[list[str] | None, typer.Option(
         "--secret", help="NAME=ENVVAR[:KEY]: a Secret from an environment variable.")] = None,
-    controller_concurrency: Annotated[int, typer.Option("--controller-concurrency",
-                                                        min=1)] = 2,
+    controller_concurrency: Annotated[int, typer.Option(
+        "--controller-concurrency", min=1,
+        help="Objects each controller reconciles at once.")] = 2,
     no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log output.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Worker processes.")] = 1,
     ingress_port: Annotated[int, typer.Option("--ingress-port",
@@ -204,9 +235,12 @@ def dev(
     no_registry: Annotated[bool, typer.Option("--no-registry",
                                               help="Run no dev registry.")] = False,
 ) -> None:
-    """Run the API server and the controllers until Ctrl-C; state survives restarts."""
+    """Run the API server and the controllers until Ctrl-C; state survives restarts.
+
+    State lives in the global --data-dir (default ~/.clrk, or $CLRK_HOME)."""
     if ctx.invoked_subcommand:
         return
+    data_dir: Path = ctx.obj.data_dir
     if no_registry and registry_port is not None:
         raise CLIError("--registry-port and --no-registry exclude each other")
     secrets = _secrets(secret or [])
@@ -221,20 +255,19 @@ def dev(
 
 
 @app.command("status")
-def status(
-    data_dir: Annotated[Path, typer.Option("--data-dir")] = DEFAULT_HOME,
-) -> None:
-    """Is `clrk dev` running? Where, and what does it hold?"""
+def status(ctx: typer.Context) -> None:
+    """Is `clrk dev` running? Where, and what does it hold? (the global --data-dir's)"""
+    data_dir: Path = ctx.obj.data_dir
     kubeconfig = data_dir / HOST_KUBECONFIG
     if not kubeconfig.exists():
         raise CLIError(f"clrk dev has not run with data dir {data_dir} ({kubeconfig} missing)")
     doc: dict[str, Any] = yaml.safe_load(kubeconfig.read_text())
     cluster = doc["clusters"][0]["cluster"]
     server = cluster["server"]
-    ctx = ssl.create_default_context(
+    tls = ssl.create_default_context(
         cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
     try:
-        with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=3) as r:
+        with urllib.request.urlopen(f"{server}/readyz", context=tls, timeout=3) as r:
             ready = r.status == 200
     except OSError:
         ready = False
@@ -242,7 +275,7 @@ def status(
         raise CLIError(f"clrk dev is not running (nothing answers at {server})")
     from clrk.cli.context import Options
 
-    client = Options(kubeconfig=kubeconfig).client()
+    client = Options(kubeconfig=kubeconfig, data_dir=data_dir).client()
     from clrk.api.agents import DaemonAgent, TaskAgent
     from clrk.api.gateway import EgressGateway
 

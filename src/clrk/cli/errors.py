@@ -1,4 +1,8 @@
-"""One clear line for every failure: no tracebacks reach the user."""
+"""One clear line for every failure: no tracebacks reach the user.
+
+Usage errors too: the command line is parsed with ``standalone_mode=False``, so click's
+own exceptions (read by their attributes: typer vendors its own click) come here and
+are printed as one ``error:`` line instead of typer's framed panel."""
 
 from __future__ import annotations
 
@@ -42,6 +46,22 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def usage_error(err: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) of a click exception (a usage error, a bad value, an abort);
+    None for any other exception. The message says where help is, as kubectl's do."""
+    if type(err).__name__ == "Abort":
+        return "aborted", 1
+    format_message = getattr(err, "format_message", None)
+    code = getattr(err, "exit_code", None)
+    if not callable(format_message) or not isinstance(code, int):
+        return None
+    message = " ".join(str(format_message()).split())
+    path = getattr(getattr(err, "ctx", None), "command_path", None)
+    if path and code == 2:
+        message += f" (see '{path} --help')"
+    return message, code
+
+
 def run_guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
@@ -51,4 +71,13 @@ def run_guarded(fn: Callable[[], T]) -> T:
     except SystemExit:
         raise
     except Exception as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            # A group run bare: its help, printed already by rich (else in the message).
+            text = str(getattr(err, "message", "") or "")
+            if text:
+                print(text)
+            raise SystemExit(0) from None
+        usage = usage_error(err)
+        if usage is not None:
+            fail(*usage)
         fail(describe(err))

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
+from clrk.cli import output
 from clrk.cli.errors import CLIError
-from clrk.kubeconfig import DEFAULT_HOME
 from clrk.oci import dev_registry
 from clrk.oci.debian_base import PACKAGES, BootstrapError, Recipe, oci_layout
 from clrk.oci.store import ImageError, ImageStore
@@ -19,13 +19,17 @@ from clrk.oci.store import ImageError, ImageStore
 app = typer.Typer(help="Build and push agent images (no Docker needed).",
                   no_args_is_help=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="clrk's home (as for `clrk dev`).")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress output.")]
 DEFAULT_BASE = "clrk/debian-base:bookworm"
 
 
 def _store(data_dir: Path, quiet: bool = False) -> ImageStore:
     return ImageStore(data_dir, dev_registry.address(data_dir), progress=not quiet)
+
+
+def _data_dir(ctx: typer.Context) -> Path:
+    """The global --data-dir (CLRK_HOME): the store and registry of that `clrk dev`."""
+    return Path(ctx.obj.data_dir)
 
 
 def _build_args(values: list[str]) -> dict[str, str]:
@@ -40,6 +44,7 @@ def _build_args(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def build(
+    ctx: typer.Context,
     context: Annotated[Path, typer.Argument(help="The build context (with its Dockerfile).")],
     tag: Annotated[str, typer.Option("-t", "--tag", help="NAME[:TAG] of the image.")],
     file: Annotated[Path | None, typer.Option("-f", "--file", help="The Dockerfile.")] = None,
@@ -49,13 +54,12 @@ def build(
                                       "in the store), always, or never.")] = "missing",
     push: Annotated[bool, typer.Option("--push", help="Push it once built (to the dev "
                                        "registry unless NAME names a registry).")] = False,
-    data_dir: DataDir = DEFAULT_HOME,
     quiet: Quiet = False,
 ) -> None:
     """Build an image from a Dockerfile (buildah, chroot isolation, a layer cache)."""
     if pull not in ("missing", "always", "never"):
         raise CLIError(f"--pull {pull}: expected missing, always or never")
-    store = _store(data_dir, quiet)
+    store = _store(_data_dir(ctx), quiet)
     try:
         image_id = store.build(tag, context, file, _build_args(build_arg or []), pull)
         print(f"built {tag} ({image_id[:12]})", flush=True)
@@ -67,6 +71,7 @@ def build(
 
 @app.command("push")
 def push_image(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="A local image, a `docker save` or OCI "
                                           "archive, or an OCI layout directory.")],
     destination: Annotated[str | None, typer.Argument(
@@ -77,12 +82,11 @@ def push_image(
                                                   help="A containers auth.json.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP / no TLS "
                                            "verification (loopback is always so).")] = False,
-    data_dir: DataDir = DEFAULT_HOME,
     quiet: Quiet = False,
 ) -> None:
     """Push an image to the dev registry, or to any registry."""
     try:
-        dest = _store(data_dir, quiet).push(source, destination, creds, authfile, insecure)
+        dest = _store(_data_dir(ctx), quiet).push(source, destination, creds, authfile, insecure)
     except ImageError as err:
         raise CLIError(str(err)) from err
     print(f"pushed {dest}", flush=True)
@@ -90,42 +94,45 @@ def push_image(
 
 @app.command("import")
 def import_image(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="A `docker save` or OCI archive, an OCI "
                                           "layout directory, or docker://REFERENCE.")],
     name: Annotated[str, typer.Option("--name", help="The name a Dockerfile's FROM uses, "
                                       "e.g. python:3.12-slim.")],
-    data_dir: DataDir = DEFAULT_HOME,
 ) -> None:
     """Put a base image into clrk's store (for builds without internet)."""
     try:
-        image_id = _store(data_dir).import_image(source, name)
+        image_id = _store(_data_dir(ctx)).import_image(source, name)
     except ImageError as err:
         raise CLIError(str(err)) from err
     print(f"imported {name} ({image_id[:12]})")
 
 
 @app.command("ls")
-def list_images(data_dir: DataDir = DEFAULT_HOME) -> None:
+def list_images(ctx: typer.Context,
+                output_format: output.OutputOpt = None) -> None:
     """The images in clrk's store."""
+    fmt = output.output_format(output_format)
     try:
-        images = _store(data_dir).images()
+        images = _store(_data_dir(ctx)).images()
     except ImageError as err:
         raise CLIError(str(err)) from err
-    rows = [(name, image.id[:12], image.size, image.created[:19].replace("T", " "))
+    if fmt is not None:
+        print(output.dump_doc([{"names": list(i.names), "id": i.id, "size": i.size,
+                                "created": i.created} for i in images], fmt), end="")
+        return
+    rows = [[name, image.id[:12], image.size, image.created[:19].replace("T", " ")]
             for image in images for name in image.names or ("<none>",)]
-    header = ("NAME", "IMAGE ID", "SIZE", "CREATED")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
-    for row in [header, *rows]:
-        print("   ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    output.print_table(["NAME", "IMAGE ID", "SIZE", "CREATED"], rows)
 
 
 @app.command("rm")
 def remove(
+    ctx: typer.Context,
     names: Annotated[list[str], typer.Argument(help="Images to remove.")],
-    data_dir: DataDir = DEFAULT_HOME,
 ) -> None:
     """Remove images from clrk's store."""
-    store = _store(data_dir)
+    store = _store(_data_dir(ctx))
     for name in names:
         try:
             store.remove(name)
@@ -136,6 +143,7 @@ def remove(
 
 @app.command("base")
 def debian_base(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The name Dockerfiles use (FROM / --build-arg "
                                         "BASE=...).")] = DEFAULT_BASE,
     suite: Annotated[str, typer.Option("--suite", help="Debian suite.")] = "bookworm",
@@ -145,11 +153,10 @@ def debian_base(
         "--package", help=f"Packages to include (default: {', '.join(PACKAGES)}).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Make it again even if the store "
                                         "has it.")] = False,
-    data_dir: DataDir = DEFAULT_HOME,
 ) -> None:
     """Make a Debian base image with debootstrap (for machines that reach a Debian mirror
     but not Docker Hub); the root filesystem is cached per recipe."""
-    store = _store(data_dir)
+    store = _store(_data_dir(ctx))
     try:
         if not force and store.exists(name):
             print(f"{name} is in the store already")

@@ -1,38 +1,75 @@
-"""The `clrk` command: a typer app assembled from one module per command group."""
+"""The `clrk` command: a typer app assembled from one module per command group.
+
+Commands that are one function appear once here however many names they have: `clrk
+logs` is `clrk agents logs`, registered from the same function."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from clrk import __version__
 from clrk.api.crd import crds_yaml
-from clrk.cli import agents, dev, global_flags, image, install, pools, resources, secret
+from clrk.cli import (
+    agent_logs,
+    agents,
+    contexts,
+    dev,
+    get,
+    global_flags,
+    help_style,
+    image,
+    install,
+    pools,
+    resources,
+    run_task,
+    secret,
+    status,
+)
 from clrk.cli.context import Options
 from clrk.cli.controller_manager import controller_manager
 from clrk.cli.errors import run_guarded
 from clrk.cli.worker import worker
+from clrk.kubeconfig import DEFAULT_HOME
 
 app = typer.Typer(name="clrk", help="A runtime for untrusted LLM agents.",
                   no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        version()
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    kubeconfig: Annotated[Path | None, typer.Option("--kubeconfig", envvar="CLRK_KUBECONFIG",
-                                                    help="Path to a kubeconfig.")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="Kubeconfig context.")
-                       ] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--kubeconfig", envvar="CLRK_KUBECONFIG", metavar="PATH",
+        help="Path to a kubeconfig (default: $KUBECONFIG, ~/.kube/config, else the "
+             "`clrk dev` one).")] = None,
+    context: Annotated[str | None, typer.Option(
+        "--context", metavar="NAME", help="Kubeconfig context.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Use the `clrk dev` kubeconfig.")
                      ] = False,
-    namespace: Annotated[str | None, typer.Option("-n", "--namespace")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "-n", "--namespace", metavar="NAME",
+        help="Namespace (default: the context's, else default).")] = None,
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", envvar="CLRK_HOME", metavar="PATH",
+        help="The `clrk dev` state directory: what `clrk dev`, `dev status`, `image` and "
+             "--local use.")] = DEFAULT_HOME,
+    _version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print the clrk version and exit.")] = False,
 ) -> None:
-    ctx.obj = Options(kubeconfig=kubeconfig, context=context, local=local, namespace=namespace)
+    ctx.obj = Options(kubeconfig=kubeconfig, context=context, local=local, namespace=namespace,
+                      data_dir=data_dir)
 
 
 app.add_typer(dev.app, name="dev")
@@ -40,9 +77,14 @@ app.add_typer(secret.app, name="secret")
 app.add_typer(image.app, name="image")
 app.add_typer(agents.app, name="agents")
 app.add_typer(pools.app, name="pools")
+app.add_typer(contexts.app, name="context")
 app.command()(resources.apply)
-app.command()(resources.get)
+app.command()(get.get)
 app.command()(resources.delete)
+app.command()(status.status)
+app.command("logs")(agent_logs.logs)
+app.command("traces")(agent_logs.traces)
+app.command("run-task")(run_task.run_task)
 app.command()(worker)
 app.command("controller-manager")(controller_manager)
 app.command()(install.install)
@@ -61,10 +103,17 @@ def version() -> None:
     print(f"clrk {__version__}")
 
 
+def command() -> Any:
+    """The click command tree of ``app``, its help tidied (``clrk.cli.help_style``)."""
+    return help_style.tidy(typer.main.get_command(app))
+
+
 def main() -> None:
-    command = typer.main.get_command(app)
-    args = global_flags.hoist(command, sys.argv[1:])
-    run_guarded(lambda: command(args, prog_name="clrk", standalone_mode=True))
+    root_command = command()
+    args = global_flags.hoist(root_command, sys.argv[1:])
+    code = run_guarded(lambda: root_command.main(args, prog_name="clrk",
+                                                 standalone_mode=False))
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

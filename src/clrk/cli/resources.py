@@ -1,4 +1,5 @@
-"""`clrk apply`, `clrk get`, `clrk delete`: generic verbs over every kind."""
+"""`clrk apply` and `clrk delete`: generic verbs over every kind (`clrk get` is
+``clrk.cli.get``)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,16 @@ from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
 from clrk.api.base import Resource
-from clrk.api.registry import lookup
-from clrk.cli import output
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
 from clrk.cli.manifests import Manifest, load
+from clrk.cli.output import qualified
+from clrk.cli.targets import parse
 from clrk.client import FIELD_MANAGER, resource_class, to_dict
 
 
-def resolve(kind: str) -> type[Resource]:
-    cls = lookup(kind)
-    if cls is None:
-        raise CLIError(f'the server doesn\'t have a resource type "{kind}"')
-    return cls
-
-
 def apply_manifest(client: Client, m: Manifest, namespace: str, force: bool,
-                   dry_run: bool = False) -> dict[str, Any]:
+                   dry_run: bool = False, validate: str = "Strict") -> dict[str, Any]:
     body = dict(m.body)
     body["metadata"] = dict(body.get("metadata") or {})
     if m.cls.kind_info.namespaced:
@@ -43,19 +37,33 @@ def apply_manifest(client: Client, m: Manifest, namespace: str, force: bool,
         namespace=body["metadata"].get("namespace"), obj=obj,
         headers={"Content-Type": PatchType.APPLY.value},
         params={"force": "true" if force else None, "fieldManager": FIELD_MANAGER,
-                "dryRun": "All" if dry_run else None, "fieldValidation": "Strict"})
+                "dryRun": "All" if dry_run else None, "fieldValidation": validate})
     return to_dict(result)
 
 
 def apply(
     ctx: typer.Context,
-    filename: Annotated[list[str], typer.Option("-f", "--filename",
+    filename: Annotated[list[str], typer.Option("-f", "--filename", metavar="PATH",
                                                 help="File, directory or - for stdin.")],
-    recursive: Annotated[bool, typer.Option("-R", "--recursive")] = False,
-    force_conflicts: Annotated[bool, typer.Option("--force-conflicts")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    recursive: Annotated[bool, typer.Option(
+        "-R", "--recursive", help="Read the directories given with -f recursively.")
+    ] = False,
+    force_conflicts: Annotated[bool, typer.Option(
+        "--force-conflicts", help="Take over fields another manager owns.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Have the server check the objects without storing them.")
+    ] = False,
+    validate: Annotated[str, typer.Option(
+        "--validate", metavar="MODE",
+        help="Unknown or duplicate fields: strict refuses the object, warn applies it "
+             "without them and prints a warning, ignore drops them silently.")
+    ] = "strict",
 ) -> None:
     """Server-side apply manifests (field manager `clrk`)."""
+    modes = {"strict": "Strict", "warn": "Warn", "ignore": "Ignore", "true": "Strict",
+             "false": "Ignore"}
+    if validate.lower() not in modes:
+        raise CLIError(f"--validate {validate}: expected strict, warn or ignore")
     opts: Options = ctx.obj
     manifests = load(filename, recursive)
     client = opts.client()
@@ -63,9 +71,11 @@ def apply(
     failed = 0
     for m in manifests:  # every document, each with its own outcome
         try:
-            apply_manifest(client, m, ns, force_conflicts, dry_run)
+            apply_manifest(client, m, ns, force_conflicts, dry_run, modes[validate.lower()])
         except ApiError as err:
             message = f"{m.source}: {m.label}: {err.status.message}"
+            if err.status.code == 409 and "conflict" in (err.status.message or ""):
+                message += " (--force-conflicts takes those fields over)"
             if len(manifests) == 1:
                 raise CLIError(message) from None
             print(f"error: {message}", file=sys.stderr)
@@ -75,59 +85,6 @@ def apply(
         print(f"{m.label} serverside-applied{suffix}")
     if failed:
         raise CLIError(f"{failed} of {len(manifests)} objects were not applied")
-
-
-def get(
-    ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="Kind, plural, singular or short name.")],
-    name: Annotated[str | None, typer.Argument()] = None,
-    output_format: Annotated[str | None, typer.Option("-o", "--output",
-                                                      help="yaml|json|wide|name")] = None,
-    all_namespaces: Annotated[bool, typer.Option("-A", "--all-namespaces")] = False,
-    selector: Annotated[str | None, typer.Option("-l", "--selector")] = None,
-) -> None:
-    """Show objects of a kind."""
-    opts: Options = ctx.obj
-    if output_format not in (None, "yaml", "json", "wide", "name"):
-        raise CLIError(f"unknown output format {output_format!r}: use yaml, json, wide or name")
-    cls = resolve(kind)
-    info = cls.kind_info
-    client = opts.client()
-    res = resource_class(cls)
-    ns = opts.default_namespace()
-    if name:
-        objs = [to_dict(client.get(res, name, namespace=ns if info.namespaced else None))]
-    else:
-        labels = _labels(selector)
-        where = "*" if all_namespaces else ns
-        objs = [to_dict(o) for o in client.list(
-            res, namespace=where if info.namespaced else None, labels=labels)]
-    if output_format in ("yaml", "json"):
-        print(output.dump(objs, output_format, single=bool(name)), end="")
-        return
-    if output_format == "name":
-        for o in objs:
-            print(f"{info.singular}/{o['metadata']['name']}")
-        return
-    if not objs:
-        where = "" if all_namespaces or not info.namespaced else f" in {ns} namespace"
-        print(f"No resources found{where}.")
-        return
-    header, body = output.rows(info, objs, output_format == "wide", all_namespaces)
-    output.print_table(header, body)
-
-
-def _labels(selector: str | None) -> dict[str, Any] | None:
-    if not selector:
-        return None
-    out: dict[str, Any] = {}
-    for part in selector.split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[k.strip().rstrip("=")] = v.strip().lstrip("=")
-        else:
-            out[part.strip()] = None
-    return out
 
 
 def _wait_gone(client: Client, res: Any, name: str, namespace: str | None,
@@ -146,28 +103,34 @@ def _wait_gone(client: Client, res: Any, name: str, namespace: str | None,
 
 def delete(
     ctx: typer.Context,
-    kind: Annotated[str | None, typer.Argument()] = None,
-    names: Annotated[list[str] | None, typer.Argument()] = None,
-    filename: Annotated[list[str] | None, typer.Option("-f", "--filename")] = None,
-    recursive: Annotated[bool, typer.Option("-R", "--recursive")] = False,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 60.0,
-    ignore_not_found: Annotated[bool, typer.Option("--ignore-not-found")] = False,
+    args: Annotated[list[str] | None, typer.Argument(
+        metavar="KIND[,KIND] [NAME]",
+        help="Kinds and names, as for clrk get (also KIND/NAME).", show_default=False)
+    ] = None,
+    filename: Annotated[list[str] | None, typer.Option(
+        "-f", "--filename", metavar="PATH", help="Delete the objects of these manifests.")
+    ] = None,
+    recursive: Annotated[bool, typer.Option(
+        "-R", "--recursive", help="Read the directories given with -f recursively.")
+    ] = False,
+    all_: Annotated[bool, typer.Option(
+        "--all", help="Every object of the kinds, in the namespace.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait until the objects are gone (finalizers run).")
+    ] = True,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS",
+                                           help="Seconds to wait.")] = 60.0,
+    ignore_not_found: Annotated[bool, typer.Option(
+        "--ignore-not-found", help="A missing object is not an error.")] = False,
 ) -> None:
-    """Delete objects by kind and name, or those in manifests."""
+    """Delete objects by kind and name, all of some kinds (--all), or a manifest's (-f)."""
     opts: Options = ctx.obj
+    targets = _targets(opts, args or [], filename, recursive, all_)
     client = opts.client()
-    ns = opts.default_namespace()
-    targets: list[tuple[type[Resource], str, str]] = []
-    if filename:
-        for m in load(filename, recursive):
-            targets.append((m.cls, m.name, m.body.get("metadata", {}).get("namespace") or ns))
-    elif kind and names:
-        cls = resolve(kind)
-        targets = [(cls, n, ns) for n in names]
-    else:
-        raise CLIError("give KIND NAME... or -f FILE")
-    for cls, name, namespace in targets:
+    if not targets:
+        print(f"No resources found in {opts.default_namespace()} namespace.", file=sys.stderr)
+    deleted = []
+    for cls, name, namespace in targets:  # all at once, then (as kubectl) the wait
         info = cls.kind_info
         res = resource_class(cls)
         where = namespace if info.namespaced else None
@@ -177,7 +140,38 @@ def delete(
             if err.status.code == 404 and ignore_not_found:
                 continue
             raise
-        if wait:
-            _wait_gone(client, res, name, where, timeout)
-        prefix = f"{info.singular}.{info.group}" if info.group else info.singular
-        print(f'{prefix} "{name}" deleted')
+        print(f'{qualified(info)} "{name}" deleted', flush=True)
+        deleted.append((res, name, where))
+    deadline = time.monotonic() + timeout
+    for res, name, where in deleted if wait else []:
+        _wait_gone(client, res, name, where, max(0.5, deadline - time.monotonic()))
+
+
+def _targets(opts: Options, args: list[str], filename: list[str] | None, recursive: bool,
+             all_: bool) -> list[tuple[type[Resource], str, str]]:
+    """(kind, name, namespace) of each object to delete."""
+    ns = opts.default_namespace()
+    if filename:
+        if args or all_:
+            raise CLIError("give KIND NAME..., KIND --all or -f FILE, not several of them")
+        return [(m.cls, m.name, m.body.get("metadata", {}).get("namespace") or ns)
+                for m in load(filename, recursive)]
+    if not args:
+        raise CLIError("give KIND NAME..., KIND --all or -f FILE (nothing to delete)")
+    selections = parse(args)
+    named = any(s.names for s in selections)
+    if all_ and named:
+        raise CLIError("--all deletes every object of the kinds: give no names with it")
+    if not all_ and not named:
+        raise CLIError(f"give the names to delete, or --all for every {args[0]} in the "
+                       f"namespace")
+    if all_:
+        client = opts.client()
+        out = []
+        for s in selections:
+            info = s.cls.kind_info
+            for o in client.list(resource_class(s.cls),
+                                 namespace=ns if info.namespaced else None):
+                out.append((s.cls, to_dict(o)["metadata"]["name"], ns))
+        return out
+    return [(s.cls, n, ns) for s in selections for n in s.names]

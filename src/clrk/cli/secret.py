@@ -59,7 +59,9 @@ def set_(
     from_literal: Annotated[list[str] | None, typer.Option("--from-literal",
                                                            help="key=value")] = None,
     from_file: Annotated[list[str] | None, typer.Option("--from-file", help="key=PATH")] = None,
-    secret_type: Annotated[str, typer.Option("--type")] = "Opaque",
+    secret_type: Annotated[str, typer.Option(
+        "--type", help="The Secret's type (e.g. kubernetes.io/dockerconfigjson).")
+    ] = "Opaque",
 ) -> None:
     """Create or update a Secret (server-side apply)."""
     opts: Options = ctx.obj

@@ -12,18 +12,25 @@ from typing import Annotated
 import typer
 
 from clrk.cli.errors import run_guarded
-from clrk.worker.main import serve
 
 
 def worker(
     kubeconfig: Annotated[Path, typer.Option("--api-kubeconfig",
                                              help="Kubeconfig of the API server.")],
-    data_dir: Annotated[Path, typer.Option("--data-dir")],
-    name: Annotated[str, typer.Option("--name")] = socket.gethostname(),
-    namespace: Annotated[str, typer.Option("--pool-namespace")] = "default",
-    pool: Annotated[str, typer.Option("--pool")] = "default",
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 0,
+    data_dir: Annotated[Path, typer.Option(
+        "--data-dir", help="The worker's state: images, sandboxes, Envoy's files.")],
+    name: Annotated[str, typer.Option(
+        "--name", help="The worker's name in its pool (default: the host name).")
+    ] = socket.gethostname(),
+    namespace: Annotated[str, typer.Option(
+        "--pool-namespace", help="Namespace of the WorkerPool.")] = "default",
+    pool: Annotated[str, typer.Option("--pool", help="The WorkerPool to serve.")
+                    ] = "default",
+    host: Annotated[str, typer.Option(
+        "--host", help="Address of the dispatch service the scheduler calls.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(
+        "--port", help="Port of the dispatch service (0 = any free port).")] = 0,
     capacity: Annotated[int | None, typer.Option(
         "--max-executions", min=1,
         help="Fixed capacity (default: the pool's maxExecutionsPerWorker).")] = None,
@@ -45,6 +52,8 @@ def worker(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     upstream = _host_port(dns_upstream) if dns_upstream else None
+    from clrk.worker.main import serve  # at use: every other `clrk` command would load it
+
     run_guarded(lambda: asyncio.run(serve(name, data_dir, kubeconfig, namespace, pool, host,
                                           port, capacity, set(insecure_registry or []),
                                           index, network, upstream)))

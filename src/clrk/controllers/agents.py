@@ -13,10 +13,13 @@ from clrk.api.gateway import EgressGateway
 from clrk.api.revision import AgentSandboxRevision
 from clrk.api.workerpool import WorkerPool
 from clrk.client import get_or_none, resource_class, to_model
-from clrk.controllers import agent_status, revisions
-from clrk.controllers.conditions import set_condition
+from clrk.controllers import agent_status, events, revisions
+from clrk.controllers.conditions import newly_false, set_condition
 from clrk.controllers.runtime import Controller, Key, Watch
 from clrk.controllers.workerpool import WorkerRegistry
+
+# False conditions that say something is under way, not wrong: no Warning for them.
+IN_PROGRESS = frozenset({"Pulling"})
 
 
 def place(registry: WorkerRegistry, namespace: str, pool: str,
@@ -110,6 +113,11 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
         if new != status:
             await client.patch(res.Status, name, {"status": new}, namespace=ns,
                                patch_type=PatchType.MERGE)
+            for cond in newly_false(status.get("conditions") or [], conds):
+                if cond.get("reason") in IN_PROGRESS:
+                    continue
+                await events.emit(client, raw, str(cond.get("reason")),
+                                  f'{cond.get("type")}: {cond.get("message")}', "Warning")
         return requeue
 
     return Controller(

@@ -25,3 +25,12 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: bool, re
     order = {c.get("type"): i for i, c in enumerate(conditions)}
     out.sort(key=lambda c: order.get(c.get("type"), len(order)))
     return out
+
+
+def newly_false(before: list[dict[str, Any]], after: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """Conditions False in ``after`` that were not False, or False for another reason,
+    in ``before``: what a Warning event should tell once, not at every reconcile."""
+    was = {(c.get("type"), c.get("reason")) for c in before if c.get("status") == "False"}
+    return [c for c in after
+            if c.get("status") == "False" and (c.get("type"), c.get("reason")) not in was]

@@ -9,6 +9,7 @@ from lightkube import AsyncClient
 
 from clrk.api.agents import DaemonAgent, TaskAgent
 from clrk.controllers.agents import agent_controller
+from clrk.controllers.attachments import attachment_controller
 from clrk.controllers.cron import Invoke, cron_controller
 from clrk.controllers.gateway_ca import gateway_controller
 from clrk.controllers.runtime import Runner
@@ -25,6 +26,7 @@ class ControllerManager:
             agent_controller(client, TaskAgent, concurrency),
             agent_controller(client, DaemonAgent, concurrency, registry),
             gateway_controller(client, concurrency),
+            attachment_controller(client, concurrency),
             workerpool_controller(client, registry or NoWorkers(), concurrency),
         ]
         if invoke is not None:

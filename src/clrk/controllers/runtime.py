@@ -109,6 +109,8 @@ class Controller:
     reconcile: ReconcileFn
     secondary: list[Watch] = field(default_factory=list)
     concurrency: int = 2
+    # How the primary kind's events map to keys (None: the object's own key).
+    primary_mapper: Mapper | None = None
     resync_seconds: float = 300.0
 
 
@@ -127,7 +129,7 @@ class Runner:
         self.backoff = Backoff()
 
     async def run(self, stop: asyncio.Event) -> None:
-        watches = [Watch(self.c.primary), *self.c.secondary]
+        watches = [Watch(self.c.primary, self.c.primary_mapper), *self.c.secondary]
         tasks = [asyncio.create_task(self._watch(w), name=f"{self.c.name}-watch")
                  for w in watches]
         tasks += [asyncio.create_task(self._worker(), name=f"{self.c.name}-worker")
@@ -170,7 +172,7 @@ class Runner:
             await asyncio.sleep(self.c.resync_seconds)
             with contextlib.suppress(Exception):
                 async for obj in self.client.list(res, namespace="*"):
-                    for key in await _own_key(obj):
+                    for key in await (self.c.primary_mapper or _own_key)(obj):
                         self.queue.add(key)
 
     async def _worker(self) -> None:

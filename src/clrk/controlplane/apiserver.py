@@ -105,6 +105,8 @@ class APIServer:
         endpoints.install(self.api, self.invoker, self.registry)
         for ns in ("default", "clrk"):
             self.api.ensure_namespace(ns)
+        if collected := self.api.collect_dangling():
+            log.info("deleted %d object(s) whose owners were gone", collected)
         self._server = Server(build_app(self.api, access), self.host, self.port,
                               h11_max_incomplete_event_size=65536, **tls)  # type: ignore[arg-type]
         self.port = self._server.port
