@@ -56,6 +56,7 @@ README_STEPS = [
     Step("README.md", "docker push 127.0.0.1:5001/word-count:0.3",
          run=".venv/bin/clrk image push word-count:0.1 word-count:0.3"),
     Step("README.md", "clrk dev status", run=".venv/bin/clrk dev status"),
+    Step("README.md", "clrk dev\nwait-ready", run=".venv/bin/clrk dev wait-ready"),
     Step("README.md", "kubectl get taskagents,daemonagents,egressgateways"),
     Step("README.md", "kubectl get asr"),
     Step("README.md", ".venv/bin/clrk agents list --local"),

@@ -10,9 +10,10 @@ import os
 import signal
 import ssl
 import sys
+import time
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -22,6 +23,12 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from clrk.api.workerpool import WorkerPool
+from clrk.cli.dev_commands import DEV_LOG, components, status_json, table
+from clrk.cli.dev_commands import logs as dev_logs
+from clrk.cli.dev_commands import reload as dev_reload
+from clrk.cli.dev_commands import wait_ready as dev_wait_ready
+from clrk.cli.dev_components import Component, envoy, process_uptime, since
+from clrk.cli.dev_control import ControlServer, Handler, NotRunning
 from clrk.cli.errors import CLIError, describe, run_guarded
 from clrk.cli.manifests import Manifest, load
 from clrk.cli.secret import parse_secret_flag
@@ -32,7 +39,11 @@ from clrk.oci import dev_registry
 from clrk.oci.dev_registry import DEFAULT_PORT as DEFAULT_REGISTRY_PORT
 from clrk.oci.dev_registry import DevRegistry, RegistryError
 
+if TYPE_CHECKING:
+    from clrk.controlplane.assembly import ControlPlane
+
 log = logging.getLogger("clrk.dev")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 app = typer.Typer(help="Run clrk on this host.")
 
 
@@ -85,6 +96,8 @@ class WorkerProcesses:
         self.kubeconfig = kubeconfig
         self.insecure = insecure
         self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts: dict[int, int] = {}
+        self._restarting: set[int] = set()
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
 
@@ -111,9 +124,41 @@ class WorkerProcesses:
         while not self._stopping:
             await asyncio.sleep(0.5)
             for i, proc in list(self.procs.items()):
-                if proc.returncode is not None and not self._stopping:
+                if proc.returncode is not None and not self._stopping \
+                        and i not in self._restarting:
                     log.warning("worker-%d exited with %s; restarting it", i, proc.returncode)
+                    self.restarts[i] = self.restarts.get(i, 0) + 1
                     await self._spawn(i)  # the new worker sweeps what the old one left
+
+    async def restart(self, i: int) -> None:
+        """Stop worker-``i`` as SIGTERM does (it drains) and start it again: its state
+        is in the API server and its data dir, so nothing is lost."""
+        if i not in self.procs:
+            known = ", ".join(f"worker-{n}" for n in sorted(self.procs))
+            raise ValueError(f"there is no worker-{i} ("
+                             + (f"workers: {known})" if known else "this clrk dev runs none)"))
+        self._restarting.add(i)
+        try:
+            await _terminate(self.procs[i])
+            self.restarts[i] = self.restarts.get(i, 0) + 1
+            log.info("worker-%d restarted (clrk dev reload)", i)
+            await self._spawn(i)
+        finally:
+            self._restarting.discard(i)
+
+    def components(self, fresh: set[str]) -> list[Component]:
+        """Each worker (ready once its heartbeat is fresh) and its Envoy."""
+        out = []
+        for i, proc in sorted(self.procs.items()):
+            name = f"worker-{i}"
+            wdir = self.data_dir / "workers" / name
+            uptime = process_uptime(proc.pid) if proc.returncode is None else None
+            state = "exited" if uptime is None else "running" if name in fresh else "starting"
+            out.append(Component(name, state, name in fresh and uptime is not None, proc.pid,
+                                 uptime, log=str(wdir / "worker.log"),
+                                 restarts=self.restarts.get(i, 0)))
+            out.append(envoy(name, wdir))
+        return out
 
     async def stop(self) -> None:
         self._stopping = True
@@ -121,15 +166,17 @@ class WorkerProcesses:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for p in self.procs.values():
-            if p.returncode is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                await asyncio.wait_for(p.wait(), 30)
-            except TimeoutError:
-                p.kill()
-                await p.wait()
+        await asyncio.gather(*(_terminate(p) for p in self.procs.values()))
+
+
+async def _terminate(proc: asyncio.subprocess.Process, grace: float = 30) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
@@ -140,10 +187,16 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
         lock.acquire()
     except AlreadyRunning as err:
         raise CLIError(str(err)) from None
+    # Its own log, beside the workers', for `clrk dev logs` (the terminal has it too).
+    file_log = logging.FileHandler(data_dir / DEV_LOG)
+    file_log.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.getLogger().addHandler(file_log)
     try:
         await _serve_locked(lock, data_dir, host, port, secrets, manifests, concurrency,
                             workers, ingress_port, insecure, registry)
     finally:
+        logging.getLogger().removeHandler(file_log)
+        file_log.close()
         lock.release()
 
 
@@ -162,6 +215,7 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
     from clrk.controlplane.assembly import ControlPlane
 
     plane = ControlPlane(data_dir, host, port, ingress_port, concurrency)
+    started = time.time()
     try:
         await plane.start()
     except BaseException:
@@ -172,6 +226,9 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
     lock.record(api=plane.server.url)
     worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
     await worker_procs.start()
+    control = ControlServer(data_dir, _control(plane, worker_procs, registry, data_dir,
+                                               started))
+    await control.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -187,11 +244,55 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
         (data_dir / "ingress.url").write_text(plane.ingress.url)
         await stop.wait()
     finally:
+        await control.stop()
         await worker_procs.stop()
         await plane.stop()
         if registry is not None:
             await registry.stop()
         print("clrk dev stopped", flush=True)
+
+
+def _control(plane: ControlPlane, workers: WorkerProcesses, registry: DevRegistry | None,
+             data_dir: Path, started: float) -> dict[str, Handler]:
+    """What `clrk dev status|wait-ready|reload` ask the running instance (``started``:
+    when the API server started)."""
+    dev_log = str(data_dir / DEV_LOG)
+
+    async def status(_: dict[str, Any]) -> dict[str, Any]:
+        parts = [Component("api-server", "running", True, os.getpid(), since(started),
+                           plane.server.url, dev_log),
+                 Component("ingress", "running", True, os.getpid(), since(started),
+                           plane.ingress.url, dev_log)]
+        running = plane.controllers_running
+        parts.append(Component("controller-manager", "running" if running else "exited",
+                               running, os.getpid(),
+                               since(plane.controllers_started) if running else None,
+                               log=dev_log))
+        if registry is not None:
+            proc = getattr(registry, "proc", None)
+            uptime = process_uptime(proc.pid) if proc is not None else None
+            parts.append(Component("registry", "running" if uptime is not None else "exited",
+                                   uptime is not None, proc.pid if proc else None, uptime,
+                                   registry.host, str(registry.root / "registry.log"),
+                                   registry.restarts))
+        parts += workers.components(plane.server.registry.fresh_names())
+        return {"dataDir": str(data_dir), "components": [p.to_json() for p in parts]}
+
+    async def reload(request: dict[str, Any]) -> dict[str, Any]:
+        target = str(request.get("component", ""))
+        if target == "controller-manager":
+            await plane.restart_controllers()
+        elif target == "worker":
+            for i in sorted(workers.procs):
+                await workers.restart(i)
+        elif target.startswith("worker-") and target[len("worker-"):].isdigit():
+            await workers.restart(int(target[len("worker-"):]))
+        else:
+            raise ValueError(f"cannot reload {target!r}: name worker, worker-N or "
+                             "controller-manager")
+        return {"reloaded": target}
+
+    return {"status": status, "reload": reload}
 
 
 def _secrets(specs: list[str]) -> dict[str, dict[str, bytes]]:
@@ -247,7 +348,7 @@ def dev(
     manifests = load(apply, recursive) if apply else []
     registry = None if no_registry else DevRegistry(data_dir, registry_port)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     run_guarded(lambda: asyncio.run(_serve(data_dir, host, port, secrets, manifests,
                                            controller_concurrency, workers, ingress_port,
@@ -255,8 +356,9 @@ def dev(
 
 
 @app.command("status")
-def status(ctx: typer.Context) -> None:
-    """Is `clrk dev` running? Where, and what does it hold? (the global --data-dir's)"""
+def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
+        "--json", help="Print it as JSON.")] = False) -> None:
+    """Is `clrk dev` running? Where, what does it hold, and how is each component?"""
     data_dir: Path = ctx.obj.data_dir
     kubeconfig = data_dir / HOST_KUBECONFIG
     if not kubeconfig.exists():
@@ -273,16 +375,31 @@ def status(ctx: typer.Context) -> None:
         ready = False
     if not ready:
         raise CLIError(f"clrk dev is not running (nothing answers at {server})")
+    from clrk.api.agents import DaemonAgent, TaskAgent
+    from clrk.api.gateway import EgressGateway
     from clrk.cli.context import Options
 
     client = Options(kubeconfig=kubeconfig, data_dir=data_dir).client()
-    from clrk.api.agents import DaemonAgent, TaskAgent
-    from clrk.api.gateway import EgressGateway
-
     counts = {cls.kind_info.plural: len(list(client.list(resource_class(cls), namespace="*")))
               for cls in (TaskAgent, DaemonAgent, WorkerPool, EgressGateway)}
+    try:
+        parts = components(data_dir)
+    except NotRunning as err:
+        raise CLIError(str(err)) from None
+    registry = dev_registry.address(data_dir)
+    if as_json:
+        print(status_json(parts, dataDir=str(data_dir), api=server, registry=registry,
+                          kubeconfig=str(kubeconfig), objects=counts))
+        return
     print(f"clrk dev is running\n  API:        {server}\n"
-          f"  registry:   {dev_registry.address(data_dir) or 'none'}\n"
+          f"  registry:   {registry or 'none'}\n"
           f"  kubeconfig: {kubeconfig}")
     for plural, n in counts.items():
         print(f"  {plural + ':':<16}{n}")
+    print()
+    print(table(parts))
+
+
+app.command("logs")(dev_logs)
+app.command("wait-ready")(dev_wait_ready)
+app.command("reload")(dev_reload)

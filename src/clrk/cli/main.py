@@ -5,6 +5,7 @@ logs` is `clrk agents logs`, registered from the same function."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,6 +110,10 @@ def command() -> Any:
 
 
 def main() -> None:
+    # Ctrl-C (SIGINT) ends a command even when its shell started it with SIGINT ignored,
+    # as a background job of a script is: Python would keep the ignore, and `get -w` or
+    # `logs -f` could then not be stopped (kubectl's Go runtime takes SIGINT back too).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root_command = command()
     args = global_flags.hoist(root_command, sys.argv[1:])
     code = run_guarded(lambda: root_command.main(args, prog_name="clrk",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,10 @@ class ControlPlane:
     client: AsyncClient = field(init=False)
     _stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _controllers: asyncio.Task[None] | None = field(init=False, default=None)
+    _manager: ControllerManager | None = field(init=False, default=None)
+    # Stops the controllers alone (`clrk dev reload controller-manager`) or with the rest.
+    _controllers_stop: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    controllers_started: float = field(init=False, default=0.0)  # time.time()
     lost_lease: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     @property
@@ -96,7 +101,33 @@ class ControlPlane:
         manager = ControllerManager(self.client, concurrency=self.concurrency,
                                     registry=self.server.registry,
                                     invoke=http_invoker(config))
-        self._controllers = asyncio.create_task(self._run_controllers(manager))
+        self._manager = manager
+        self._start_controllers()
+
+    def _start_controllers(self) -> None:
+        assert self._manager is not None
+        self._controllers_stop = asyncio.Event()
+        self.controllers_started = time.time()
+        self._controllers = asyncio.create_task(self._run_controllers(self._manager))
+
+    @property
+    def controllers_running(self) -> bool:
+        return self._controllers is not None and not self._controllers.done()
+
+    async def restart_controllers(self) -> None:
+        """Stop the controllers and start them afresh (`clrk dev reload
+        controller-manager`): their watches and queues are rebuilt from the API server,
+        which keeps every object, so nothing is lost. Not with a Lease: there a new
+        process campaigns instead."""
+        if self.cluster is not None and self.cluster.lease is not None:
+            raise RuntimeError("controllers that hold a Lease are restarted by restarting "
+                               "their process")
+        self._controllers_stop.set()
+        if self._controllers is not None:
+            with contextlib.suppress(Exception):
+                await self._controllers
+        log.info("controllers restarted")
+        self._start_controllers()
 
     async def _delegated(self, cluster: ClusterMode) -> Delegated:
         auth = await read_authentication_config(self.client)
@@ -107,7 +138,12 @@ class ControlPlane:
     async def _run_controllers(self, manager: ControllerManager) -> None:
         lease = self.cluster.lease if self.cluster is not None else None
         if lease is None:
-            await manager.run(self._stop)
+            stop = asyncio.Event()
+            waiter = asyncio.create_task(_first_of(self._stop, self._controllers_stop, stop))
+            try:
+                await manager.run(stop)
+            finally:
+                waiter.cancel()
             return
         election = LeaderElection(self.client, lease.namespace, lease.name, lease.identity,
                                   lease.lease_duration, lease.renew_deadline,

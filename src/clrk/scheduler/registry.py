@@ -55,6 +55,12 @@ class WorkerRegistry:
                 if ns == namespace and p == pool and not w.draining
                 and now - w.seen < self.stale_after]
 
+    def fresh_names(self) -> set[str]:
+        """Every worker whose heartbeat is fresh and not draining, in any pool."""
+        now = time.monotonic()
+        return {w.name for w in self._workers.values()
+                if not w.draining and now - w.seen < self.stale_after}
+
     def ready_workers(self, namespace: str, pool: str) -> int:
         return len(self.ready(namespace, pool))
 

@@ -1,0 +1,118 @@
+"""`clrk dev status --json|logs|wait-ready|reload` against a running `clrk dev` with a
+worker, from another process as a user's second terminal would."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLRK, DevServer, start_dev
+from tests.e2e.test_invoke import agent, call
+from tests.images import Registry, build, busybox_recipe
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    server = start_dev(tmp_path_factory.mktemp("devcmd") / "clrk", "--insecure-registry",
+                       registry.host, workers=1)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def devcmd(dev: DevServer, *args: str, timeout: float = 180
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLRK, "dev", *args, "--data-dir", str(dev.data_dir)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def components(dev: DevServer) -> dict[str, dict[str, Any]]:
+    r = devcmd(dev, "status", "--json")
+    assert r.returncode == 0, r.stderr
+    return {c["name"]: c for c in json.loads(r.stdout)["components"]}
+
+
+def wait_ready(dev: DevServer) -> None:
+    r = devcmd(dev, "wait-ready", "--timeout", "120")
+    assert r.returncode == 0 and "clrk dev is ready" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_status_wait_ready_and_logs(dev: DevServer) -> None:
+    wait_ready(dev)
+    found = components(dev)
+    assert set(found) == {"api-server", "ingress", "controller-manager", "registry",
+                          "worker-0", "worker-0/envoy"}, found
+    assert all(c["ready"] and c["state"] == "running" for c in found.values()), found
+    assert found["api-server"]["address"] == dev.url
+    assert found["worker-0"]["pid"] != found["worker-0/envoy"]["pid"]
+    assert found["worker-0/envoy"]["address"].endswith("(admin)")
+    table = devcmd(dev, "status").stdout
+    assert "COMPONENT" in table and "worker-0/envoy" in table
+    logs = devcmd(dev, "logs", "--tail", "5").stdout.splitlines()
+    prefixes = {line.split("]")[0] + "]" for line in logs}
+    assert {"[api-server]", "[controller-manager]", "[worker-0]"} <= prefixes, prefixes
+    assert len([x for x in logs if x.startswith("[worker-0] ")]) <= 5
+    # -f keeps printing: once it shows the last lines, a later one arrives.
+    follow = subprocess.Popen([CLRK, "dev", "logs", "-f", "--tail", "1", "--data-dir",
+                               str(dev.data_dir)], stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for x in follow.stdout or []:
+            lines.put(x)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert lines.get(timeout=60).startswith("[")  # it runs and has read the files
+        assert devcmd(dev, "reload", "controller-manager").returncode == 0
+        deadline = time.monotonic() + 60
+        while "controllers restarted" not in (line := lines.get(timeout=60)):
+            assert time.monotonic() < deadline, line
+        assert line.startswith("[api-server] ")
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+
+
+def test_wait_ready_says_what_is_not_ready(dev: DevServer, tmp_path: Any) -> None:
+    r = subprocess.run([CLRK, "dev", "wait-ready", "--timeout", "1", "--data-dir",
+                        str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "not ready after 1s" in r.stderr and str(tmp_path) in r.stderr
+
+
+def test_reload_keeps_objects_and_invocations(dev: DevServer, registry: Registry) -> None:
+    wait_ready(dev)
+    agent(dev, "reloaded", f"{registry.host}/test/shell:1", ["echo before"])
+    r = call(dev, "reloaded")
+    assert r.status_code == 200 and r.text.strip() == "before", r.text
+    invocations = dev.kubectl("get", "inv", "-o", "name").stdout.split()
+    assert invocations
+    pid = components(dev)["worker-0"]["pid"]
+    r2 = devcmd(dev, "reload", "worker-0")
+    assert r2.returncode == 0 and "worker-0 reloaded" in r2.stdout, r2.stderr
+    wait_ready(dev)
+    after = components(dev)["worker-0"]
+    assert after["pid"] != pid and after["restarts"] == 1
+    assert dev.kubectl("get", "inv", "-o", "name").stdout.split() == invocations
+    assert call(dev, "reloaded").text.strip() == "before"  # the worker serves again
+    # The controllers come back too: a new agent gets its revision.
+    assert devcmd(dev, "reload", "controller-manager").returncode == 0
+    agent(dev, "after-reload", f"{registry.host}/test/shell:1", ["echo after"])
+    deadline = time.monotonic() + 60
+    while "after-reload-00001" not in dev.kubectl("get", "asr", "-o", "name").stdout:
+        assert time.monotonic() < deadline, "no revision after the controllers' reload"
+        time.sleep(0.3)
+    bad = devcmd(dev, "reload", "worker-7")
+    assert bad.returncode == 1 and "there is no worker-7 (workers: worker-0)" in bad.stderr
