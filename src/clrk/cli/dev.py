@@ -20,7 +20,6 @@ import yaml
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from clrk.api.workerpool import WorkerPool
 from clrk.cli.dev_commands import DEV_LOG, components, status_json, table
@@ -30,7 +29,7 @@ from clrk.cli.dev_commands import wait_ready as dev_wait_ready
 from clrk.cli.dev_components import Component, envoy, process_uptime, since
 from clrk.cli.dev_control import ControlServer, Handler, NotRunning
 from clrk.cli.errors import CLIError, describe, run_guarded
-from clrk.cli.manifests import Manifest, load
+from clrk.cli.manifests import Manifest, apply_request, load
 from clrk.cli.secret import parse_secret_flag
 from clrk.client import FIELD_MANAGER, resource_class
 from clrk.controlplane.instance_lock import AlreadyRunning, InstanceLock
@@ -48,18 +47,8 @@ app = typer.Typer(help="Run clrk on this host.")
 
 
 async def _apply(client: AsyncClient, m: Manifest) -> None:
-    """Server-side apply, strict as `clrk apply` and kubectl (a typo is refused with the
-    field named, not dropped)."""
-    body = dict(m.body)
-    body["metadata"] = dict(body.get("metadata") or {})
-    if m.cls.kind_info.namespaced:
-        body["metadata"].setdefault("namespace", "default")
-    res = resource_class(m.cls)
-    await client._client.request(
-        "patch", res=res, name=body["metadata"].get("name"),
-        namespace=body["metadata"].get("namespace"), obj=res.from_dict(body),
-        headers={"Content-Type": PatchType.APPLY.value},
-        params={"force": "true", "fieldManager": FIELD_MANAGER, "fieldValidation": "Strict"})
+    """Server-side apply, strict as `clrk apply` and kubectl."""
+    await client._client.request(**apply_request(m, "default", force=True))
 
 
 async def _bootstrap(client: AsyncClient, secrets: dict[str, dict[str, bytes]],

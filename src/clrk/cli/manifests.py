@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lightkube.types import PatchType
 
 from clrk.api.base import Resource
 from clrk.api.registry import all_kinds
 from clrk.cli.errors import CLIError
+from clrk.client import FIELD_MANAGER, resource_class
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -94,3 +96,23 @@ def load(paths: list[str], recursive: bool) -> list[Manifest]:
     if not manifests:
         raise CLIError("no objects found in " + ", ".join(paths))
     return manifests
+
+
+def apply_request(m: Manifest, namespace: str, force: bool, dry_run: bool = False,
+                  validate: str = "Strict") -> dict[str, Any]:
+    """The arguments of lightkube's ``request`` for a server-side apply of ``m``: its
+    ``apply`` has no fieldValidation, so the same request, strict as kubectl's by
+    default (an unknown or duplicate field is an error naming it, not dropped). Used
+    by `clrk apply` (sync client) and `clrk dev --apply` (async)."""
+    body = dict(m.body)
+    body["metadata"] = dict(body.get("metadata") or {})
+    if m.cls.kind_info.namespaced:
+        body["metadata"].setdefault("namespace", namespace)
+    else:
+        body["metadata"].pop("namespace", None)
+    res = resource_class(m.cls)
+    return {"method": "patch", "res": res, "name": body["metadata"].get("name"),
+            "namespace": body["metadata"].get("namespace"), "obj": res.from_dict(body),
+            "headers": {"Content-Type": PatchType.APPLY.value},
+            "params": {"force": "true" if force else None, "fieldManager": FIELD_MANAGER,
+                       "dryRun": "All" if dry_run else None, "fieldValidation": validate}}

@@ -9,36 +9,20 @@ from typing import Annotated, Any
 
 import typer
 from lightkube import ApiError, Client
-from lightkube.types import PatchType
 
 from clrk.api.base import Resource
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
-from clrk.cli.manifests import Manifest, load
+from clrk.cli.manifests import Manifest, apply_request, load
 from clrk.cli.output import qualified
 from clrk.cli.targets import parse
-from clrk.client import FIELD_MANAGER, resource_class, to_dict
+from clrk.client import resource_class, to_dict
 
 
 def apply_manifest(client: Client, m: Manifest, namespace: str, force: bool,
                    dry_run: bool = False, validate: str = "Strict") -> dict[str, Any]:
-    body = dict(m.body)
-    body["metadata"] = dict(body.get("metadata") or {})
-    if m.cls.kind_info.namespaced:
-        body["metadata"].setdefault("namespace", namespace)
-    else:
-        body["metadata"].pop("namespace", None)
-    res = resource_class(m.cls)
-    obj = res.from_dict(body)
-    # lightkube's apply has no fieldValidation: the same request, strict as kubectl's
-    # (an unknown or duplicate field is an error naming it, not silently dropped).
-    result = client._client.request(
-        "patch", res=res, name=body["metadata"].get("name"),
-        namespace=body["metadata"].get("namespace"), obj=obj,
-        headers={"Content-Type": PatchType.APPLY.value},
-        params={"force": "true" if force else None, "fieldManager": FIELD_MANAGER,
-                "dryRun": "All" if dry_run else None, "fieldValidation": validate})
-    return to_dict(result)
+    return to_dict(client._client.request(**apply_request(m, namespace, force, dry_run,
+                                                          validate)))
 
 
 def apply(
