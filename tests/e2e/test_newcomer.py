@@ -7,6 +7,7 @@ machine without internet."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -43,7 +44,8 @@ def count(dev: DevServer, text: str) -> dict[str, object]:
 
 def test_build_push_invoke_then_change(dev: DevServer, tmp_path: Path) -> None:
     reg = dev.registry
-    assert dev.clrk("dev", "status", "--data-dir", str(dev.data_dir)).stdout.count(reg) == 1
+    status = dev.clrk("dev", "status", "--data-dir", str(dev.data_dir)).stdout
+    assert re.search(rf"^  registry: +{re.escape(reg)}$", status, re.M), status
     # Without its base the build says what to do (and sends nothing anywhere: --pull never).
     failed = dev.image("build", "-t", "word-count:0.1", "--pull", "never", str(EXAMPLE),
                    check=False)
