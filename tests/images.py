@@ -231,12 +231,13 @@ PYTHON_RECIPE = {"suite": "bookworm", "variant": "minbase",
                  "mirror": "http://deb.debian.org/debian",
                  # Installed offline into /opt/venv from wheels downloaded on the host.
                  "wheels": ["openai==3.51.0", "anthropic==2.10.0", "mcp==2.3.0",
-                            "google-genai==3.4.0"],
+                            "google-genai==3.4.0", "opentelemetry-sdk==1.45.2",
+                            "opentelemetry-exporter-otlp-proto-http==1.45.2"],
                  # The layer's mtimes are 0 (reproducible), which makes every timestamp
                  # .pyc stale: Python would recompile the stdlib at each start (the rootfs
                  # is read-only). Hash-based .pycs do not depend on mtimes.
                  "pyc": "unchecked-hash",  # forced (-f) over the timestamp ones
-                 "version": 5}
+                 "version": 6}
 _PRUNE = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
           "var/cache/apt", "var/lib/apt/lists", "var/log")
 

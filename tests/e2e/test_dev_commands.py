@@ -5,26 +5,39 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import CLRK, DevServer, start_dev
 from tests.e2e.test_invoke import agent, call
+from tests.fake_providers import OTLPCapture
 from tests.images import Registry, build, busybox_recipe
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def dev(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def collector() -> Iterator[OTLPCapture]:
+    capture = OTLPCapture()
+    try:
+        yield capture
+    finally:
+        capture.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(registry: Registry, collector: OTLPCapture,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
     server = start_dev(tmp_path_factory.mktemp("devcmd") / "clrk", "--insecure-registry",
-                       registry.host, workers=1)
+                       registry.host, "--otlp-forward", collector.url, workers=1)
     try:
         yield server
     finally:
@@ -51,8 +64,8 @@ def wait_ready(dev: DevServer) -> None:
 def test_status_wait_ready_and_logs(dev: DevServer) -> None:
     wait_ready(dev)
     found = components(dev)
-    assert set(found) == {"api-server", "ingress", "controller-manager", "registry",
-                          "worker-0", "worker-0/envoy"}, found
+    assert set(found) == {"api-server", "ingress", "controller-manager", "otlp-receiver",
+                          "registry", "worker-0", "worker-0/envoy"}, found
     assert all(c["ready"] and c["state"] == "running" for c in found.values()), found
     assert found["api-server"]["address"] == dev.url
     assert found["worker-0"]["pid"] != found["worker-0/envoy"]["pid"]
@@ -116,3 +129,38 @@ def test_reload_keeps_objects_and_invocations(dev: DevServer, registry: Registry
         time.sleep(0.3)
     bad = devcmd(dev, "reload", "worker-7")
     assert bad.returncode == 1 and "there is no worker-7 (workers: worker-0)" in bad.stderr
+
+
+def test_every_record_is_teed_to_the_receiver_and_forwarded(
+        dev: DevServer, registry: Registry, collector: OTLPCapture) -> None:
+    """The invocation's span and its output line reach `clrk dev`'s OTLP receiver (its
+    tail, what the TUI reads) and, through --otlp-forward, another collector."""
+    wait_ready(dev)
+    agent(dev, "teed", f"{registry.host}/test/shell:1", ["echo teed-line"])
+    assert call(dev, "teed").text.strip() == "teed-line"
+    receiver = components(dev)["otlp-receiver"]["address"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", receiver), receiver
+    seen: dict[str, dict[str, Any]] = {}
+    with httpx.stream("GET", f"{receiver}/v1/tail", timeout=60) as tail:
+        lines = tail.iter_lines()
+        assert "receiver" in json.loads(next(lines))
+        for line in lines:
+            record = json.loads(line)["record"]
+            if record["signal"] == "span" and record["name"] == "invoke teed":
+                seen["span"] = record
+            if record["signal"] == "log" and record["body"] == "teed-line":
+                seen["log"] = record
+            if len(seen) == 2:
+                break
+    assert seen["span"]["attributes"]["clrk.agent.name"] == "teed"
+    assert seen["log"]["traceId"] == seen["span"]["traceId"]
+    deadline = time.monotonic() + 60
+    while not any(s["name"] == "invoke teed" for s in collector.spans()):
+        assert time.monotonic() < deadline, "nothing forwarded to --otlp-forward"
+        time.sleep(0.3)
+    # Anything that speaks OTLP may send to the receiver; a bad body is told why.
+    bad = httpx.post(f"{receiver}/v1/traces", content=b"{", timeout=10,
+                     headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and "JSON" in bad.text
+    assert httpx.post(f"{receiver}/v1/logs", content=b"x", timeout=10,
+                      headers={"content-type": "text/plain"}).status_code == 415

@@ -8,8 +8,10 @@ change the tests make to the example manifests, besides the registry's port)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -466,3 +468,111 @@ def test_cron_bot_fires_every_minute(dev: DevServer, cron_bot: float) -> None:
                           if "nightly-digest" in ln], "no output of the fire")[0]
     report = json.loads(line[line.index("{"):])
     assert report["report"] == "nightly-digest" and report["trigger"] == "cron", report
+
+
+LOG_LINE = re.compile(
+    r"^\d\d:\d\d:\d\d\.\d{3} POST api\.anthropic\.com/v1/messages 200 \d+ms req=\d+B "
+    r"resp=\d+B provider=anthropic model=claude-haiku-4-5 input_tokens=12 "
+    r"output_tokens=24 route=default/anthropic trace=[0-9a-f]{8}$")
+
+
+def test_the_dev_tui_watches_echo_bot_and_word_count(dev: DevServer,
+                                                      fake: FakeProviders) -> None:
+    """Issue 13's acceptance, through Textual's pilot against this real `clrk dev`: the
+    quickstart's echo-bot calling the fake Anthropic, word-count invoked once."""
+    fake.replies["claude-haiku-4-5"] = "Hello! Nice to meet you."
+    build(dev, "echo-bot")
+    build(dev, "word-count")
+    docs = manifests(dev, "echo-bot", providers(fake, "api.anthropic.com"))
+    text = (EXAMPLES / "word-count" / "taskagent.yaml").read_text()
+    docs.append(yaml.safe_load(text.replace("127.0.0.1:5001/", f"{dev.registry}/")))
+    apply(dev, docs)
+    try:
+        asyncio.run(_drive_the_tui(dev))
+    finally:
+        dev.kubectl("delete", "daemonagent", "echo-bot")
+
+
+async def _drive_the_tui(dev: DevServer) -> None:
+    from textual.widgets import DataTable, RichLog, Tree
+
+    from clrk.cli.tui.app import DevTUI
+
+    app = DevTUI(dev.data_dir, refresh_seconds=0.5)
+    async with app.run_test(size=(220, 60)) as pilot:
+
+        async def until_true(check: Callable[[], Any], what: str, timeout: float = 180
+                             ) -> Any:
+            deadline = time.monotonic() + timeout
+            while not (got := check()):
+                assert time.monotonic() < deadline, what
+                await pilot.pause(0.5)
+            return got
+
+        def rows(table_id: str) -> list[list[str]]:
+            table = app.query_one(table_id, DataTable)
+            return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+        def echo_bot() -> list[str] | None:
+            row = next((r for r in rows("#agents") if r[2] == "echo-bot"), None)
+            return row if row is not None and row[3].startswith("up ") \
+                and row[4] != "0" else None
+
+        # The agents view: echo-bot up, with calls in the last minute.
+        row = await until_true(echo_bot, f"echo-bot never up with calls: {rows('#agents')}")
+        assert row[0] == "DaemonAgent" and float(row[4]) > 0 and row[10] == "default", row
+        assert "requests/min" in str(app.query_one("#summary").render())
+
+        # :system lists the worker and its Envoy; the otel-logs pane has the call's line.
+        await pilot.press("colon", *"system", "enter")
+        await pilot.pause()
+        assert app.current == "system"
+        names = await until_true(lambda: [r[0] for r in rows("#components")
+                                          if r[0].startswith("worker-0")], "no worker")
+        assert names == ["worker-0", "worker-0/envoy"], names
+        pane = app.query_one("#otel-logs", RichLog)
+        line = await until_true(lambda: next((s.text.rstrip() for s in pane.lines
+                                              if LOG_LINE.match(s.text.rstrip())), None),
+                                f"no call line like the quickstart's: {app.log_lines}")
+        assert line.split()[-1] in {f"trace={s['traceId'][:8]}" for s in app.spans}
+
+        # The matching span expands to its attributes; the key's header is redacted.
+        tree = app.query_one("#otel-traces", Tree)
+        node = next(n for n in tree.root.children
+                    if str(n.label).split()[1:3] == ["POST", "api.anthropic.com/v1/messages"])
+        tree.focus()
+        tree.move_cursor(node)
+        await pilot.press("space")
+        await pilot.pause()
+        assert node.is_expanded
+        assert "  http.request.header.x-api-key: [redacted]" in [str(c.label)
+                                                                 for c in node.children]
+
+        # word-count, invoked once, is among its agent's invocations.
+        await asyncio.to_thread(answered, dev, "word-count", {"text": "one two three"})
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.current == "agents"
+        await pilot.press("slash", *"word-count", "enter")
+        await until_true(lambda: [r[2] for r in rows("#agents")] == ["word-count"],
+                         "the filter left other agents")
+        await pilot.press("enter")
+        await until_true(lambda: app.current == "agent" and app.detail is not None,
+                         "word-count did not open")
+        invs = await until_true(lambda: [r for r in rows("#agent-invocations")
+                                         if r[3] == "Succeeded"], "no invocation listed")
+        assert {r[2] for r in rows("#agent-invocations")} == {"word-count"}, invs
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.current == "yaml"
+        await pilot.press("escape", "escape")
+
+        # A smaller terminal, and a worker lost and back: the TUI goes on.
+        await pilot.resize_terminal(90, 24)
+        await pilot.press("colon", *"system", "enter")
+        dev.clrk("dev", "reload", "worker-0", "--data-dir", str(dev.data_dir))
+        await until_true(lambda: any(r[0] == "worker-0" and r[5] == "1" and r[2] == "yes"
+                                     for r in rows("#components")),
+                         f"worker-0 not shown back: {rows('#components')}")
+        assert app.is_running
+        await pilot.press("q")

@@ -100,3 +100,24 @@ def test_time_parameters() -> None:
     assert parse_time("2026-01-02T03:04:05Z") % 10**9 == 0
     with pytest.raises(ValueError, match="yesterday"):
         parse_time("yesterday")
+
+
+def test_an_invocation_adopts_its_warm_sandboxs_trace(store: TelemetryStore) -> None:
+    """A warm sandbox's TRACEPARENT was fixed before its invocation existed: the
+    Invocation takes its ids, and its span is written under them."""
+    ledger = InvocationLedger(store, WatchHub())
+    ledger.open()
+    started = ledger.begin("default", "TaskAgent", "w", revision="w-00001", trigger="http",
+                           execution_id="e1")
+    trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    for bad in (("0" * 32, span_id), (trace_id.upper(), span_id), (trace_id, "b7ad")):
+        with pytest.raises(ValueError):
+            ledger.adopt("default", started.name, *bad)
+    adopted = ledger.adopt("default", started.name, trace_id, span_id)
+    assert adopted is not None and adopted["spec"]["traceId"] == trace_id
+    ledger.finish("default", started.name, "Succeeded", exitCode=0)
+    assert ledger.adopt("default", started.name, trace_id, span_id) is None  # finished
+    spans = store.query("SELECT TraceId, SpanId FROM otel_traces WHERE "
+                        "SpanAttributes['clrk.invocation'] = {inv:String}",
+                        {"inv": started.name})
+    assert spans == [(trace_id, span_id)]

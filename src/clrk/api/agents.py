@@ -162,8 +162,10 @@ class SandboxSpec(Model):
                                     "agent (default: the image's WORKDIR, else /).")
     env: list[EnvVar] | None = Field(
         default=None, description="Environment variables, literal values only. The image's "
-        "ENV is not used: the agent sees these plus PATH, CLRK_METADATA_URL(_V6) and the CA "
-        "bundle variables.")
+        "ENV is not used: the agent sees these plus PATH, CLRK_METADATA_URL(_V6), the CA "
+        "bundle variables, OTEL_EXPORTER_OTLP_ENDPOINT (its spans and logs, stored under "
+        "its Invocation) and TRACEPARENT (the Invocation's span); an entry here of either "
+        "name replaces ours.")
     resources: Resources = Field(default_factory=Resources, description="CPU, memory and "
                                  "process limits of the sandbox.")
     egress_refs: list[EgressRef] | None = Field(

@@ -101,15 +101,25 @@ def traces(
         attrs = root["attributes"]
         print(f"{root['startTime']}  {attrs.get('clrk.invocation', root['name'])}  "
               f"{attrs.get('clrk.invocation.phase', root['status'])}  {root['durationMs']} ms")
-        for child in children.get(root["spanId"], []):
-            print("  └ " + _call_line(child))
+        _print_children(children, root["spanId"], 1, {root["spanId"]})
+
+
+def _print_children(children: dict[str, list[dict[str, Any]]], span_id: str, depth: int,
+                    seen: set[str]) -> None:
+    """The spans under ``span_id``, nested: the agent's own spans have children."""
+    for child in children.get(span_id, []):
+        print("  " * depth + "└ " + _call_line(child))
+        if child["spanId"] not in seen:
+            _print_children(children, child["spanId"], depth + 1, seen | {child["spanId"]})
 
 
 def _call_line(span: dict[str, Any]) -> str:
     a = span["attributes"]
-    return (f"{span['name']}  {a.get('clrk.decision', span['status'])}  "
-            f"{span['durationMs']} ms  {a.get('clrk.bytes.sent', '?')} B out / "
-            f"{a.get('clrk.bytes.received', '?')} B in")
+    line = f"{span['name']}  {a.get('clrk.decision', span['status'])}  {span['durationMs']} ms"
+    if "clrk.bytes.sent" in a or "clrk.bytes.received" in a:  # a connection or request
+        line += (f"  {a.get('clrk.bytes.sent', '?')} B out / "
+                 f"{a.get('clrk.bytes.received', '?')} B in")
+    return line
 
 
 def _print_line(item: dict[str, str], timestamps: bool, prefix: bool) -> None:

@@ -12,6 +12,7 @@ import ssl
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,6 +41,16 @@ from clrk.oci.dev_registry import DevRegistry, RegistryError
 
 if TYPE_CHECKING:
     from clrk.controlplane.assembly import ControlPlane
+    from clrk.controlplane.otlp_tee import OTLPTee
+
+
+@dataclass(frozen=True)
+class OTLPOptions:
+    """The tee's receiver port, where it forwards, and whether a TUI reads it here."""
+
+    port: int = 0
+    forward: str | None = None
+    tui: bool = False
 
 log = logging.getLogger("clrk.dev")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -170,7 +181,8 @@ async def _terminate(proc: asyncio.subprocess.Process, grace: float = 30) -> Non
 
 async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[str, bytes]],
                  manifests: list[Manifest], concurrency: int, workers: int,
-                 ingress_port: int, insecure: list[str], registry: DevRegistry | None) -> None:
+                 ingress_port: int, insecure: list[str], registry: DevRegistry | None,
+                 otlp: OTLPOptions) -> None:
     lock = InstanceLock(data_dir)
     try:
         lock.acquire()
@@ -182,7 +194,7 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
     logging.getLogger().addHandler(file_log)
     try:
         await _serve_locked(lock, data_dir, host, port, secrets, manifests, concurrency,
-                            workers, ingress_port, insecure, registry)
+                            workers, ingress_port, insecure, registry, otlp)
     finally:
         logging.getLogger().removeHandler(file_log)
         file_log.close()
@@ -192,7 +204,8 @@ async def _serve(data_dir: Path, host: str, port: int, secrets: dict[str, dict[s
 async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int,
                         secrets: dict[str, dict[str, bytes]], manifests: list[Manifest],
                         concurrency: int, workers: int, ingress_port: int,
-                        insecure: list[str], registry: DevRegistry | None) -> None:
+                        insecure: list[str], registry: DevRegistry | None,
+                        otlp: OTLPOptions) -> None:
     if registry is not None:
         try:
             await registry.start()
@@ -202,12 +215,22 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
     # Imported here: the whole control plane (chDB, uvicorn) costs every other `clrk`
     # command half a second to load.
     from clrk.controlplane.assembly import ControlPlane
+    from clrk.controlplane.otlp_tee import OTLPTee
 
     plane = ControlPlane(data_dir, host, port, ingress_port, concurrency)
     started = time.time()
     try:
+        tee = OTLPTee("127.0.0.1", otlp.port, otlp.forward)
+    except OSError as err:
+        if registry is not None:
+            await registry.stop()
+        raise CLIError(f"--otlp-port {otlp.port}: {err.strerror or err}") from None
+    try:
         await plane.start()
+        assert plane.server.telemetry is not None
+        await tee.start(plane.server.telemetry)
     except BaseException:
+        await tee.stop()
         if registry is not None:
             await registry.stop()
         raise
@@ -215,7 +238,7 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
     lock.record(api=plane.server.url)
     worker_procs = WorkerProcesses(workers, data_dir, kubeconfig, insecure)
     await worker_procs.start()
-    control = ControlServer(data_dir, _control(plane, worker_procs, registry, data_dir,
+    control = ControlServer(data_dir, _control(plane, worker_procs, registry, tee, data_dir,
                                                started))
     await control.start()
     stop = asyncio.Event()
@@ -224,25 +247,46 @@ async def _serve_locked(lock: InstanceLock, data_dir: Path, host: str, port: int
         loop.add_signal_handler(sig, stop.set)
     try:
         await _bootstrap(plane.client, secrets, manifests)
-        print(f"clrk dev is running\n  API:        {plane.server.url}\n"
-              f"  ingress:    {plane.ingress.url}\n"
-              f"  workers:    {workers}\n"
-              f"  registry:   {registry.host if registry else 'none (--no-registry)'}\n"
-              f"  kubeconfig: {kubeconfig}\n"
-              f"  export KUBECONFIG={kubeconfig}\nPress Ctrl-C to stop.", flush=True)
+        banner = (f"clrk dev is running\n  API:        {plane.server.url}\n"
+                  f"  ingress:    {plane.ingress.url}\n"
+                  f"  OTLP:       {tee.url} (the tee of every record"
+                  + (f", forwarded to {otlp.forward})\n" if otlp.forward else ")\n")
+                  + f"  workers:    {workers}\n"
+                  f"  registry:   {registry.host if registry else 'none (--no-registry)'}\n"
+                  f"  kubeconfig: {kubeconfig}\n"
+                  f"  export KUBECONFIG={kubeconfig}")
         (data_dir / "ingress.url").write_text(plane.ingress.url)
-        await stop.wait()
+        if otlp.tui:
+            log.info("%s", banner)
+            await _run_tui(data_dir, stop)
+        else:
+            print(banner + "\nPress Ctrl-C to stop.", flush=True)
+            await stop.wait()
     finally:
         await control.stop()
         await worker_procs.stop()
+        await tee.stop()
         await plane.stop()
         if registry is not None:
             await registry.stop()
         print("clrk dev stopped", flush=True)
 
 
+async def _run_tui(data_dir: Path, stop: asyncio.Event) -> None:
+    """The TUI in its own process on this terminal (its rendering never touches the
+    API server's loop); `clrk dev` stops when it quits, or on SIGTERM."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clrk.cli.main", "--data-dir", str(data_dir), "dev", "tui")
+    waiting = asyncio.create_task(proc.wait())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not waiting.done():
+        await _terminate(proc, grace=5)
+
+
 def _control(plane: ControlPlane, workers: WorkerProcesses, registry: DevRegistry | None,
-             data_dir: Path, started: float) -> dict[str, Handler]:
+             tee: OTLPTee, data_dir: Path, started: float) -> dict[str, Handler]:
     """What `clrk dev status|wait-ready|reload` ask the running instance (``started``:
     when the API server started)."""
     dev_log = str(data_dir / DEV_LOG)
@@ -257,6 +301,8 @@ def _control(plane: ControlPlane, workers: WorkerProcesses, registry: DevRegistr
                                running, os.getpid(),
                                since(plane.controllers_started) if running else None,
                                log=dev_log))
+        parts.append(Component("otlp-receiver", "running", True, os.getpid(), since(started),
+                               tee.url, dev_log))
         if registry is not None:
             proc = getattr(registry, "proc", None)
             uptime = process_uptime(proc.pid) if proc is not None else None
@@ -311,7 +357,16 @@ def dev(
     controller_concurrency: Annotated[int, typer.Option(
         "--controller-concurrency", min=1,
         help="Objects each controller reconciles at once.")] = 2,
-    no_tui: Annotated[bool, typer.Option("--no-tui", help="Plain log output.")] = False,
+    no_tui: Annotated[bool, typer.Option(
+        "--no-tui", help="Plain log output (also when stdout is not a terminal).")] = False,
+    otlp_port: Annotated[int, typer.Option(
+        "--otlp-port", min=0, max=65535,
+        help="Port of the OTLP/HTTP receiver on 127.0.0.1 that every record is teed to "
+             "(0 = any free port).")] = 0,
+    otlp_forward: Annotated[str | None, typer.Option(
+        "--otlp-forward", metavar="URL",
+        help="Send the tee on to this OTLP/HTTP collector too (URL without /v1/...).")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Worker processes.")] = 1,
     ingress_port: Annotated[int, typer.Option("--ingress-port",
                                               help="HTTP ingress port (0 = any).")] = 0,
@@ -335,13 +390,19 @@ def dev(
         raise CLIError("--registry-port and --no-registry exclude each other")
     secrets = _secrets(secret or [])
     manifests = load(apply, recursive) if apply else []
+    if otlp_forward is not None and not otlp_forward.startswith(("http://", "https://")):
+        raise CLIError(f"--otlp-forward {otlp_forward!r}: give an http:// or https:// URL")
     registry = None if no_registry else DevRegistry(data_dir, registry_port)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=LOG_FORMAT)
+    tui = not no_tui and sys.stdout.isatty() and sys.stdin.isatty()
+    if tui:  # the screen is the TUI's; the log is in the data dir (clrk dev logs)
+        logging.getLogger().setLevel(logging.INFO)
+    else:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    otlp = OTLPOptions(otlp_port, otlp_forward, tui)
     run_guarded(lambda: asyncio.run(_serve(data_dir, host, port, secrets, manifests,
                                            controller_concurrency, workers, ingress_port,
-                                           insecure_registry or [], registry)))
+                                           insecure_registry or [], registry, otlp)))
 
 
 @app.command("status")
@@ -387,6 +448,20 @@ def status(ctx: typer.Context, as_json: Annotated[bool, typer.Option(
         print(f"  {plural + ':':<16}{n}")
     print()
     print(table(parts))
+
+
+@app.command("tui")
+def tui(ctx: typer.Context) -> None:
+    """Watch the running `clrk dev` in the terminal UI (what `clrk dev` shows on a
+    terminal): agents, system components, the live otel-logs and otel-traces."""
+    data_dir: Path = ctx.obj.data_dir
+    try:
+        components(data_dir)
+    except NotRunning as err:
+        raise CLIError(str(err)) from None
+    from clrk.cli.tui.app import DevTUI
+
+    DevTUI(data_dir).run()
 
 
 app.command("logs")(dev_logs)

@@ -100,10 +100,12 @@ def worker_rules() -> list[PolicyRule]:
         # sandboxes and the egress plane from (watched, so changes apply without restarts).
         PolicyRule(apiGroups=[GROUP], resources=clrk_resources(), verbs=READ),
         # Its reports: heartbeats to its pool, DaemonAgent runs and their output, the
-        # connections a gateway saw, token usage and rate-limit windows shared by workers.
+        # connections a gateway saw, token usage and rate-limit windows shared by workers,
+        # and the spans and logs agents export themselves (OTLP).
         PolicyRule(apiGroups=[GROUP], verbs=["create"], resources=[
             "workerpools/heartbeat", "daemonagents/runs", "daemonagents/logs",
-            "egressgateways/connections", "ratelimitpolicies/take", "aiproviderroutes/usage"]),
+            "egressgateways/connections", "ratelimitpolicies/take", "aiproviderroutes/usage",
+            "taskagents/traces", "daemonagents/traces", "taskagents/logs"]),
         # Token budgets: the tokens a route has used today across every worker.
         PolicyRule(apiGroups=[GROUP], resources=["aiproviderroutes/usage"], verbs=["get"]),
         # The credentials it injects into upstream requests, and gateway CAs it terminates

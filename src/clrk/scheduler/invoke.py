@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -28,8 +28,8 @@ from clrk.scheduler.registry import WorkerInfo, WorkerRegistry
 from clrk.telemetry.invocations import InvocationLedger, Started
 from clrk.telemetry.logs import AgentLogs, Source
 from clrk.worker.agents import envelope
-from clrk.worker.agents.task import Outcome
-from clrk.worker.protocol import Dispatch, parse_frame
+from clrk.worker.agents.task import Outcome, Trace
+from clrk.worker.protocol import Dispatch, Frame, parse_frame
 
 log = logging.getLogger("clrk.scheduler")
 GROUP = "clrk.apoxy.dev"
@@ -159,13 +159,28 @@ class Invoker:
                   exitCode=outcome.exit_code, httpStatus=outcome.http_status,
                   warmStart=outcome.warm)
 
-    def _frame(self, ex: _Execution, kind: str, value: bytes | Outcome) -> None:
+    def _frame(self, ex: _Execution, kind: str, value: Frame) -> None:
         """Bookkeeping shared by held-back and streamed replies."""
-        if kind == "started":
+        if kind == "trace":
+            assert isinstance(value, Trace)
+            self._adopt(ex, value)
+        elif kind == "started":
             self.ledger.transition(ex.started.namespace, ex.started.name, "Running")
         elif kind in ("stdout", "stderr"):
             assert isinstance(value, bytes)
             self.logs.write(ex.source, kind, value)
+
+    def _adopt(self, ex: _Execution, trace: Trace) -> None:
+        """The worker runs the execution in a warm sandbox whose trace was fixed when it
+        started: the Invocation (and its log lines) take that trace."""
+        try:
+            self.ledger.adopt(ex.started.namespace, ex.started.name, trace.trace_id,
+                              trace.span_id)
+        except ValueError as err:
+            log.warning("execution %s: the worker's trace is refused: %s", ex.exec_id, err)
+            return
+        ex.started = replace(ex.started, trace_id=trace.trace_id, span_id=trace.span_id)
+        ex.source = replace(ex.source, trace_id=trace.trace_id, span_id=trace.span_id)
 
     def _done(self, key: tuple[str, str]) -> None:
         self.in_flight[key] -= 1

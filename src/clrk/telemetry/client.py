@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,8 @@ from typing import Any
 from clrk.telemetry.journal import JournalWriter
 from clrk.telemetry.store import TelemetryError
 
-__all__ = ["TelemetryError", "TelemetryStore", "dsn_for"]
+__all__ = ["TEED", "TelemetryError", "TelemetryStore", "dsn_for"]
+TEED = ("otel_traces", "otel_logs")
 
 
 def dsn_for(path: Path) -> str:
@@ -35,6 +36,9 @@ class TelemetryStore:
         self._conn: Connection | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # one request on the wire at a time
+        # Called with every batch of otel_traces / otel_logs rows (`clrk dev`'s OTLP
+        # tee); it must not block, and may be called from any thread.
+        self.tee: Callable[[str, Sequence[Sequence[Any]]], None] | None = None
 
     def open(self) -> None:
         ours, theirs = socket.socketpair()
@@ -83,6 +87,8 @@ class TelemetryStore:
             seq = self._journal.append(table, rows) if self._journal is not None else 0
             with contextlib.suppress(OSError):  # a dead owner shows on the next query
                 self._conn.send(("insert", table, list(rows), seq))
+        if self.tee is not None and table in TEED:
+            self.tee(table, rows)
 
     def flush(self) -> None:
         self._call("flush")

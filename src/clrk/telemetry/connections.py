@@ -9,6 +9,22 @@ from typing import Any
 
 from clrk.telemetry.client import TelemetryStore
 
+SUMMARY_LABELS = (("gen_ai.provider.name", "provider"), ("gen_ai.request.model", "model"),
+                  ("gen_ai.usage.input_tokens", "input_tokens"),
+                  ("gen_ai.usage.output_tokens", "output_tokens"),
+                  ("gen_ai.tool.name", "tool"), ("clrk.route", "route"))
+
+
+def call_summary(name: str, status: str, duration_ms: float, sent: object, received: object,
+                 attrs: dict[str, str], denied: str | None = None) -> str:
+    """The one-line body of an HTTP call's log record, the line the quickstart shows:
+    ``POST api.anthropic.com/v1/messages 200 540ms req=312B resp=1024B provider=…``."""
+    summary = f"{name} {status} {duration_ms:.0f}ms req={sent}B resp={received}B"
+    for key, label in SUMMARY_LABELS:
+        if attrs.get(key):
+            summary += f" {label}={attrs[key]}"
+    return summary + (f" denied: {denied}" if denied else "")
+
 
 def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
@@ -150,9 +166,9 @@ def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: li
     name = f"{attrs['http.request.method']} {attrs['server.address']}{attrs['url.path']}"
     _emit(spans, logs, namespace, item, start, duration, name, attrs,
           denied or attrs["http.response.status_code"].startswith("5"),
-          f"{name} {attrs['http.response.status_code']} "
-          f"{duration / 1e6:.0f}ms req={attrs['clrk.bytes.sent']}B "
-          f"resp={attrs['clrk.bytes.received']}B route={attrs['clrk.route']}",
+          call_summary(name, attrs["http.response.status_code"], duration / 1e6,
+                       attrs["clrk.bytes.sent"], attrs["clrk.bytes.received"], attrs,
+                       attrs.get("clrk.deny_reason")),
           "egress.http", [(start, "http.request", headers)])
 
 

@@ -1,5 +1,7 @@
 """The ``/logs`` subresource of TaskAgents and DaemonAgents, and the reports workers
-send for DaemonAgent runs (``POST daemonagents/NAME/runs`` and ``.../logs``).
+send for DaemonAgent runs (``POST daemonagents/NAME/runs`` and ``.../logs``) and for
+the spans and logs an agent exports itself (``POST .../traces`` and ``.../logs`` with
+an OTLP protobuf body and ``?invocation=``; see ``clrk.telemetry.agent_otlp``).
 
 ``GET .../{taskagents|daemonagents}/NAME/logs`` answers an ``AgentLogList``; with
 ``follow=true`` it streams one JSON record per line, first what is stored, then live
@@ -21,7 +23,7 @@ from typing import Any
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import API, Reply, Request, flag, int_param
 from clrk.apiserver.storage import Key
-from clrk.telemetry import connections
+from clrk.telemetry import agent_otlp, connections
 from clrk.telemetry.invocations import TERMINAL, InvocationLedger
 from clrk.telemetry.logs import (
     AgentLogs,
@@ -32,6 +34,7 @@ from clrk.telemetry.logs import (
     encode_continue,
     parse_time,
 )
+from clrk.telemetry.otlp_decode import PROTOBUF, OTLPError, Signal
 
 GROUP = "clrk.apoxy.dev"
 KINDS = {"taskagents": "TaskAgent", "daemonagents": "DaemonAgent"}
@@ -76,6 +79,34 @@ def _daemon_source(ledger: InvocationLedger, req: Request, invocation: str) -> S
                   (inv.get("status") or {}).get("worker"))
 
 
+def _identity(ledger: InvocationLedger, req: Request) -> agent_otlp.Identity:
+    """The invocation a worker forwards an agent's own export for (``?invocation=``),
+    which must be of the agent in the path."""
+    kind, name = KINDS[req.served.resource], req.name or ""
+    invocation = req.query.get("invocation", "")
+    inv = ledger.get(req.namespace or "", invocation) if invocation else None
+    if inv is None or inv["spec"].get("agentName") != name \
+            or inv["spec"].get("agentKind") != kind:
+        raise not_found("invocations", invocation, GROUP)
+    spec = inv["spec"]
+    return agent_otlp.Identity(req.namespace or "", kind, name, invocation,
+                               spec.get("traceId", ""), spec.get("spanId", ""))
+
+
+async def _agent_export(ledger: InvocationLedger, req: Request, signal: Signal) -> Reply:
+    """An agent's own OTLP export request, forwarded by its worker: stamped and stored."""
+    if req.content_type.split(";", 1)[0].strip().lower() != PROTOBUF:
+        raise APIError(415, f"an agent's {signal} come as {PROTOBUF} (OTLP)",
+                       "UnsupportedMediaType")
+    who = _identity(ledger, req)
+    try:
+        stored = await asyncio.to_thread(agent_otlp.store, ledger.store, signal, req.body,
+                                         req.content_type, who)
+    except OTLPError as err:
+        raise APIError(400, str(err)) from None
+    return Reply(body={"invocation": who.invocation, "stored": stored})
+
+
 def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
     async def runs(req: Request) -> Reply:
         """A worker starts or ends a DaemonAgent run."""
@@ -103,6 +134,8 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         raise APIError(400, f"invalid action {doc.get('action')!r}: use begin or end")
 
     async def handler(req: Request) -> Reply:
+        if req.method == "POST" and req.content_type.startswith(PROTOBUF):
+            return await _agent_export(ledger, req, "logs")
         if req.method == "POST" and req.served.resource == "daemonagents":
             doc = await req.json_object()
             source = _daemon_source(ledger, req, str(doc.get("invocation", "")))
@@ -134,8 +167,10 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
                            "metadata": meta, "items": [ln.to_json() for ln in lines]})
 
     async def traces(req: Request) -> Reply:
+        if req.method == "POST":
+            return await _agent_export(ledger, req, "traces")
         if req.method != "GET":
-            raise APIError(405, "traces accepts GET only", "MethodNotAllowed")
+            raise APIError(405, "traces accepts GET and POST only", "MethodNotAllowed")
         if api.store.get(Key(GROUP, req.served.resource, req.namespace or "",
                              req.name or "")) is None:
             raise not_found(req.served.resource, req.name or "", GROUP)
@@ -163,6 +198,8 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
     for plural in KINDS:
         api.subresources[(GROUP, plural, "logs")] = handler
         api.subresources[(GROUP, plural, "traces")] = traces
+        for sub in ("logs", "traces"):
+            api.body_limits[(GROUP, plural, sub)] = agent_otlp.MAX_BODY
     api.subresources[(GROUP, "daemonagents", "runs")] = runs
     api.subresources[(GROUP, "egressgateways", "connections")] = egress_connections
 

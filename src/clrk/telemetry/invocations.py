@@ -43,6 +43,12 @@ def _parse(ts: str) -> dt.datetime:
     return dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
+def _trace_id(text: str, digits: int) -> bool:
+    """Lower-case hex of the given length, not all zeros (W3C trace-context)."""
+    return len(text) == digits and text.strip("0123456789abcdef") == "" \
+        and text.strip("0") != ""
+
+
 @dataclass(frozen=True)
 class Started:
     """What the invoker needs to keep writing one Invocation."""
@@ -163,6 +169,25 @@ class InvocationLedger:
                     st[key] = value
             if phase in TERMINAL:
                 st["completionTime"] = rfc3339(_now())
+            self._write(obj, previous)
+            return obj
+
+    def adopt(self, namespace: str, name: str, trace_id: str, span_id: str) -> Obj | None:
+        """The execution runs in a sandbox started ahead (the warm pool), whose
+        TRACEPARENT was fixed then: the Invocation takes that sandbox's trace and span
+        ids, before the agent runs, so its span, the egress spans and the agent's own
+        spans agree. ValueError for ids that are not W3C trace-context ids."""
+        if not (_trace_id(trace_id, 32) and _trace_id(span_id, 16)):
+            raise ValueError(f"invalid trace/span id {trace_id[:40]!r}/{span_id[:20]!r}")
+        with self._lock:
+            previous = self._live.get((namespace, name))
+            if previous is None:
+                return None
+            spec = previous["spec"]
+            if (spec.get("traceId"), spec.get("spanId")) == (trace_id, span_id):
+                return previous
+            obj: Obj = copy.deepcopy(previous)
+            obj["spec"].update(traceId=trace_id, spanId=span_id)
             self._write(obj, previous)
             return obj
 

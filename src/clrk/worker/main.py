@@ -112,8 +112,9 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     metadata_server: Server | None = None
     dns: DNSResponder | None = None
     udp: UDPRelay | None = None
+    telemetry = TelemetryReporter(kube, name)
     if networked:
-        metadata = MetadataService()
+        metadata = MetadataService(telemetry)
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
         async def verdict(sandbox: str, qname: str) -> str | bool:
             return await networking.dns_verdict(sandbox, qname) if networking else False
@@ -162,7 +163,6 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
     warming = asyncio.create_task(warm.run(stop))
     egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
-    telemetry = TelemetryReporter(kube, name)
     if egress is not None and networking is not None:
         egress.attach(networking.attribution, telemetry)
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,

@@ -2,7 +2,9 @@
 
 The worker answers a dispatch with newline-delimited JSON frames: output chunks as
 they come, then exactly one result frame. The invoker turns that into the agent's
-HTTP contract (body, status, X-Clrk-Exit-Code).
+HTTP contract (body, status, X-Clrk-Exit-Code). A warm sandbox's TRACEPARENT was fixed
+when it started: a trace frame, before the agent runs, tells the invoker the trace and
+span ids the execution has, which its Invocation adopts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from clrk.worker.agents.task import Outcome
+from clrk.worker.agents.task import Outcome, Trace
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,12 @@ def output_frame(stream: str, data: bytes) -> bytes:
 
 
 STARTED_FRAME = b'{"type":"started"}\n'  # the agent's process is about to run
+Frame = bytes | Outcome | Trace
+
+
+def trace_frame(trace: Trace) -> bytes:
+    return json.dumps({"type": "trace", "traceId": trace.trace_id,
+                       "spanId": trace.span_id}).encode() + b"\n"
 
 
 def result_frame(outcome: Outcome) -> bytes:
@@ -41,9 +49,11 @@ def result_frame(outcome: Outcome) -> bytes:
                        "reason": outcome.reason, "warm": outcome.warm}).encode() + b"\n"
 
 
-def parse_frame(line: bytes) -> tuple[str, bytes | Outcome]:
+def parse_frame(line: bytes) -> tuple[str, Frame]:
     doc = json.loads(line)
     if doc["type"] == "result":
         return "result", Outcome(doc["phase"], doc["httpStatus"], doc["exitCode"],
                                  doc["reason"], bool(doc.get("warm")))
+    if doc["type"] == "trace":
+        return "trace", Trace(str(doc["traceId"]), str(doc["spanId"]))
     return str(doc["type"]), base64.b64decode(doc.get("data", ""))

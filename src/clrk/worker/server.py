@@ -22,7 +22,7 @@ from clrk.api.agents import AgentTemplate, TaskAgent
 from clrk.worker.agents.task import Networking, discard, execute
 from clrk.worker.agents.warm import WarmPool
 from clrk.worker.images.store import ImageStore
-from clrk.worker.protocol import STARTED_FRAME, output_frame, result_frame
+from clrk.worker.protocol import STARTED_FRAME, output_frame, result_frame, trace_frame
 from clrk.worker.sandbox.runner import Runtime
 
 log = logging.getLogger("clrk.worker")
@@ -80,6 +80,8 @@ class Worker:
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         md = agent.metadata
         warm = self.warm.take(md["namespace"], md["name"], revision) if self.warm else None
+        if warm is not None and warm.trace is not None:  # its TRACEPARENT: adopted
+            queue.put_nowait(trace_frame(warm.trace))
 
         async def work() -> None:
             try:

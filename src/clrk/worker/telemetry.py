@@ -1,5 +1,6 @@
 """A worker's reports to the API server, which owns the telemetry store: DaemonAgent
-runs as Invocations and their output as log lines (batched every half second).
+runs as Invocations and their output as log lines (batched every half second), and the
+agents' own OTLP exports (forwarded one request at a time, under their invocation).
 
 Reporting never stops an agent: a failed report is logged and dropped.
 """
@@ -17,9 +18,12 @@ from typing import Any
 import httpx
 
 from clrk import kubeconfig
+from clrk.egress.attribution import Attribution
+from clrk.telemetry.otlp_decode import PROTOBUF, Signal
 
 log = logging.getLogger("clrk.worker.telemetry")
 API = "/apis/clrk.apoxy.dev/v1alpha1"
+PLURALS = {"TaskAgent": "taskagents", "DaemonAgent": "daemonagents"}
 FLUSH_SECONDS = 0.5
 
 
@@ -53,6 +57,27 @@ class TelemetryReporter:
         await self._post(self._url(ns, name, "runs"), {
             "action": "end", "invocation": invocation, "phase": phase,
             "exitCode": exit_code, "reason": reason})
+
+    async def export(self, who: Attribution, signal: Signal, body: bytes
+                     ) -> tuple[int, str]:
+        """An agent's OTLP export (protobuf) for its invocation: the API server stamps
+        and stores it. Returns the HTTP status and, unless 200, why."""
+        url = (f"{self.server}{API}/namespaces/{who.namespace}/"
+               f"{PLURALS[who.agent_kind]}/{who.agent_name}/{signal}")
+        try:
+            r = await self._client.post(url, content=body, params={
+                "invocation": who.invocation}, headers={"Content-Type": PROTOBUF})
+        except httpx.HTTPError as err:
+            log.warning("forwarding %s of %s failed: %s", signal, who.invocation, err)
+            return 503, str(err) or type(err).__name__
+        if r.status_code == 200:
+            return 200, ""
+        log.warning("%s of %s refused: %s %s", signal, who.invocation, r.status_code,
+                    r.text[:200])
+        try:
+            return r.status_code, str(r.json().get("message", ""))
+        except (ValueError, AttributeError):
+            return r.status_code, r.text[:200]
 
     async def connections(self, ns: str, gateway: str, items: list[dict[str, Any]]) -> bool:
         url = f"{self.server}{API}/namespaces/{ns}/egressgateways/{gateway}/connections"

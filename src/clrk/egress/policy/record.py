@@ -10,6 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+from clrk.telemetry.connections import call_summary
+
 REDACTED = "[redacted]"
 ALWAYS_REDACT = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
@@ -103,18 +105,9 @@ class HttpRecord:
                 (request if key == "http.request.body" else response)[key] = body
                 attrs[f"clrk.{key}.truncated"] = "true" if capture.truncated else "false"
         name = f"{self.method} {self.host}{attrs['url.path']}"
-        summary = (f"{name} {self.status or '-'} "
-                   f"{(end - self.start).total_seconds() * 1000:.0f}ms "
-                   f"req={self.bytes_sent}B resp={self.bytes_received}B")
-        for key, label in (("gen_ai.provider.name", "provider"),
-                           ("gen_ai.request.model", "model"),
-                           ("gen_ai.usage.input_tokens", "input_tokens"),
-                           ("gen_ai.usage.output_tokens", "output_tokens"),
-                           ("gen_ai.tool.name", "tool"), ("clrk.route", "route")):
-            if attrs.get(key):
-                summary += f" {label}={attrs[key]}"
-        if self.denied:
-            summary += f" denied: {self.denied}"
+        summary = call_summary(name, str(self.status or "-"),
+                               (end - self.start).total_seconds() * 1000, self.bytes_sent,
+                               self.bytes_received, attrs, self.denied)
         return {"kind": "http", "start_time": self.start.isoformat(),
                 "duration_ms": (end - self.start).total_seconds() * 1000,
                 "name": name, "span_id": span_id, "attributes": attrs,

@@ -27,7 +27,7 @@ from clrk.client import follow, get_or_none, resource_class
 from clrk.controllers import revisions
 from clrk.egress.attribution import Attribution
 from clrk.worker.agents.supervision import History, decide
-from clrk.worker.agents.task import Networking, PrepareError, release, resolve, start
+from clrk.worker.agents.task import Networking, PrepareError, Trace, release, resolve, start
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Result, Runtime
 from clrk.worker.telemetry import TelemetryReporter
@@ -168,8 +168,10 @@ class DaemonSupervisor:
                     if self.networking else None
                 who = Attribution(ns, "DaemonAgent", name, run_id["invocation"],
                                   run_id["traceId"], run_id["spanId"]) if run_id else None
+                # TRACEPARENT: the run's Invocation span (none when the API was away).
                 sandbox = await start(self.runtime, run, False, self.networking, daemon=True,
-                                      egress_port=port, attribution=who)
+                                      egress_port=port, attribution=who,
+                                      trace=Trace.of(run_id))
             except Exception as err:  # e.g. the address pool is exhausted: retry later
                 log.warning("cannot start %s/%s: %s", ns, name, err)
                 sandbox, failure = None, f"SandboxFailed: {err}"

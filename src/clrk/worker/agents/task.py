@@ -7,6 +7,7 @@ code, past spec.timeout -> 504, and onto Invocation phases.
 from __future__ import annotations
 
 import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from clrk.worker.images.store import ImageStore
 from clrk.worker.metadata import MetadataService, Slot
 from clrk.worker.sandbox.network import Network, SandboxNet
 from clrk.worker.sandbox.runner import Result, Runtime, Sandbox
-from clrk.worker.sandbox.spec import RunSpec, SpecError, run_spec
+from clrk.worker.sandbox.spec import RunSpec, SpecError, run_spec, service_env
 
 log = logging.getLogger("clrk.worker.task")
 Phase = Literal["Succeeded", "Failed", "Timeout"]
@@ -43,6 +44,31 @@ class Outcome:
         if self.exit_code is not None and self.exit_code != 0:
             return {"X-Clrk-Exit-Code": str(self.exit_code)}
         return {}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The invocation span an execution runs under (its sandbox's ``TRACEPARENT``)."""
+
+    trace_id: str  # 32 hex digits
+    span_id: str  # 16 hex digits
+
+    @classmethod
+    def new(cls) -> Trace:
+        """Ids for a sandbox started before its invocation is known (the warm pool)."""
+        return cls(secrets.token_hex(16), secrets.token_hex(8))
+
+    @classmethod
+    def of(cls, invocation: dict[str, str] | None) -> Trace | None:
+        """The ids the API server gave the invocation, if it gave any."""
+        if not invocation or not invocation.get("traceId") or not invocation.get("spanId"):
+            return None
+        return cls(invocation["traceId"], invocation["spanId"])
+
+    @property
+    def traceparent(self) -> str:
+        """W3C trace-context, sampled."""
+        return f"00-{self.trace_id}-{self.span_id}-01"
 
 
 @dataclass
@@ -97,6 +123,7 @@ class Prepared:
     net: SandboxNet | None = None
     slot: Slot | None = None
     warm: bool = False
+    trace: Trace | None = None  # its TRACEPARENT, fixed when it started
 
 
 class PrepareError(Exception):
@@ -119,16 +146,18 @@ async def resolve(images: ImageStore, template: AgentTemplate,
 async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
                 networking: Networking | None, daemon: bool = False,
                 egress_port: int | None = None,
-                attribution: Attribution | None = None) -> Prepared:
+                attribution: Attribution | None = None,
+                trace: Trace | None = None) -> Prepared:
     """A sandbox with its own netns and veth, started and waiting for its input.
     ``attribution`` (known up front for a DaemonAgent run) is recorded before the agent
-    runs, so its first connection is already attributed."""
+    runs, so its first connection is already attributed. ``trace`` becomes its
+    TRACEPARENT (omitted when None)."""
     exec_key = uuid.uuid4().hex
     if networking is None:
         if metadata_mode:
             raise PrepareError("InvalidSpec: delivery mode Metadata needs a worker with "
                                "sandbox networking")
-        return Prepared(await runtime.start(spec), exec_key)
+        return Prepared(await runtime.start(spec), exec_key, trace=trace)
     ca = None
     if egress_port is not None and networking.egress is not None:
         try:
@@ -140,18 +169,16 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
     # The sandbox's only nameserver is the worker's responder (behind its veth).
     spec = replace(spec, netns=net.netns_path, ca_bundle=ca,
                    resolv_conf=f"nameserver {net.host_ip}\noptions timeout:2 attempts:2\n",
-                   env=[
-        *spec.env, f"CLRK_METADATA_URL=http://{net.host_ip}:{port}/v1",
-        f"CLRK_METADATA_URL_V6=http://[{net.host_ip6}]:{port}/v1"])
-    slot = None
+                   env=service_env(spec.env, f"http://{net.host_ip}:{port}",
+                                   f"http://[{net.host_ip6}]:{port}",
+                                   trace.traceparent if trace else None))
     if attribution is not None:
         networking.attribution.record(net.sandbox_addresses, attribution)
-    if daemon:
-        networking.metadata.register_daemon(*net.sandbox_addresses)
-    elif metadata_mode:
-        slot = networking.metadata.reserve(*net.sandbox_addresses)
+    slot = networking.metadata.reserve(
+        *net.sandbox_addresses, kind="daemon" if daemon else "event" if metadata_mode
+        else "stdin", who=attribution)
     try:
-        return Prepared(await runtime.start(spec), exec_key, net, slot)
+        return Prepared(await runtime.start(spec), exec_key, net, slot, trace=trace)
     except BaseException:
         await _release_net(networking, exec_key, net)
         raise
@@ -159,9 +186,10 @@ async def start(runtime: Runtime, spec: RunSpec, metadata_mode: bool,
 
 async def prepare(runtime: Runtime, images: ImageStore, template: AgentTemplate,
                   metadata_mode: bool, networking: Networking | None,
-                  digest: str | None = None, egress_port: int | None = None) -> Prepared:
+                  digest: str | None = None, egress_port: int | None = None,
+                  trace: Trace | None = None) -> Prepared:
     return await start(runtime, await resolve(images, template, digest), metadata_mode,
-                       networking, egress_port=egress_port)
+                       networking, egress_port=egress_port, trace=trace)
 
 
 async def _release_net(networking: Networking, exec_key: str, net: SandboxNet) -> None:
@@ -200,15 +228,12 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
             port = networking.egress_port(agent.metadata["namespace"], template,
                                           agent.spec.egress_refs) if networking else None
             prepared = await prepare(runtime, images, template, metadata_mode, networking,
-                                     digest, port)
+                                     digest, port, Trace.of(invocation))
         except PrepareError as err:
             return Outcome("Failed", 500, None, str(err))
     held: list[bytes] = []
     if networking is not None and prepared.net is not None and invocation:
-        networking.attribution.record(prepared.net.sandbox_addresses, Attribution(
-            agent.metadata["namespace"], "TaskAgent", agent.metadata["name"],
-            invocation.get("name", ""), invocation.get("traceId", ""),
-            invocation.get("spanId", "")))
+        _attribute(networking, prepared, agent, invocation)
     try:
         on_start()
         if prepared.slot is not None:
@@ -224,6 +249,19 @@ async def execute(runtime: Runtime, images: ImageStore, agent: TaskAgent,
         on_stdout(slot.response if slot is not None and slot.response is not None
                   else b"".join(held))
     return replace(_outcome(agent, result), warm=prepared.warm)
+
+
+def _attribute(networking: Networking, prepared: Prepared, agent: TaskAgent,
+               invocation: dict[str, str]) -> None:
+    """The sandbox's connections and OTLP exports are this invocation's, under the trace
+    its TRACEPARENT names (a warm sandbox's own, which the Invocation adopts)."""
+    assert prepared.net is not None
+    trace = prepared.trace or Trace.of(invocation) or Trace("", "")
+    who = Attribution(agent.metadata["namespace"], "TaskAgent", agent.metadata["name"],
+                      invocation.get("name", ""), trace.trace_id, trace.span_id)
+    networking.attribution.record(prepared.net.sandbox_addresses, who)
+    if prepared.slot is not None:
+        prepared.slot.who = who
 
 
 def _outcome(agent: TaskAgent, result: Result) -> Outcome:

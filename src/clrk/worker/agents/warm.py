@@ -2,10 +2,12 @@
 
 A warm sandbox has its network, its metadata slot and a running agent that is blocked
 on its first read of stdin (or on ``GET /v1/event``), so an invocation only writes the
-envelope. Each sandbox serves one execution and is replaced in the background. The pool
-follows the agent's current revision: a new revision evicts the old sandboxes, deletion
-(or warmPoolSize 0) evicts them all, and ``warmPoolIdleTTL`` without an invocation lets
-the pool go cold until the next one.
+envelope. Its env, TRACEPARENT included, is fixed when it starts, so it gets trace and
+span ids of its own, which the invocation it serves adopts. Each sandbox serves one
+execution and is replaced in the background. The pool follows the agent's current
+revision: a new revision evicts the old sandboxes, deletion (or warmPoolSize 0) evicts
+them all, and ``warmPoolIdleTTL`` without an invocation lets the pool go cold until the
+next one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from clrk.api.meta import parse_duration
 from clrk.api.revision import AgentSandboxRevision
 from clrk.client import follow, get_or_none, resource_class
 from clrk.controllers import revisions
-from clrk.worker.agents.task import Networking, Prepared, PrepareError, discard, prepare
+from clrk.worker.agents.task import (
+    Networking,
+    Prepared,
+    PrepareError,
+    Trace,
+    discard,
+    prepare,
+)
 from clrk.worker.images.store import ImageStore
 from clrk.worker.sandbox.runner import Runtime
 
@@ -194,9 +203,11 @@ class WarmPool:
                 port = self.networking.egress_port(namespace, entry.template,
                                                    entry.egress_refs) \
                     if self.networking else None
+                # Its invocation is not known yet: the sandbox's trace is its own, and
+                # the invocation it serves adopts it (protocol.trace_frame).
                 prepared = await prepare(self.runtime, self.images, entry.template,
                                          entry.metadata_mode, self.networking, entry.digest,
-                                         port)
+                                         port, Trace.new())
             except (PrepareError, Exception) as err:
                 log.warning("cannot warm a sandbox for %s/%s: %s", namespace, name, err)
                 with contextlib.suppress(TimeoutError):

@@ -2,8 +2,9 @@
 
 The env rules are the product's contract: the image's ENV and CMD never reach the
 agent; ENTRYPOINT is used only when the template sets no command; the agent sees
-exactly what its manifest declares plus CLRK_METADATA_URL(_V6), PATH and the CA
-variables.
+exactly what its manifest declares plus PATH, the CA variables and, on a worker with
+sandbox networking, CLRK_METADATA_URL(_V6), OTEL_EXPORTER_OTLP_ENDPOINT and
+TRACEPARENT (the last two only where the manifest does not set them itself).
 """
 
 from __future__ import annotations
@@ -89,6 +90,20 @@ def env_for(template: SandboxSpec, metadata_url: str | None = None,
     for e in template.env or []:
         env[e.name] = e.value
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def service_env(env: list[str], base: str, base_v6: str, traceparent: str | None
+                ) -> list[str]:
+    """``env`` plus what the worker serves the sandbox at ``base`` (its metadata
+    service): the metadata URLs, the OTLP endpoint (the SDKs append /v1/traces and
+    /v1/logs) and the invocation's trace context. A manifest that sets the OTLP endpoint
+    or TRACEPARENT itself keeps its own."""
+    declared = {entry.split("=", 1)[0] for entry in env}
+    ours = {"OTEL_EXPORTER_OTLP_ENDPOINT": base}
+    if traceparent:
+        ours["TRACEPARENT"] = traceparent
+    return [*env, f"CLRK_METADATA_URL={base}/v1", f"CLRK_METADATA_URL_V6={base_v6}/v1",
+            *(f"{k}={v}" for k, v in ours.items() if k not in declared)]
 
 
 def run_spec(template: SandboxSpec, image: Image, metadata_url: str | None = None,
