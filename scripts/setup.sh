@@ -32,6 +32,12 @@ want=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages from requirements.lock" >&2
   .venv/bin/pip install -q --require-hashes -r requirements.lock
+  # xds-protos ships an old copy of the OpenTelemetry protos at the paths opentelemetry-proto
+  # installs to, and whichever pip writes last wins: the OTLP decoder needs the current ones
+  # (scope_spans, scope_logs). Reinstalled from the lock's own hashed entry.
+  awk '/^opentelemetry-proto==/{p=1; print; next} p && /^[^ #]/{p=0} p' requirements.lock \
+    > .venv/otel-proto.req
+  .venv/bin/pip install -q --no-deps --force-reinstall --require-hashes -r .venv/otel-proto.req
   .venv/bin/pip install -q --no-deps --no-build-isolation --no-index -e .
   echo "$want" > "$stamp"
 fi

@@ -1,4 +1,5 @@
-"""Kubeconfig files that clrk writes for itself, kubectl and any Kubernetes client."""
+"""Kubeconfig files that clrk writes for itself, kubectl and any Kubernetes client, and
+how a clrk process finds its API server: such a file, or a pod's ServiceAccount."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import base64
 import os
 from pathlib import Path
 
+import httpx
 import yaml
+from lightkube import KubeConfig
+from lightkube.config.client_adapter import AsyncClient as auth_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.config.kubeconfig import SingleConfig
 
 DEFAULT_HOME = Path(os.environ.get("CLRK_HOME", Path.home() / ".clrk"))
 HOST_KUBECONFIG = "kubeconfig.host"
@@ -50,12 +56,19 @@ def write(path: Path, server: str, ca_pem: bytes, token: str, context: str = CON
     os.replace(tmp, path)
 
 
-def read(path: Path, context: str | None = None) -> tuple[str, bytes, str]:
-    """(server URL, CA PEM, bearer token) of a token-based kubeconfig, as clrk writes."""
-    doc = yaml.safe_load(path.read_text())
-    ctx_name = context or doc.get("current-context")
-    ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
-    ca = base64.b64decode(cluster.get("certificate-authority-data", ""))
-    return cluster["server"], ca, user.get("token", "")
+def api_config(path: Path | None) -> SingleConfig:
+    """The API server and credentials of the kubeconfig at ``path``, or, without one, of
+    the pod this process runs in (its ServiceAccount's token, re-read when the kubelet
+    rotates it, and the cluster CA)."""
+    config = KubeConfig.from_file(str(path)) if path is not None \
+        else KubeConfig.from_service_account()
+    single = config.get()
+    if single is None:
+        raise ValueError(f"{path}: the kubeconfig has no current context")
+    return single
+
+
+def http_client(config: SingleConfig, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for the API server's non-object endpoints (heartbeats, reports),
+    with the config's TLS trust and credentials, whatever their kind."""
+    return auth_client(config, ConnectionParams(timeout=httpx.Timeout(timeout)))

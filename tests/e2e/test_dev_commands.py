@@ -164,3 +164,16 @@ def test_every_record_is_teed_to_the_receiver_and_forwarded(
     assert bad.status_code == 400 and "JSON" in bad.text
     assert httpx.post(f"{receiver}/v1/logs", content=b"x", timeout=10,
                       headers={"content-type": "text/plain"}).status_code == 415
+
+
+def test_a_worker_takes_executions_only_from_the_scheduler(dev: DevServer) -> None:
+    """Dispatch needs the token the worker told the API server in its heartbeats: a
+    process on the same host (or the pod network) cannot hand it an execution."""
+    wait_ready(dev)
+    log = (dev.data_dir / "workers" / "worker-0" / "worker.log").read_text()
+    url = re.findall(r"worker worker-0 serving on (http://\S+) for pool", log)[-1]
+    body: dict[str, Any] = {"agent": {}, "template": {}, "event": {}}
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+        r = httpx.post(f"{url}/v1/executions", json=body, headers=headers, timeout=10)
+        assert r.status_code == 401 and "token" in r.json()["message"], r.text
+    assert call(dev, "teed").status_code == 200  # the scheduler's dispatches still go

@@ -2,44 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from clrk.api.agents import ComputeResources
+from clrk.api.agents import ComputeResources, EnvVar
 from clrk.api.base import KindInfo, Model, PrinterColumn, Resource
 from clrk.api.meta import Condition, LocalObjectReference
 from clrk.api.registry import register
 
-_NO_PODS = ("For worker pods on a Kubernetes cluster, which clrk does not create yet; "
-            "clrk dev runs its workers as local processes.")
+_ON_PODS = ("Applied to the worker pods on a Kubernetes cluster; clrk dev runs its workers "
+            "as local processes.")
+WORKER_IMAGE_REPOSITORY = "ghcr.io/apoxy-dev/clrk-worker"
+# The ClusterRole of what a worker does (`clrk install` creates it; each pool's workers
+# are bound to it in the pool's namespace).
+WORKER_CLUSTER_ROLE = "clrk-worker"
+
+
+def worker_image(version: str) -> str:
+    """The worker image published for clrk ``version`` (what a pool without
+    ``template.image`` runs)."""
+    return f"{WORKER_IMAGE_REPOSITORY}:v{version}"
 
 
 class WorkerTemplate(Model):
-    """The pool's workers: image pull credentials, and what worker pods would run with."""
+    """The pool's workers: image pull credentials, and how worker pods run on a cluster."""
 
-    image: str | None = Field(default=None, description="Worker image (set by `clrk install "
-                              f"--worker-image`). {_NO_PODS}")
+    image: str | None = Field(default=None, description="Worker image (`clrk install "
+                              "--worker-image` sets it; default: the worker image of the "
+                              f"controller manager's own version). {_ON_PODS}")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="When the kubelet pulls the worker image (Kubernetes' "
+        f"default: Always for :latest, else IfNotPresent). {_ON_PODS}")
+    env: list[EnvVar] | None = Field(
+        default=None, description=f"Extra environment variables of the worker. {_ON_PODS}")
     node_selector: dict[str, str] | None = Field(
-        default=None, description=f"Node labels the worker pods must match. {_NO_PODS}")
+        default=None, description=f"Node labels the worker pods must match. {_ON_PODS}")
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, description="Secrets (dockerconfigjson or dockercfg) in the pool's "
-        "namespace whose registry credentials the pool's workers use to pull agent images.")
+        "namespace: the kubelet pulls the worker image with them, and the workers pull "
+        "agent images with their registry credentials.")
     # The worker's own CPU and memory. No process limit: that is an agent's (its template's
     # resources.pids, per sandbox); the worker itself runs no agent code.
     resources: ComputeResources | None = Field(
         default=None, description="CPU and memory of each worker itself (an agent's own "
-        f"limits are its template's resources). {_NO_PODS}")
+        f"limits are its template's resources). {_ON_PODS}")
     tolerations: list[dict[str, Any]] | None = Field(
-        default=None, description=f"Kubernetes tolerations of the worker pods. {_NO_PODS}")
+        default=None, description=f"Kubernetes tolerations of the worker pods. {_ON_PODS}")
+    affinity: dict[str, Any] | None = Field(
+        default=None, description=f"Kubernetes affinity of the worker pods. {_ON_PODS}")
 
 
 class WorkerPoolSpec(Model):
     """The desired state of a WorkerPool."""
 
-    replicas: int = Field(default=1, ge=0, description="Workers wanted (default 1), "
-                          "reported back as status.replicas. clrk dev starts `--workers` "
-                          "local workers whatever it says.")
+    replicas: int = Field(default=1, ge=0, description="Workers wanted (default 1): on a "
+                          "cluster, the replicas of the pool's Deployment `<pool>-workers`; "
+                          "clrk dev starts `--workers` local workers whatever it says.")
     max_executions_per_worker: int = Field(
         default=32, ge=1, description="Executions one worker runs at once (default 32), "
         "unless the worker was started with a fixed capacity. With every worker full, "
@@ -60,6 +79,11 @@ class WorkerPoolStatus(Model):
                                        "heartbeats are current.")
     capacity: int | None = Field(default=None, description="Executions the ready workers "
                                  "take at once.")
+    warm_sandboxes: int | None = Field(default=None, description="Sandboxes the ready "
+                                       "workers keep started ahead (TaskAgents' "
+                                       "warmPoolSize).")
+    pods_ready: int | None = Field(default=None, description="On a cluster: the ready pods "
+                                   "of the pool's Deployment `<pool>-workers`.")
     conditions: list[Condition] | None = Field(
         default=None, description="Accepted; Ready when at least one worker reports to the "
         "pool (reason WorkersReady, else NoWorkers).")

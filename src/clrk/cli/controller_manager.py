@@ -103,6 +103,9 @@ def controller_manager(
     controller_concurrency: Annotated[int, typer.Option(
         "--controller-concurrency", min=1, help="Objects reconciled at once per kind.")
     ] = 2,
+    worker_image: Annotated[str | None, typer.Option(
+        "--worker-image", help="Image of the worker pods of pools that name none "
+        "(default: the worker image of this version).")] = None,
 ) -> None:
     """Run the cluster control plane (the controller-manager Deployment's entrypoint)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -127,7 +130,8 @@ def controller_manager(
                 retry_period=retry_period)
         plane = ControlPlane(data_dir, bind_address, secure_port, ingress_port,
                              controller_concurrency,
-                             cluster=ClusterMode(_kube(kubeconfig), tls_cert_dir, lease))
+                             cluster=ClusterMode(_kube(kubeconfig), tls_cert_dir, lease,
+                                                 worker_image or ""))
         code = asyncio.run(_serve(plane))
         if code:
             raise SystemExit(code)

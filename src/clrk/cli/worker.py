@@ -15,10 +15,11 @@ from clrk.cli.errors import run_guarded
 
 
 def worker(
-    kubeconfig: Annotated[Path, typer.Option("--api-kubeconfig",
-                                             help="Kubeconfig of the API server.")],
     data_dir: Annotated[Path, typer.Option(
         "--data-dir", help="The worker's state: images, sandboxes, Envoy's files.")],
+    kubeconfig: Annotated[Path | None, typer.Option(
+        "--api-kubeconfig", help="Kubeconfig of the API server (default: the pod's "
+        "ServiceAccount, for a worker pod of a cluster).")] = None,
     name: Annotated[str, typer.Option(
         "--name", help="The worker's name in its pool (default: the host name).")
     ] = socket.gethostname(),

@@ -13,6 +13,7 @@ from clrk.controllers.attachments import attachment_controller
 from clrk.controllers.cron import Invoke, cron_controller
 from clrk.controllers.gateway_ca import gateway_controller
 from clrk.controllers.runtime import Runner
+from clrk.controllers.worker_workloads import WorkloadSettings
 from clrk.controllers.workerpool import NoWorkers, WorkerRegistry, workerpool_controller
 
 log = logging.getLogger("clrk.controllers")
@@ -20,14 +21,15 @@ log = logging.getLogger("clrk.controllers")
 
 class ControllerManager:
     def __init__(self, client: AsyncClient, concurrency: int = 2,
-                 registry: WorkerRegistry | None = None, invoke: Invoke | None = None) -> None:
+                 registry: WorkerRegistry | None = None, invoke: Invoke | None = None,
+                 workloads: WorkloadSettings | None = None) -> None:
         self.client = client
         self.controllers = [
             agent_controller(client, TaskAgent, concurrency),
             agent_controller(client, DaemonAgent, concurrency, registry),
             gateway_controller(client, concurrency),
             attachment_controller(client, concurrency),
-            workerpool_controller(client, registry or NoWorkers(), concurrency),
+            workerpool_controller(client, registry or NoWorkers(), concurrency, workloads),
         ]
         if invoke is not None:
             self.controllers.append(cron_controller(client, invoke, concurrency))

@@ -1,22 +1,39 @@
-"""WorkerPool controller: status from the workers that report to the pool."""
+"""WorkerPool controller: status from the workers that report to the pool and, on a
+cluster, the pool's workload (:mod:`clrk.controllers.worker_workloads`), kept as rendered
+and removed with the pool (a finalizer: kube's garbage collector may not run, and owner
+references across the aggregated API are only honoured where it does)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Service, ServiceAccount
+from lightkube.resources.rbac_authorization_v1 import RoleBinding
 from lightkube.types import PatchType
 
+from clrk.api.agents import TaskAgent
+from clrk.api.meta import parse_duration
 from clrk.api.workerpool import WorkerPool
-from clrk.client import get_or_none, resource_class
+from clrk.client import get_or_none, resource_class, to_dict
+from clrk.controllers import worker_workloads
 from clrk.controllers.conditions import set_condition
 from clrk.controllers.runtime import Controller, Key
+from clrk.controllers.worker_workloads import FINALIZER, WorkloadSettings, workload_name
+
+FIELD_MANAGER = "clrk-workerpool"
+REAPPLY_SECONDS = 60.0  # what was applied is applied again now and then (drift, deletion)
 
 
 class Named(Protocol):
     name: str
     capacity: int
+    warm_sandboxes: int
 
 
 class WorkerRegistry(Protocol):
@@ -37,19 +54,78 @@ class NoWorkers:
         return []
 
 
+async def _set_finalizer(client: AsyncClient, pool: dict[str, Any], present: bool) -> None:
+    md = pool["metadata"]
+    current = list(md.get("finalizers") or [])
+    wanted = [f for f in current if f != FINALIZER] + ([FINALIZER] if present else [])
+    if wanted != current:
+        # resourceVersion: a concurrent change of the list is retried, never overwritten.
+        await client.patch(resource_class(WorkerPool), md["name"], {"metadata": {
+            "finalizers": wanted, "resourceVersion": md["resourceVersion"]}},
+            namespace=md["namespace"], patch_type=PatchType.MERGE)
+
+
+async def _grace(client: AsyncClient, ns: str, pool: str) -> int:
+    """From the timeouts of the pool's TaskAgents (admission checked them)."""
+    timeouts = []
+    async for obj in client.list(resource_class(TaskAgent), namespace=ns):
+        spec = to_dict(obj)["spec"]
+        if spec.get("workerPoolRef") == pool:
+            timeouts.append(parse_duration(spec.get("timeout") or "100s").total_seconds())
+    return worker_workloads.grace_seconds(timeouts)
+
+
+async def _remove(client: AsyncClient, pool: dict[str, Any]) -> None:
+    """The workload goes with its pool; then the pool may go."""
+    ns, name = pool["metadata"]["namespace"], workload_name(pool["metadata"]["name"])
+    for kind in (Deployment, Service, RoleBinding, ServiceAccount):
+        try:
+            await client.delete(kind, name, namespace=ns)
+        except ApiError as err:
+            if err.status.code != 404:
+                raise
+    await _set_finalizer(client, pool, False)
+
+
 def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
-                          concurrency: int) -> Controller:
+                          concurrency: int,
+                          workloads: WorkloadSettings | None = None) -> Controller:
+    """``workloads``: on a cluster, each pool's workers run as its Deployment."""
     res = resource_class(WorkerPool)
+    applied: dict[Key, tuple[str, float]] = {}  # what was last applied, and when
+
+    async def keep_workload(key: Key, pool: dict[str, Any]) -> None:
+        assert workloads is not None
+        await _set_finalizer(client, pool, True)
+        objs = worker_workloads.render(pool, workloads,
+                                       await _grace(client, key[0], key[1]))
+        digest = hashlib.sha256(json.dumps([o.to_dict() for o in objs],
+                                           sort_keys=True).encode()).hexdigest()
+        last = applied.get(key)
+        if last is not None and last[0] == digest \
+                and time.monotonic() - last[1] < REAPPLY_SECONDS:
+            return
+        for obj in objs:
+            await client.apply(obj, field_manager=FIELD_MANAGER, force=True)
+        applied[key] = digest, time.monotonic()
 
     async def reconcile(key: Key) -> float | None:
         ns, name = key
         pool = await get_or_none(client, res, name, ns)
         if pool is None:
+            applied.pop(key, None)
             return None
+        if workloads is not None:
+            if pool["metadata"].get("deletionTimestamp"):
+                applied.pop(key, None)
+                await _remove(client, pool)
+                return None
+            await keep_workload(key, pool)
         status = dict(pool.get("status") or {})
         gen = pool["metadata"]["generation"]
         ready = registry.ready_workers(ns, name)
-        capacity = sum(w.capacity for w in registry.candidates(ns, name))
+        workers = registry.candidates(ns, name)
+        capacity = sum(w.capacity for w in workers)
         conds = set_condition(status.get("conditions") or [], "Accepted", True, "Valid",
                               "the spec is valid", gen)
         if ready > 0:
@@ -59,7 +135,12 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
             conds = set_condition(conds, "Ready", False, "NoWorkers",
                                   "no worker has registered with this pool", gen)
         new = {**status, "observedGeneration": gen, "replicas": pool["spec"]["replicas"],
-               "readyReplicas": ready, "capacity": capacity, "conditions": conds}
+               "readyReplicas": ready, "capacity": capacity,
+               "warmSandboxes": sum(w.warm_sandboxes for w in workers), "conditions": conds}
+        if workloads is not None:
+            deploy = await get_or_none(client, Deployment, workload_name(name), ns)
+            new["podsReady"] = int(((deploy or {}).get("status") or {})
+                                   .get("readyReplicas") or 0)
         if new != status:
             await client.patch(res.Status, name, {"status": new}, namespace=ns,
                                patch_type=PatchType.MERGE)

@@ -21,10 +21,13 @@ from pathlib import Path
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 
+from clrk import __version__
+from clrk.api.workerpool import worker_image
 from clrk.apiserver.access import Access
 from clrk.client import FIELD_MANAGER, http_invoker
 from clrk.controllers.leader import LeaderElection
 from clrk.controllers.manager import ControllerManager
+from clrk.controllers.worker_workloads import WorkloadSettings
 from clrk.controlplane.apiserver import APIServer, Delegated
 from clrk.controlplane.delegation import (
     DelegatedAuthenticator,
@@ -54,6 +57,7 @@ class ClusterMode:
     kube: SingleConfig  # how to reach kube-apiserver (the ServiceAccount's token)
     tls_cert_dir: Path  # the serving certificate Secret, mounted
     lease: LeaseSettings | None = None  # None: lead at once (one replica, no election)
+    worker_image: str = ""  # for pools without template.image (default: this version's)
 
 
 @dataclass
@@ -98,9 +102,11 @@ class ControlPlane:
         await self.ingress.start()
         if self.cluster is None:
             self.client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
+        workloads = None if self.cluster is None else WorkloadSettings(
+            self.cluster.worker_image or worker_image(__version__))
         manager = ControllerManager(self.client, concurrency=self.concurrency,
                                     registry=self.server.registry,
-                                    invoke=http_invoker(config))
+                                    invoke=http_invoker(config), workloads=workloads)
         self._manager = manager
         self._start_controllers()
 

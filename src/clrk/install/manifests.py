@@ -95,7 +95,7 @@ def _meta(options: InstallOptions, name: str, namespace: str | None = None,
                       annotations=annotations)
 
 
-def controller_args(namespace: str) -> list[str]:
+def controller_args(namespace: str, worker_image: str) -> list[str]:
     """The controller-manager container's arguments (the image's entrypoint is `clrk`)."""
     return [
         "controller-manager",
@@ -106,6 +106,7 @@ def controller_args(namespace: str) -> list[str]:
         f"--tls-cert-dir={TLS_DIR}",
         "--leader-elect",
         f"--leader-election-namespace={namespace}",
+        f"--worker-image={worker_image}",
     ]
 
 
@@ -198,7 +199,7 @@ def deployment(options: InstallOptions) -> Deployment:
     container = Container(
         name=COMPONENT,
         image=options.controller_image,
-        args=controller_args(options.namespace),
+        args=controller_args(options.namespace, options.worker_image),
         env=[_downward("POD_NAME", "metadata.name"),
              _downward("POD_NAMESPACE", "metadata.namespace")],
         ports=[ContainerPort(name="https", containerPort=SECURE_PORT, protocol="TCP"),

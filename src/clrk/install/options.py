@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from clrk import __version__
+from clrk.api.workerpool import WORKER_CLUSTER_ROLE, worker_image
 
 RBACMode = Literal["scoped", "cluster-admin"]
 TLSMode = Literal["self-signed", "cert-manager"]
@@ -18,7 +19,7 @@ TLS_MODES: tuple[TLSMode, ...] = ("self-signed", "cert-manager")
 APP = "clrk"
 COMPONENT = "controller-manager"
 CONTROLLER = "clrk-controller-manager"
-WORKER = "clrk-worker"
+WORKER = WORKER_CLUSTER_ROLE  # the workers' ClusterRole, and the install's account
 APISERVER_SERVICE = "clrk-apiserver"
 INGRESS_SERVICE = "clrk-ingress"
 TLS_SECRET = "clrk-apiserver-tls"
@@ -44,11 +45,6 @@ TLS_DIR = "/etc/clrk/tls"
 def controller_image(version: str) -> str:
     """The controller-manager image published for ``version``."""
     return f"ghcr.io/apoxy-dev/clrk-controller-manager:v{version}"
-
-
-def worker_image(version: str) -> str:
-    """The worker image published for ``version``."""
-    return f"ghcr.io/apoxy-dev/clrk-worker:v{version}"
 
 
 @dataclass(frozen=True)

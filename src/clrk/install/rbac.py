@@ -83,6 +83,14 @@ def controller_manager_rules() -> list[PolicyRule]:
                    verbs=[*READ, "create", "update", "patch", "delete"]),
         PolicyRule(apiGroups=[""], resources=["services"],
                    verbs=[*READ, "create", "update", "patch", "delete"]),
+        # ... with a ServiceAccount of its own, bound in the pool's namespace to the worker
+        # ClusterRole (`bind` on that role only: the controller grants nothing else).
+        PolicyRule(apiGroups=[""], resources=["serviceaccounts"],
+                   verbs=[*READ, "create", "update", "patch", "delete"]),
+        PolicyRule(apiGroups=[RBAC_GROUP], resources=["rolebindings"],
+                   verbs=[*READ, "create", "update", "patch", "delete"]),
+        PolicyRule(apiGroups=[RBAC_GROUP], resources=["clusterroles"], verbs=["bind"],
+                   resourceNames=[WORKER]),
     ]
 
 

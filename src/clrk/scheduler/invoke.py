@@ -200,7 +200,8 @@ class Invoker:
             try:
                 req = client.build_request("POST", f"{worker.url}/v1/executions",
                                            content=body,
-                                           headers={"Content-Type": "application/json"})
+                                           headers={"Content-Type": "application/json",
+                                                    "Authorization": f"Bearer {worker.token}"})
                 resp = await client.send(req, stream=True)
             except httpx.HTTPError as err:
                 self.registry.release(worker)

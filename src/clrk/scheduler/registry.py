@@ -24,6 +24,8 @@ class WorkerInfo:
     draining: bool = False
     cached_images: list[str] = field(default_factory=list)
     warm_revisions: list[str] = field(default_factory=list)
+    warm_sandboxes: int = 0
+    token: str = field(default="", repr=False)  # what the worker wants on a dispatch
     seen: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -34,7 +36,9 @@ class WorkerInfo:
                        in_flight=int(doc.get("inFlight", 0)),
                        draining=bool(doc.get("draining", False)),
                        cached_images=list(doc.get("cachedImages") or []),
-                       warm_revisions=list(doc.get("warmRevisions") or []))
+                       warm_revisions=list(doc.get("warmRevisions") or []),
+                       warm_sandboxes=int(doc.get("warmSandboxes", 0)),
+                       token=str(doc.get("dispatchToken") or ""))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"bad heartbeat: {err}") from None
 

@@ -18,6 +18,15 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs
+
+# xds-protos ships old OpenTelemetry protos at the same module paths; if pip wrote them last,
+# every decoded log would be empty. Refuse to run on them, saying how to mend the install.
+if "scope_logs" not in ResourceLogs.DESCRIPTOR.fields_by_name:
+    raise ImportError("the installed opentelemetry.proto modules are xds-protos' old copies "
+                      "(no ResourceLogs.scope_logs): reinstall opentelemetry-proto with "
+                      "`pip install --no-deps --force-reinstall opentelemetry-proto` (scripts/"
+                      "setup.sh does)")
 
 Signal = Literal["traces", "logs"]
 PROTOBUF = "application/x-protobuf"

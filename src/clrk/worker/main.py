@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-import ssl
 from pathlib import Path
 from typing import Any
 
 import httpx
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
+from lightkube.config.kubeconfig import SingleConfig
 
 from clrk import kubeconfig
 from clrk.api.core import Secret
@@ -39,14 +39,11 @@ log = logging.getLogger("clrk.worker")
 HEARTBEAT_SECONDS = 2.0
 
 
-async def _heartbeats(worker: Worker, url: str, kube: Path, namespace: str, pool: str,
-                      stop: asyncio.Event) -> None:
-    server, ca, token = kubeconfig.read(kube)
-    ctx = ssl.create_default_context(cadata=ca.decode())
-    endpoint = (f"{server}/apis/clrk.apoxy.dev/v1alpha1/namespaces/{namespace}/workerpools/"
-                f"{pool}/heartbeat")
-    async with httpx.AsyncClient(verify=ctx, timeout=5,
-                                 headers={"Authorization": f"Bearer {token}"}) as client:
+async def _heartbeats(worker: Worker, url: str, config: SingleConfig, namespace: str,
+                      pool: str, stop: asyncio.Event) -> None:
+    endpoint = (f"{config.cluster.server.rstrip('/')}/apis/clrk.apoxy.dev/v1alpha1/"
+                f"namespaces/{namespace}/workerpools/{pool}/heartbeat")
+    async with kubeconfig.http_client(config, 5) as client:
         while True:
             try:
                 r = await client.post(endpoint, json={**worker.status(), "url": url})
@@ -98,7 +95,7 @@ async def _follow_pool(client: AsyncClient, worker: Worker, namespace: str, pool
             await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
 
 
-async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str,
+async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, pool: str,
                 host: str, port: int, capacity: int | None, insecure: set[str],
                 index: int = 0, networked: bool = True,
                 dns_upstream: tuple[str, int] | None = None) -> None:
@@ -112,7 +109,8 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     metadata_server: Server | None = None
     dns: DNSResponder | None = None
     udp: UDPRelay | None = None
-    telemetry = TelemetryReporter(kube, name)
+    config = kubeconfig.api_config(kube)  # without a file: the pod's ServiceAccount
+    telemetry = TelemetryReporter(config, name)
     if networked:
         metadata = MetadataService(telemetry)
         metadata_server = Server(metadata.app(), "::", 0)  # dual-stack: v4 and v6 URLs
@@ -146,7 +144,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
             log.info("removed %d network namespace(s) left by a previous worker", len(gone))
         await network.install()
         await metadata_server.start()
-    client = AsyncClient(config=KubeConfig.from_file(str(kube)), field_manager=f"worker-{name}")
+    client = AsyncClient(config=config, field_manager=f"worker-{name}")
     egress: EgressPlane | None = None
     if networked:
         egress = EgressPlane(client, data_dir, namespace, index, name)
@@ -160,7 +158,7 @@ async def serve(name: str, data_dir: Path, kube: Path, namespace: str, pool: str
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    beats = asyncio.create_task(_heartbeats(worker, url, kube, namespace, pool, stop))
+    beats = asyncio.create_task(_heartbeats(worker, url, config, namespace, pool, stop))
     warming = asyncio.create_task(warm.run(stop))
     egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
     if egress is not None and networking is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -38,11 +40,16 @@ class Worker:
     warm: WarmPool | None = None
     in_flight: int = 0
     draining: bool = False
+    # The scheduler's proof on each dispatch: made here, told to the API server only in
+    # the heartbeats (authenticated and authorized as workerpools/heartbeat), so nobody
+    # else on the host or the pod network can hand this worker an execution.
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def status(self) -> dict[str, object]:
         return {"name": self.name, "capacity": self.capacity, "inFlight": self.in_flight,
                 "draining": self.draining, "cachedImages": self.images.cached(),
+                "dispatchToken": self.token,
                 "warmRevisions": self.warm.warm_revisions() if self.warm else [],
                 **(self.warm.status() if self.warm else {})}
 
@@ -53,7 +60,15 @@ class Worker:
             self._idle.clear()
             await self._idle.wait()
 
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(),
+                                                                  self.token.encode())
+
     async def dispatch(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse({"message": "dispatch needs this worker's token (the "
+                                 "scheduler has it from the heartbeats)"}, 401)
         if self.draining:
             return JSONResponse({"message": "worker is draining"}, 503)
         if self.in_flight >= self.capacity:

@@ -11,11 +11,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-import ssl
-from pathlib import Path
 from typing import Any
 
 import httpx
+from lightkube.config.kubeconfig import SingleConfig
 
 from clrk import kubeconfig
 from clrk.egress.attribution import Attribution
@@ -28,13 +27,10 @@ FLUSH_SECONDS = 0.5
 
 
 class TelemetryReporter:
-    def __init__(self, kube: Path, worker: str) -> None:
-        server, ca, token = kubeconfig.read(kube)
-        self.server = server
+    def __init__(self, config: SingleConfig, worker: str) -> None:
+        self.server = config.cluster.server.rstrip("/")
         self.worker = worker
-        self._client = httpx.AsyncClient(
-            verify=ssl.create_default_context(cadata=ca.decode()), timeout=10,
-            headers={"Authorization": f"Bearer {token}"})
+        self._client = kubeconfig.http_client(config, 10)
         self._pending: dict[tuple[str, str, str], list[dict[str, str]]] = {}
         self._flusher: asyncio.Task[None] | None = None
 
