@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from lightkube import ApiError, AsyncClient
@@ -23,7 +23,7 @@ from clrk.api.workerpool import WorkerPool
 from clrk.client import get_or_none, resource_class, to_dict
 from clrk.controllers import worker_workloads
 from clrk.controllers.conditions import set_condition
-from clrk.controllers.runtime import Controller, Key
+from clrk.controllers.runtime import Controller, Key, Watch
 from clrk.controllers.worker_workloads import FINALIZER, WorkloadSettings, workload_name
 
 FIELD_MANAGER = "clrk-workerpool"
@@ -93,12 +93,23 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
     """``workloads``: on a cluster, each pool's workers run as its Deployment."""
     res = resource_class(WorkerPool)
     applied: dict[Key, tuple[str, float]] = {}  # what was last applied, and when
+    # Each pool's termination grace, from its TaskAgents' timeouts: computed again only
+    # when one of the namespace's TaskAgents changed (the watch below), not every pass.
+    graces: dict[Key, int] = {}
+
+    async def by_task_agent(obj: Any) -> Iterable[Key]:
+        ns = obj.metadata.namespace or ""
+        for key in [k for k in graces if k[0] == ns]:
+            del graces[key]  # a TaskAgent may have left a pool, as well as joined one
+        pool = (to_dict(obj).get("spec") or {}).get("workerPoolRef")
+        return [(ns, pool)] if pool else []
 
     async def keep_workload(key: Key, pool: dict[str, Any]) -> None:
         assert workloads is not None
         await _set_finalizer(client, pool, True)
-        objs = worker_workloads.render(pool, workloads,
-                                       await _grace(client, key[0], key[1]))
+        if key not in graces:
+            graces[key] = await _grace(client, key[0], key[1])
+        objs = worker_workloads.render(pool, workloads, graces[key])
         digest = hashlib.sha256(json.dumps([o.to_dict() for o in objs],
                                            sort_keys=True).encode()).hexdigest()
         last = applied.get(key)
@@ -114,6 +125,7 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
         pool = await get_or_none(client, res, name, ns)
         if pool is None:
             applied.pop(key, None)
+            graces.pop(key, None)
             return None
         if workloads is not None:
             if pool["metadata"].get("deletionTimestamp"):
@@ -148,4 +160,5 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
         return 2.0
 
     return Controller(name="workerpool", primary=WorkerPool, reconcile=reconcile,
-                      concurrency=concurrency)
+                      concurrency=concurrency,
+                      secondary=[Watch(TaskAgent, by_task_agent)] if workloads else [])

@@ -26,7 +26,6 @@ from clrk.telemetry.client import TelemetryStore
 from clrk.telemetry.otlp_decode import Signal
 
 RESERVED = "clrk."
-MAX_BODY = 4 * 1024 * 1024  # one export request, as the agent sent it
 
 
 @dataclass(frozen=True)

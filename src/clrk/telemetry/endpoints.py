@@ -23,7 +23,7 @@ from typing import Any
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import API, Reply, Request, flag, int_param
 from clrk.apiserver.storage import Key
-from clrk.telemetry import agent_otlp, connections
+from clrk.telemetry import agent_otlp, connections, otlp_http
 from clrk.telemetry.invocations import TERMINAL, InvocationLedger
 from clrk.telemetry.logs import (
     AgentLogs,
@@ -199,7 +199,7 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         api.subresources[(GROUP, plural, "logs")] = handler
         api.subresources[(GROUP, plural, "traces")] = traces
         for sub in ("logs", "traces"):
-            api.body_limits[(GROUP, plural, sub)] = agent_otlp.MAX_BODY
+            api.body_limits[(GROUP, plural, sub)] = otlp_http.MAX_BODY
     api.subresources[(GROUP, "daemonagents", "runs")] = runs
     api.subresources[(GROUP, "egressgateways", "connections")] = egress_connections
 

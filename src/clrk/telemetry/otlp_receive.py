@@ -16,19 +16,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceResponse,
-)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from clrk.telemetry.otlp_decode import JSON, PROTOBUF, OTLPError, Signal, decode, records
+from clrk.telemetry.otlp_decode import OTLPError, Signal, decode, records
+from clrk.telemetry.otlp_http import ExportRefused, media_of, read_export, refusal, success
 
 WINDOW = 20_000
-MAX_BODY = 4 * 1024 * 1024
 SUBSCRIBER_QUEUE = 10_000
 
 
@@ -72,28 +68,17 @@ class OTLPReceiver:
             self._followers.discard(queue)
 
     async def _export(self, request: Request, signal: Signal) -> Response:
-        if request.method != "POST":
-            return Response(f"/v1/{signal} accepts POST only\n", 405)
-        media = request.headers.get("content-type", "")
-        if media.split(";", 1)[0].strip().lower() not in (PROTOBUF, JSON):
-            return Response(f"content type {media!r}: send {PROTOBUF} or {JSON}\n", 415)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return Response(f"body larger than {MAX_BODY} bytes\n", 413)
         try:
+            media, body = await read_export(request, signal)
             message = decode(signal, body, media)
+        except ExportRefused as err:
+            return refusal(err.code, err.text, media_of(request))
         except OTLPError as err:
-            return Response(f"{err}\n", 400)
+            return refusal(400, str(err), media_of(request))
         items = records(message)
         self.received[signal] += len(items)
         self.accept([dict(i) for i in items])
-        answer = ExportTraceServiceResponse() if signal == "traces" \
-            else ExportLogsServiceResponse()
-        if media.startswith(PROTOBUF):
-            return Response(answer.SerializeToString(), 200, media_type=PROTOBUF)
-        return Response("{}", 200, media_type=JSON)
+        return success(signal, media)
 
     async def traces(self, request: Request) -> Response:
         return await self._export(request, "traces")

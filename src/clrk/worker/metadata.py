@@ -11,6 +11,7 @@ exists: its `GET /v1/event` waits until an invocation delivers one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from clrk.egress.attribution import Attribution
 from clrk.worker import otlp
 
 MAX_RESPONSE = 32 * 1024 * 1024
+ATTRIBUTION_WAIT = 10.0  # seconds an export of a warm sandbox waits for its invocation
 # How the sandbox gets its input: an event to GET (delivery mode Metadata), stdin, or
 # none at all (a DaemonAgent).
 SlotKind = Literal["event", "stdin", "daemon"]
@@ -41,10 +43,15 @@ class Slot:
     # sandbox's when an invocation takes it).
     who: Attribution | None = None
     exporting: int = 0  # OTLP requests of this sandbox being forwarded
+    attributed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def daemon(self) -> bool:
         return self.kind == "daemon"
+
+    def attribute(self, who: Attribution) -> None:
+        self.who = who
+        self.attributed.set()
 
     def deliver(self, event: dict[str, Any]) -> None:
         self.event = event
@@ -72,6 +79,7 @@ class MetadataService:
             slot = self._slots.pop(address, None)
             if slot is not None:
                 slot.ready.set()  # a waiting GET ends (410: the sandbox is going away)
+                slot.attributed.set()
 
     def _slot(self, request: Request) -> Slot | None:
         host = request.client.host if request.client else ""
@@ -117,6 +125,11 @@ class MetadataService:
         slot = self._slot(request)
         if slot is None:
             return JSONResponse({"message": "not a sandbox of this worker"}, 403)
+        if slot.who is None:
+            # A warm sandbox's SDK may export before an invocation takes the sandbox:
+            # the export waits for it a while rather than being refused.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.attributed.wait(), ATTRIBUTION_WAIT)
         if slot.who is None or self.exports is None:
             return await otlp.receive(request, signal, None, self.exports)
         slot.exporting += 1

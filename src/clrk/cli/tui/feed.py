@@ -89,8 +89,9 @@ class Feed:
         client = self.opts.client()
         cls = AGENT_KINDS[kind]
         obj = to_dict(client.get(resource_class(cls), name, namespace=namespace))
-        events = [to_dict(e) for e in client.list(Event, namespace=namespace)
-                  if (e.involvedObject.name, e.involvedObject.kind) == (name, kind)]
+        events = [to_dict(e) for e in client.list(
+            Event, namespace=namespace,
+            fields={"involvedObject.name": name, "involvedObject.kind": kind})]
         path = f"{API}/namespaces/{namespace}/{cls.kind_info.plural}/{name}/logs"
         with http(self.opts, 30) as (http_client, server):
             r = http_client.get(server + path, params={"tailLines": str(tail)})

@@ -261,7 +261,7 @@ def _attribute(networking: Networking, prepared: Prepared, agent: TaskAgent,
                       invocation.get("name", ""), trace.trace_id, trace.span_id)
     networking.attribution.record(prepared.net.sandbox_addresses, who)
     if prepared.slot is not None:
-        prepared.slot.who = who
+        prepared.slot.attribute(who)
 
 
 def _outcome(agent: TaskAgent, result: Result) -> Outcome:
