@@ -20,6 +20,10 @@ from clrk.controllers.workerpool import WorkerRegistry
 
 # False conditions that say something is under way, not wrong: no Warning for them.
 IN_PROGRESS = frozenset({"Pulling"})
+# How often a DaemonAgent's placement is looked at again: a worker that stops
+# heartbeating is stale after clrk.scheduler.registry.STALE_AFTER, so its daemons are
+# placed elsewhere within the sum of the two (under 10 s).
+DAEMON_RECHECK_SECONDS = 2.0
 
 
 def place(registry: WorkerRegistry, namespace: str, pool: str,
@@ -109,7 +113,7 @@ def agent_controller(client: AsyncClient, cls: type[TaskAgent] | type[DaemonAgen
                 if worker is None:
                     new["phase"] = "Pending"
                     new["message"] = f"no ready worker in pool {agent.spec.worker_pool_ref}"
-            requeue = 5.0  # worker loss is not a watch event
+            requeue = DAEMON_RECHECK_SECONDS  # worker loss is not a watch event
         if new != status:
             await client.patch(res.Status, name, {"status": new}, namespace=ns,
                                patch_type=PatchType.MERGE)

@@ -114,6 +114,10 @@ def worker_rules() -> list[PolicyRule]:
             "workerpools/heartbeat", "daemonagents/runs", "daemonagents/logs",
             "egressgateways/connections", "ratelimitpolicies/take", "aiproviderroutes/usage",
             "taskagents/traces", "daemonagents/traces", "taskagents/logs"]),
+        # What it reports in status: an image pulled for a revision (or why not, and the
+        # pull's progress), and the state of the DaemonAgents it runs.
+        PolicyRule(apiGroups=[GROUP], verbs=["patch"], resources=[
+            "agentsandboxrevisions/status", "daemonagents/status"]),
         # Token budgets: the tokens a route has used today across every worker.
         PolicyRule(apiGroups=[GROUP], resources=["aiproviderroutes/usage"], verbs=["get"]),
         # The credentials it injects into upstream requests, and gateway CAs it terminates

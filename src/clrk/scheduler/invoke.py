@@ -29,7 +29,7 @@ from clrk.telemetry.invocations import InvocationLedger, Started
 from clrk.telemetry.logs import AgentLogs, Source
 from clrk.worker.agents import envelope
 from clrk.worker.agents.task import Outcome, Trace
-from clrk.worker.protocol import Dispatch, Frame, parse_frame
+from clrk.worker.protocol import ALIVE_TIMEOUT, Dispatch, Frame, parse_frame
 
 log = logging.getLogger("clrk.scheduler")
 GROUP = "clrk.apoxy.dev"
@@ -61,7 +61,9 @@ class Invoker:
         milliseconds (its TLS context) and a fresh connection."""
         if self._client is None:
             self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(10, read=None),
+                # A worker sends a frame at least every ALIVE_SECONDS: silence past
+                # ALIVE_TIMEOUT is a lost worker, whose execution fails (WorkerLost).
+                timeout=httpx.Timeout(10, read=ALIVE_TIMEOUT),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         return self._client
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-STALE_AFTER = 10.0
+STALE_AFTER = 6.0  # three missed heartbeats (every 2 s)
 
 
 @dataclass
@@ -75,10 +75,16 @@ class WorkerRegistry:
                    image_digest: str = "") -> list[WorkerInfo]:
         """Ready workers with room, best first."""
         ready = [w for w in self.ready(namespace, pool) if self._load(w) < w.capacity]
-        return sorted(ready, key=lambda w: (revision not in w.warm_revisions,
+        return sorted(ready, key=lambda w: (not self._warm(w, revision),
                                             image_digest not in w.cached_images,
                                             self._load(w) / max(1, w.capacity),
                                             self._load(w)))
+
+    def _warm(self, w: WorkerInfo, revision: str) -> bool:
+        """Whether the worker likely still has an idle warm sandbox for the revision: it
+        had one at its last heartbeat, and fewer dispatches went to it since than it had
+        warm sandboxes (a burst is not all sent after one warm sandbox)."""
+        return revision in w.warm_revisions and self._reserved.get(w.name, 0) < w.warm_sandboxes
 
     def reserve(self, w: WorkerInfo) -> None:
         self._reserved[w.name] = self._reserved.get(w.name, 0) + 1

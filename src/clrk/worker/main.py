@@ -163,9 +163,11 @@ async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, po
     egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
     if egress is not None and networking is not None:
         egress.attach(networking.attribution, telemetry)
-    daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name,
+    # A pool serves the agents of its own namespace: the worker watches only there (its
+    # ServiceAccount is bound there and nowhere else).
+    daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name, namespace,
                                                    telemetry, networking).run(stop))
-    prepull = asyncio.create_task(Prepuller(client, images).run(stop))
+    prepull = asyncio.create_task(Prepuller(client, images, namespace).run(stop))
     follow = asyncio.create_task(_follow_pool(client, worker, namespace, pool,
                                               capacity is not None, stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)

@@ -24,8 +24,9 @@ PROGRESS_SECONDS = 0.5
 
 
 class Prepuller:
-    def __init__(self, client: AsyncClient, images: ImageStore) -> None:
+    def __init__(self, client: AsyncClient, images: ImageStore, namespace: str) -> None:
         self.client = client
+        self.namespace = namespace  # the pool's: its agents' revisions
         self.images = images
         self.res = resource_class(AgentSandboxRevision)
         self._seen: set[str] = set()
@@ -41,7 +42,8 @@ class Prepuller:
                 await t
 
     async def _watch(self) -> None:
-        await follow(self.client, self.res, "*", self._seen_revision, log, "revision")
+        await follow(self.client, self.res, self.namespace, self._seen_revision, log,
+                     "revision")
 
     def _seen_revision(self, op: str, rev: dict[str, Any]) -> None:
         uid = rev["metadata"].get("uid", "")
@@ -86,6 +88,9 @@ class Prepuller:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
-        with contextlib.suppress(Exception):
+        try:
             await self.client.patch(self.res.Status, md["name"], {"status": patch},
                                     namespace=md["namespace"], patch_type=PatchType.MERGE)
+        except Exception as err:  # the revision may be gone; the API may refuse: say so
+            log.warning("could not report the pull of %s in revision %s/%s: %s", image,
+                        md["namespace"], md["name"], err)

@@ -1,7 +1,8 @@
 """The dispatch protocol between whoever invokes an agent and the worker that runs it.
 
 The worker answers a dispatch with newline-delimited JSON frames: output chunks as
-they come, then exactly one result frame. The invoker turns that into the agent's
+they come (an "alive" frame when the agent has been quiet for a while), then exactly
+one result frame. The invoker turns that into the agent's
 HTTP contract (body, status, X-Clrk-Exit-Code). A warm sandbox's TRACEPARENT was fixed
 when it started: a trace frame, before the agent runs, tells the invoker the trace and
 span ids the execution has, which its Invocation adopts.
@@ -35,6 +36,11 @@ def output_frame(stream: str, data: bytes) -> bytes:
 
 
 STARTED_FRAME = b'{"type":"started"}\n'  # the agent's process is about to run
+# Sent while an execution is quiet, so an invoker that hears nothing for ALIVE_TIMEOUT
+# knows the worker is gone (a node lost without closing its connections).
+ALIVE_FRAME = b'{"type":"alive"}\n'
+ALIVE_SECONDS = 5.0
+ALIVE_TIMEOUT = 20.0
 Frame = bytes | Outcome | Trace
 
 

@@ -24,7 +24,14 @@ from clrk.api.agents import AgentTemplate, TaskAgent
 from clrk.worker.agents.task import Networking, discard, execute
 from clrk.worker.agents.warm import WarmPool
 from clrk.worker.images.store import ImageStore
-from clrk.worker.protocol import STARTED_FRAME, output_frame, result_frame, trace_frame
+from clrk.worker.protocol import (
+    ALIVE_FRAME,
+    ALIVE_SECONDS,
+    STARTED_FRAME,
+    output_frame,
+    result_frame,
+    trace_frame,
+)
 from clrk.worker.sandbox.runner import Runtime
 
 log = logging.getLogger("clrk.worker")
@@ -111,7 +118,14 @@ class Worker:
 
         task = asyncio.create_task(work())
         try:
-            while (frame := await queue.get()) is not None:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(queue.get(), ALIVE_SECONDS)
+                except TimeoutError:  # quiet agent: the invoker hears the worker is here
+                    yield ALIVE_FRAME
+                    continue
+                if frame is None:
+                    break
                 yield frame
         finally:
             if not task.done():

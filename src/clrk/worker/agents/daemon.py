@@ -51,9 +51,10 @@ class _Running:
 
 class DaemonSupervisor:
     def __init__(self, client: AsyncClient, runtime: Runtime, images: ImageStore,
-                 worker: str, telemetry: TelemetryReporter | None = None,
+                 worker: str, namespace: str, telemetry: TelemetryReporter | None = None,
                  networking: Networking | None = None) -> None:
         self.client = client
+        self.namespace = namespace
         self.telemetry = telemetry
         self.networking = networking
         self.runtime = runtime
@@ -64,9 +65,11 @@ class DaemonSupervisor:
         self._stopping: set[asyncio.Task[None]] = set()
 
     async def _status(self, ns: str, name: str, **fields: Any) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await self.client.patch(self.res.Status, name, {"status": fields}, namespace=ns,
                                     patch_type=PatchType.MERGE)
+        except Exception as err:  # the agent may be gone; the API may refuse: say so
+            log.warning("could not report DaemonAgent %s/%s's status: %s", ns, name, err)
 
     async def run(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._watch())
@@ -79,7 +82,7 @@ class DaemonSupervisor:
         await asyncio.gather(*(self._halt(r) for r in running), *self._stopping)
 
     async def _watch(self) -> None:
-        await follow(self.client, self.res, "*", self._sync, log, "daemon")
+        await follow(self.client, self.res, self.namespace, self._sync, log, "daemon")
 
     def _sync(self, op: str, obj: dict[str, Any]) -> None:
         md = obj["metadata"]

@@ -1,0 +1,296 @@
+"""clrk end to end through the test cluster: the installed control plane and two worker
+processes run as their pods would (tests/worker_pods.py). Word-count answers through
+kube-apiserver's ``invoke`` and through the ingress; the quickstart's echo-bot calls a
+fake Anthropic through its EgressGateway with the key injected and never seen;
+executions spread over both workers; a worker killed with -9 fails only its own
+executions, and its DaemonAgent is placed on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from clrk.worker.main import HEARTBEAT_SECONDS
+from tests.clrk_on_kube import clrk
+from tests.cluster.conftest import ClrkOnKube
+from tests.fake_providers import FakeProviders, serving
+from tests.images import (
+    Layer,
+    Registry,
+    build,
+    busybox_recipe,
+    python_base,
+    with_layer,
+    word_count_image,
+)
+from tests.kube_cluster import AGGREGATED_ADDRESS
+from tests.worker_pods import (
+    NS,
+    WorkerPod,
+    get,
+    mount_point,
+    ready_workers,
+    start_worker_pod,
+    until,
+)
+
+pytestmark = pytest.mark.cluster
+API = "/apis/clrk.apoxy.dev/v1alpha1"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+INGRESS = f"http://{AGGREGATED_ADDRESS}:8080"
+KEY = "sk-ant-cluster-7f3a91"
+NAMES = ("default-workers-5c8d9-aaaaa", "default-workers-5c8d9-bbbbb")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviders]:
+    yield from serving({"api.anthropic.com": KEY})
+
+
+@pytest.fixture(scope="module")
+def pods(clrk_on_kube: ClrkOnKube, registry: Registry,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorkerPod]]:
+    cluster = clrk_on_kube.cluster
+    registry.push("test/shell", "1", build(busybox_recipe(Entrypoint=["/bin/sh", "-c"])))
+    registry.push("test/word-count", "0.1", word_count_image())
+    echo = (EXAMPLES / "echo-bot" / "agent.py").read_bytes()
+    registry.push("test/echo-bot", "0.1", with_layer(
+        python_base(), Layer({"agent.py": echo}), Entrypoint=["python3", "/agent.py"]))
+    directory = tmp_path_factory.mktemp("worker-pods")
+    with mount_point():
+        workers: list[WorkerPod] = []
+        try:
+            for index, name in enumerate(NAMES):
+                workers.append(start_worker_pod(cluster, name, directory / name, registry,
+                                                index))
+            until(lambda: ready_workers(cluster) == 2
+                  or any(w.proc.poll() is not None for w in workers),
+                  "the two worker pods never registered")
+            for w in workers:
+                assert w.proc.poll() is None, w.log_text()[-3000:]
+            yield workers
+        finally:
+            for w in workers:
+                if w.proc.poll() is not None:  # killed: restarted, it sweeps what it left
+                    w.restart()
+                    until(lambda: w.log_text().count(" serving on ") >= 2,  # noqa: B023
+                          "the restarted worker never served")
+                w.stop()
+
+
+def apply(c: ClrkOnKube, *docs: dict[str, Any]) -> None:
+    c.cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def task_agent(name: str, image: str, script: str, timeout: str = "120s"
+               ) -> dict[str, Any]:
+    spec: dict[str, Any] = {"image": image, "command": ["/bin/sh", "-c", script]}
+    return {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"workerPoolRef": "default", "timeout": timeout,
+                     "template": {"spec": spec}}}
+
+
+def ready(c: ClrkOnKube, kind: str, name: str) -> None:
+    until(lambda: ((get(c.cluster, kind, name, "-n", NS) or {}).get("status") or {})
+          .get("latestReadyRevisionName"), f"{name} has no ready revision")
+
+
+def invocation(c: ClrkOnKube, name: str) -> dict[str, Any]:
+    inv = get(c.cluster, "invocation", name, "-n", NS)
+    assert inv is not None, name
+    return dict(inv)
+
+
+def through_kube(c: ClrkOnKube, agent: str, body: dict[str, Any]) -> httpx.Response:
+    """POST …/taskagents/<agent>/invoke to kube-apiserver, as any client would."""
+    return httpx.post(f"{c.cluster.url}{API}/namespaces/{NS}/taskagents/{agent}/invoke",
+                      json=body, timeout=180,
+                      verify=ssl.create_default_context(cafile=str(c.cluster.ca_file)),
+                      headers={"Authorization": f"Bearer {c.cluster.admin_token}"})
+
+
+def through_ingress(agent: str, body: bytes = b"{}") -> httpx.Response:
+    return httpx.post(f"{INGRESS}/", content=body, timeout=180, headers={
+        "X-Clrk-TaskAgent": f"{NS}/{agent}", "content-type": "application/json"})
+
+
+def test_word_count_through_kube_apiserver_and_the_ingress(clrk_on_kube: ClrkOnKube,
+                                                           pods: list[WorkerPod],
+                                                           registry: Registry) -> None:
+    c = clrk_on_kube
+    doc = yaml.safe_load((EXAMPLES / "word-count" / "taskagent.yaml").read_text())
+    doc["metadata"]["namespace"] = NS
+    doc["spec"]["template"]["spec"]["image"] = f"{registry.host}/test/word-count:0.1"
+    apply(c, doc)
+    ready(c, "taskagent", "word-count")
+    r = through_kube(c, "word-count", {"text": "one two three"})
+    assert r.status_code == 200, r.text
+    assert r.json()["word_count"] == 3
+    assert invocation(c, r.headers["x-clrk-invocation"])["status"]["worker"] in NAMES
+    r = through_ingress("word-count", b'{"text": "four five"}')
+    assert r.status_code == 200, r.text
+    assert r.json()["word_count"] == 2
+    # Read back through kube-apiserver by the CLI.
+    logs = clrk("agents", "logs", "word-count", kubeconfig=c.admin).stdout
+    assert '"word_count": 3' in logs and '"word_count": 2' in logs, logs
+    traces = clrk("agents", "traces", "word-count", kubeconfig=c.admin).stdout
+    assert traces.count("Succeeded") >= 2, traces
+
+
+def test_echo_bot_calls_anthropic_with_the_key_injected(
+        clrk_on_kube: ClrkOnKube, pods: list[WorkerPod], registry: Registry,
+        fake: FakeProviders, tmp_path: Path) -> None:
+    c = clrk_on_kube
+    fake.replies["claude-haiku-4-5"] = "Hello from the cluster."
+    (tmp_path / "ca.crt").write_bytes(fake.ca.cert_pem)
+    c.cluster.kubectl("create", "secret", "generic", "provider-ca", "-n", NS,
+                      f"--from-file=ca.crt={tmp_path / 'ca.crt'}")
+    c.cluster.kubectl("create", "secret", "generic", "anthropic-credentials", "-n", NS,
+                      f"--from-literal=api-key={KEY}")
+    docs = []
+    for path in sorted((EXAMPLES / "echo-bot" / "manifests").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = NS
+        if doc["kind"] == "DaemonAgent":
+            doc["spec"]["template"]["spec"]["image"] = f"{registry.host}/test/echo-bot:0.1"
+        if doc["kind"] == "EgressGateway":
+            doc["spec"].pop("otlp", None)  # no collector out there; the store has them
+            doc["spec"]["upstreamTLS"] = {
+                "hostAliases": [{"hostname": "api.anthropic.com",
+                                 "address": f"127.0.0.1:{fake.port}"}],
+                "additionalTrustBundleSecretRef": {"name": "provider-ca", "key": "ca.crt"}}
+    apply(c, *docs)
+    try:
+        out = until(lambda: (lambda t: t if "Hello from the cluster." in t else "")(
+            clrk("agents", "logs", "echo-bot", kubeconfig=c.admin).stdout),
+            "echo-bot never printed an answer", timeout=180)
+        assert any(line.startswith("200 ") for line in out.splitlines()), out
+        calls = [s for s in fake.seen if (s.json() or {}).get("messages") == [
+            {"role": "user", "content": "Say hello."}]]
+        assert calls and {s.headers["x-api-key"] for s in calls} == {KEY}
+
+        def answered_spans() -> list[dict[str, Any]]:
+            raw = c.cluster.kubectl("get", "--raw", f"{API}/namespaces/{NS}/daemonagents/"
+                                    "echo-bot/traces").stdout
+            return [s for s in json.loads(raw)["items"]
+                    if s["attributes"].get("http.response.status_code") == "200"]
+
+        spans = until(answered_spans, "no span of an answered call")
+        request = next(e for e in spans[0]["events"] if e["name"] == "http.request")
+        assert request["attributes"]["http.request.header.x-api-key"] == "[redacted]"
+        # The key is nowhere the agent, the store or a log can show it.
+        traces = clrk("agents", "traces", "echo-bot", kubeconfig=c.admin).stdout
+        raw = c.cluster.kubectl("get", "--raw",
+                                f"{API}/namespaces/{NS}/daemonagents/echo-bot/traces").stdout
+        for text in (out, traces, raw, *(w.log_text() for w in pods),
+                     c.manager.log_text()):
+            assert KEY not in text
+    finally:
+        c.cluster.kubectl("delete", "daemonagent", "echo-bot", "-n", NS, check=False)
+
+
+async def _invoke_all(agent: str, n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=300) as client:
+        return list(await asyncio.gather(*(client.post(f"{INGRESS}/", content=b"{}", headers={
+            "X-Clrk-TaskAgent": f"{NS}/{agent}", "content-type": "application/json"})
+            for _ in range(n))))
+
+
+def test_forty_invocations_spread_over_both_workers(clrk_on_kube: ClrkOnKube,
+                                                    pods: list[WorkerPod],
+                                                    registry: Registry) -> None:
+    c = clrk_on_kube
+    apply(c, task_agent("spread", f"{registry.host}/test/shell:1", "sleep 3; echo ok"))
+    ready(c, "taskagent", "spread")
+    # Every worker of the pool pulls a new revision's image; the scheduler prefers one
+    # that has it, so the burst waits until both say so in their heartbeats.
+    revision = get(c.cluster, "taskagent", "spread", "-n", NS)["status"][
+        "latestReadyRevisionName"]
+    digest = until(lambda: (get(c.cluster, "agentsandboxrevision", revision, "-n", NS)
+                            .get("status") or {}).get("imageDigest"), "no image digest")
+    until(lambda: all(digest in httpx.get(f"{w.url}/healthz", timeout=10).json()[
+        "cachedImages"] for w in pods), "a worker never pulled the image")
+    time.sleep(2 * HEARTBEAT_SECONDS)  # the next heartbeats carry it to the scheduler
+    replies = asyncio.run(_invoke_all("spread", 40))
+    assert [r.status_code for r in replies] == [200] * 40, [r.text for r in replies]
+    assert {r.text for r in replies} == {"ok\n"}
+    workers = Counter(invocation(c, r.headers["x-clrk-invocation"])["status"]["worker"]
+                      for r in replies)
+    print(f"40 invocations over the workers: {dict(workers)}")
+    assert set(workers) == set(NAMES) and min(workers.values()) >= 10, workers
+
+
+def test_a_killed_worker_fails_its_own_executions_and_loses_its_daemon(
+        clrk_on_kube: ClrkOnKube, pods: list[WorkerPod], registry: Registry) -> None:
+    c = clrk_on_kube
+    shell = f"{registry.host}/test/shell:1"
+    daemon = {"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "DaemonAgent",
+              "metadata": {"name": "keeper", "namespace": NS},
+              "spec": {"workerPoolRef": "default", "template": {"spec": {
+                  "image": shell, "command": ["/bin/sh", "-c", "echo up; sleep 600"]}}}}
+    apply(c, daemon, task_agent("long", shell, "sleep 20; echo done"),
+          task_agent("quick", shell, "echo quick"))
+    ready(c, "taskagent", "long")
+    ready(c, "taskagent", "quick")
+    home = until(lambda: ((get(c.cluster, "daemonagent", "keeper", "-n", NS) or {})
+                          .get("status") or {}).get("worker"), "keeper was never placed")
+    victim = next(w for w in pods if w.name == home)
+    survivor = next(w for w in pods if w.name != home)
+
+    def running_on() -> set[str]:
+        items = get(c.cluster, "invocations", "-n", NS, "-l",
+                    "clrk.apoxy.dev/agent=long")["items"]
+        return {i["status"].get("worker") for i in items
+                if i["status"].get("phase") == "Running"}
+
+    async def scenario() -> tuple[list[httpx.Response], float]:
+        calls = asyncio.ensure_future(_invoke_all("long", 8))
+        while running_on() != set(NAMES):
+            assert not calls.done(), [r.text for r in calls.result()]
+            await asyncio.sleep(0.3)
+        victim.kill()
+        killed = time.monotonic()
+        return await calls, killed
+
+    try:
+        replies, killed = asyncio.run(scenario())
+        by_worker: dict[str, list[dict[str, Any]]] = {}
+        for r in replies:
+            status = invocation(c, r.headers["x-clrk-invocation"])["status"]
+            by_worker.setdefault(status["worker"], []).append(status)
+        assert set(by_worker) == set(NAMES), by_worker
+        for status in by_worker[victim.name]:
+            assert status["phase"] == "Failed", status
+            assert status["reason"].startswith("WorkerLost"), status
+        for status in by_worker[survivor.name]:
+            assert status["phase"] == "Succeeded", status
+        # New work goes to the worker that is left.
+        r = through_ingress("quick")
+        assert r.status_code == 200 and r.text == "quick\n", r.text
+        assert invocation(c, r.headers["x-clrk-invocation"])["status"]["worker"] == \
+            survivor.name
+        # The daemon is placed on the survivor (within 10 s by design: the worker is
+        # stale after STALE_AFTER, and placements are looked at every
+        # DAEMON_RECHECK_SECONDS; tests/unit/test_scheduler_registry.py holds the sum).
+        until(lambda: ((get(c.cluster, "daemonagent", "keeper", "-n", NS) or {})
+                       .get("status") or {}).get("worker") == survivor.name,
+              "keeper was not placed on the surviving worker", timeout=60)
+        print(f"keeper placed on {survivor.name} {time.monotonic() - killed:.1f} s after "
+              f"{victim.name} was killed")
+        until(lambda: "up" in clrk("agents", "logs", "keeper",
+                                   kubeconfig=c.admin).stdout.split(),
+              "keeper never ran on the surviving worker")
+    finally:
+        c.cluster.kubectl("delete", "daemonagent", "keeper", "-n", NS, check=False)
