@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from clrk.worker.main import HEARTBEAT_SECONDS
+from clrk.worker.protocol import ALIVE_TIMEOUT
 from tests.clrk_on_kube import clrk
 from tests.cluster.conftest import ClrkOnKube
 from tests.fake_providers import FakeProviders, serving
@@ -33,7 +35,7 @@ from tests.images import (
     with_layer,
     word_count_image,
 )
-from tests.kube_cluster import AGGREGATED_ADDRESS
+from tests.kube_cluster import AGGREGATED_ADDRESS, free_port
 from tests.worker_pods import (
     NS,
     WorkerPod,
@@ -230,6 +232,119 @@ def test_forty_invocations_spread_over_both_workers(clrk_on_kube: ClrkOnKube,
                       for r in replies)
     print(f"40 invocations over the workers: {dict(workers)}")
     assert set(workers) == set(NAMES) and min(workers.values()) >= 10, workers
+
+
+def test_a_dispatch_refused_before_the_agent_starts_goes_to_another_worker(
+        clrk_on_kube: ClrkOnKube, pods: list[WorkerPod], registry: Registry) -> None:
+    """A worker that heartbeats but whose dispatch port is gone (its process just
+    died), idle and with the image: the scheduler picks it first, then the next."""
+    c = clrk_on_kube
+    apply(c, task_agent("retried", f"{registry.host}/test/shell:1", "echo retried"))
+    ready(c, "taskagent", "retried")
+    revision = get(c.cluster, "taskagent", "retried", "-n", NS)["status"][
+        "latestReadyRevisionName"]
+    # Idle, the image cached and a warm sandbox for the revision: first in line.
+    ghost = {"name": "default-workers-ghost", "url": f"http://127.0.0.1:{free_port()}",
+             "capacity": 64, "inFlight": 0, "draining": False, "warmRevisions": [revision],
+             "warmSandboxes": 1, "dispatchToken": "ghost"}
+    beat = f"{c.cluster.url}{API}/namespaces/{NS}/workerpools/default/heartbeat"
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(c.cluster.ca_file)),
+                      headers={"Authorization": f"Bearer {c.cluster.admin_token}"}) as http:
+        for _ in range(3):
+            assert http.post(beat, json=ghost, timeout=30).status_code == 200
+            r = through_ingress("retried")
+            assert r.status_code == 200 and r.text == "retried\n", r.text
+            assert invocation(c, r.headers["x-clrk-invocation"])["status"]["worker"] in NAMES
+
+
+def test_a_worker_being_deleted_drains(clrk_on_kube: ClrkOnKube, pods: list[WorkerPod],
+                                       registry: Registry) -> None:
+    """SIGTERM (the pod deleted): what runs there finishes, new work goes elsewhere, and
+    the worker exits once idle."""
+    c = clrk_on_kube
+    shell = f"{registry.host}/test/shell:1"
+    apply(c, task_agent("draining", shell, "sleep 8; echo finished"),
+          task_agent("elsewhere", shell, "echo elsewhere"))
+    ready(c, "taskagent", "draining")
+    ready(c, "taskagent", "elsewhere")
+    leaving, staying = pods
+
+    def running_on() -> set[str]:
+        items = get(c.cluster, "invocations", "-n", NS, "-l",
+                    "clrk.apoxy.dev/agent=draining")["items"]
+        return {i["status"].get("worker") for i in items
+                if i["status"].get("phase") == "Running"}
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        calls = asyncio.ensure_future(_invoke_all("draining", 4))
+        while leaving.name not in running_on():
+            assert not calls.done(), [r.text for r in calls.result()]
+            await asyncio.sleep(0.3)
+        leaving.proc.terminate()
+        later = []
+        for _ in range(4):
+            later.append(await asyncio.to_thread(through_ingress, "elsewhere"))
+        return await calls, later
+
+    try:
+        first, later = asyncio.run(scenario())
+        assert [r.status_code for r in first] == [200] * 4, [r.text for r in first]
+        assert {r.text for r in first} == {"finished\n"}
+        for r in later:
+            assert r.status_code == 200, r.text
+            assert invocation(c, r.headers["x-clrk-invocation"])["status"]["worker"] == \
+                staying.name
+        assert leaving.proc.wait(timeout=60) == 0, leaving.log_text()[-2000:]
+        assert "draining" in leaving.log_text().lower()
+    finally:
+        if leaving.proc.poll() is not None:  # a new pod in its place
+            leaving.restart()
+            until(lambda: ready_workers(c.cluster) == 2, "the replaced worker never came")
+
+
+def test_a_silent_worker_fails_its_executions_in_bounded_time(
+        clrk_on_kube: ClrkOnKube, pods: list[WorkerPod], registry: Registry) -> None:
+    """A worker that stops answering without closing its connections (a node lost):
+    its running execution fails WorkerLost once it has been silent for ALIVE_TIMEOUT,
+    not when the agent's own timeout would have ended it."""
+    c = clrk_on_kube
+    apply(c, task_agent("silenced", f"{registry.host}/test/shell:1", "sleep 100",
+                        timeout="300s"))
+    ready(c, "taskagent", "silenced")
+    frozen = pods[1]
+
+    async def scenario() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=300) as client:
+            calls = [asyncio.ensure_future(client.post(f"{INGRESS}/", content=b"{}", headers={
+                "X-Clrk-TaskAgent": f"{NS}/silenced", "content-type": "application/json"}))
+                for _ in range(2)]
+            deadline = time.monotonic() + 120
+            while True:
+                items = get(c.cluster, "invocations", "-n", NS, "-l",
+                            "clrk.apoxy.dev/agent=silenced")["items"]
+                if any(i["status"].get("worker") == frozen.name
+                       and i["status"].get("phase") == "Running" for i in items):
+                    break
+                assert time.monotonic() < deadline, items
+                await asyncio.sleep(0.3)
+            frozen.proc.send_signal(signal.SIGSTOP)
+            try:
+                # The other call sleeps on: the frozen worker's is the one that ends.
+                done, pending = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                frozen.proc.send_signal(signal.SIGCONT)
+            for call in pending:
+                call.cancel()  # the caller goes away: its execution is cancelled
+            await asyncio.gather(*pending, return_exceptions=True)
+            return done.pop().result()
+
+    start = time.monotonic()
+    r = asyncio.run(scenario())
+    status = invocation(c, r.headers["x-clrk-invocation"])["status"]
+    assert status["phase"] == "Failed" and status["reason"].startswith("WorkerLost"), status
+    print(f"the silent worker's execution failed {time.monotonic() - start:.1f} s after "
+          f"it was invoked (ALIVE_TIMEOUT {ALIVE_TIMEOUT} s)")
+    c.cluster.kubectl("delete", "taskagent", "silenced", "-n", NS)
 
 
 def test_a_killed_worker_fails_its_own_executions_and_loses_its_daemon(

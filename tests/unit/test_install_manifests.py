@@ -30,6 +30,9 @@ from clrk.install.options import InstallOptions, ServingCert
 from clrk.install.tls import generate_serving, serving_for, usable
 from clrk.install.upgrade import check_version, is_downgrade, read_installed, storage_class_for
 from clrk.install.wait import apiservice_problem, deployment_problem, wait_ready
+from clrk.telemetry.client import TelemetryError, TelemetryStore
+from clrk.telemetry.store import check_server_url, redacted
+from tests.kube_cluster import free_port
 
 K8S = "1.32"
 SERVING = generate_serving("clrk")
@@ -490,7 +493,8 @@ class FakeCluster:
 def request(**kw: Any) -> install_cli.Request:
     base: dict[str, Any] = dict(
         namespace="clrk", version=__version__, controller_image=None, worker_image=None,
-        image_pull_secret=None, workers=1, storage_class=None, rbac="scoped",
+        image_pull_secret=None, clickhouse_secret=None, workers=1, storage_class=None,
+        rbac="scoped",
         tls="self-signed", timeout=1, dry_run=False, output=None, yes=True, skip_wait=True)
     return install_cli.Request(**{**base, **kw})
 
@@ -659,6 +663,58 @@ def test_upgrade_keeps_the_choices_made_at_install(capsys: pytest.CaptureFixture
         "template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert "0 created" in capsys.readouterr().out
+
+
+def test_telemetry_to_a_clickhouse_server_from_a_secret() -> None:
+    cluster = FakeCluster()
+    install_cli.run(cluster, request())  # type: ignore[arg-type]
+    with pytest.raises(InstallError, match="secret clrk/ch does not exist"):
+        install_cli.run(cluster, request(clickhouse_secret="ch"))  # type: ignore[arg-type]
+    cluster.objects[("Secret", "clrk", "ch")] = {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ch", "namespace": "clrk"},
+        "data": {"URL": base64.b64encode(b"http://ch:8123").decode()}}
+    with pytest.raises(InstallError, match="has no 'url' key \\(keys: URL\\)"):
+        install_cli.run(cluster, request(clickhouse_secret="ch"))  # type: ignore[arg-type]
+    cluster.objects[("Secret", "clrk", "ch")]["data"] = {
+        "url": base64.b64encode(b"https://clrk:pw@ch.example:8443/telemetry").decode()}
+    install_cli.run(cluster, request(clickhouse_secret="ch"))  # type: ignore[arg-type]
+
+    def env() -> list[dict[str, Any]]:
+        pod = cluster.objects[("Deployment", "clrk", "clrk-controller-manager")]["spec"][
+            "template"]["spec"]
+        return list(pod["containers"][0]["env"])
+
+    assert {"name": "CLRK_CLICKHOUSE_URL", "valueFrom": {"secretKeyRef": {
+        "name": "ch", "key": "url"}}} in env()
+    assert read_installed(cluster, "clrk").clickhouse_secret == "ch"  # type: ignore[arg-type]
+    install_cli.run(cluster, request(workers=None, rbac=None, tls=None),  # type: ignore[arg-type]
+                    upgrade=True)
+    assert any(e["name"] == "CLRK_CLICKHOUSE_URL" for e in env())  # kept by the upgrade
+
+
+def test_clickhouse_urls_are_checked_and_never_shown_with_their_password() -> None:
+    assert check_server_url("https://u:pw@ch.example:8443/db") == \
+        "https://u:pw@ch.example:8443/db"
+    for bad, why in (("ftp://u:pw@h/db", "the scheme must be http or https"),
+                     ("http://u:pw@h:port/db", "the port is not a number"),
+                     ("http:///db", "no host"),
+                     ("http://h/db?password=x", "settings go in the server's configuration")):
+        with pytest.raises(ValueError, match=why) as err:
+            check_server_url(bad)
+        assert "pw" not in str(err.value)
+    assert redacted("http://u:pw@h:8123/db") == "http://u:***@h:8123/db"
+    assert redacted("chdb:///var/lib/clrk/telemetry") == "chdb:///var/lib/clrk/telemetry"
+
+
+def test_an_unreachable_clickhouse_server_is_a_clear_error(tmp_path: Any) -> None:
+    port = free_port()
+    store = TelemetryStore(f"http://clrk:hunter2@127.0.0.1:{port}/telemetry")
+    with pytest.raises(TelemetryError) as err:
+        store.open()
+    message = str(err.value)
+    assert f"cannot open the telemetry store http://clrk:***@127.0.0.1:{port}/telemetry" \
+        in message, message
+    assert "hunter2" not in message
 
 
 def test_the_state_claim_keeps_its_storage_class() -> None:

@@ -106,6 +106,11 @@ def controller_manager(
     worker_image: Annotated[str | None, typer.Option(
         "--worker-image", help="Image of the worker pods of pools that name none "
         "(default: the worker image of this version).")] = None,
+    clickhouse_url: Annotated[str | None, typer.Option(
+        "--clickhouse-url", envvar="CLRK_CLICKHOUSE_URL",
+        help="A ClickHouse server's HTTP interface for telemetry, "
+             "http(s)://[user:password@]host[:port][/database] (default: chDB in "
+             "--data-dir). Best given by the environment, from a Secret.")] = None,
 ) -> None:
     """Run the cluster control plane (the controller-manager Deployment's entrypoint)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -115,7 +120,13 @@ def controller_manager(
     def run() -> None:
         # Imported here, not at load: every other `clrk` command would pay for it.
         from clrk.controlplane.assembly import ClusterMode, ControlPlane, LeaseSettings
+        from clrk.telemetry.store import check_server_url
 
+        if clickhouse_url:
+            try:
+                check_server_url(clickhouse_url)
+            except ValueError as err:
+                raise CLIError(f"--clickhouse-url: {err}") from None
         for name in ("tls.crt", "tls.key"):
             if not (tls_cert_dir / name).is_file():
                 raise CLIError(f"--tls-cert-dir {tls_cert_dir}: {name} is missing")
@@ -131,7 +142,7 @@ def controller_manager(
         plane = ControlPlane(data_dir, bind_address, secure_port, ingress_port,
                              controller_concurrency,
                              cluster=ClusterMode(_kube(kubeconfig), tls_cert_dir, lease,
-                                                 worker_image or ""))
+                                                 worker_image or "", clickhouse_url or ""))
         code = asyncio.run(_serve(plane))
         if code:
             raise SystemExit(code)

@@ -28,6 +28,7 @@ from clrk.install.options import InstallOptions, RBACMode, ServingCert, TLSMode
 from clrk.install.tls import generate_serving, serving_for
 from clrk.install.upgrade import (
     Installed,
+    check_clickhouse_secret,
     check_version,
     current_workers,
     installed_version,
@@ -63,6 +64,7 @@ class Request:
     controller_image: str | None
     worker_image: str | None
     image_pull_secret: str | None
+    clickhouse_secret: str | None
     workers: int | None
     storage_class: str | None
     rbac: RBACMode | None  # None (upgrade): as installed
@@ -83,7 +85,8 @@ class Request:
             # Empty: the images published for ``version``.
             controller_image=self.controller_image or "",
             worker_image=self.worker_image or "",
-            image_pull_secret=self.image_pull_secret, workers=workers,
+            image_pull_secret=self.image_pull_secret,
+            clickhouse_secret=self.clickhouse_secret, workers=workers,
             storage_class=self.storage_class, rbac=self.rbac or "scoped",
             tls=self.tls_mode, serving=serving)
 
@@ -91,7 +94,8 @@ class Request:
         """The flags given, and for those left out what ``installed`` was made with."""
         return dataclasses.replace(
             self, rbac=self.rbac or installed.rbac, tls=self.tls or installed.tls,
-            image_pull_secret=self.image_pull_secret or installed.image_pull_secret)
+            image_pull_secret=self.image_pull_secret or installed.image_pull_secret,
+            clickhouse_secret=self.clickhouse_secret or installed.clickhouse_secret)
 
 
 def print_manifests(request: Request) -> None:
@@ -183,6 +187,8 @@ def run(client: Client, request: Request, upgrade: bool = False,
                                "--allow-downgrade` downgrades it")
     request = dataclasses.replace(
         request, storage_class=storage_class_for(client, ns, request.storage_class))
+    if request.clickhouse_secret:
+        check_clickhouse_secret(client, ns, request.clickhouse_secret)
     serving = serving_for(client, ns) if request.tls_mode == "self-signed" else None
     options = request.options(_workers(client, request), serving)
     objects = render(options)
@@ -227,6 +233,10 @@ WorkerImageOpt = Annotated[str | None, typer.Option(
 PullSecretOpt = Annotated[str | None, typer.Option(
     "--image-pull-secret", help="Secret (in --namespace) with registry credentials for the "
     "images.")]
+ClickHouseSecretOpt = Annotated[str | None, typer.Option(
+    "--clickhouse-secret", help="Secret (in --namespace) whose `url` is a ClickHouse server's "
+    "HTTP interface, http(s)://[user:password@]host[:port][/database]: telemetry goes there "
+    "instead of chDB on the controller-manager's volume.")]
 StorageClassOpt = Annotated[str | None, typer.Option(
     "--storage-class", help="StorageClass of the state volume (default: the cluster's default; "
     "an existing volume keeps its own).")]
@@ -255,6 +265,7 @@ def install(
     controller_image: ControllerImageOpt = None,
     worker_image: WorkerImageOpt = None,
     image_pull_secret: PullSecretOpt = None,
+    clickhouse_secret: ClickHouseSecretOpt = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=0, help="Replicas of the default WorkerPool.")] = 1,
     storage_class: StorageClassOpt = None,
@@ -269,7 +280,8 @@ def install(
     """Install clrk on a Kubernetes cluster (server-side apply, field manager `clrk`)."""
     _execute(ctx, Request(
         namespace=namespace, version=__version__, controller_image=controller_image,
-        worker_image=worker_image, image_pull_secret=image_pull_secret, workers=workers,
+        worker_image=worker_image, image_pull_secret=image_pull_secret,
+        clickhouse_secret=clickhouse_secret, workers=workers,
         storage_class=storage_class, rbac=_RBAC[rbac], tls=_TLS[tls], timeout=timeout,
         dry_run=dry_run, output=output, yes=yes, skip_wait=skip_wait), upgrade=False)
 
@@ -285,6 +297,9 @@ def upgrade(
     image_pull_secret: Annotated[str | None, typer.Option(
         "--image-pull-secret", help="Secret (in --namespace) with registry credentials for the "
         "images (default: as installed).")] = None,
+    clickhouse_secret: Annotated[str | None, typer.Option(
+        "--clickhouse-secret", help="Secret (in --namespace) whose `url` is a ClickHouse "
+        "server's HTTP interface for telemetry (default: as installed).")] = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=0, help="Replicas of the default WorkerPool (default: keep the "
         "count in the cluster).")] = None,
@@ -305,7 +320,8 @@ def upgrade(
     """Upgrade an installed clrk to a new version (keeps the worker count unless --workers)."""
     _execute(ctx, Request(
         namespace=namespace, version=version, controller_image=controller_image,
-        worker_image=worker_image, image_pull_secret=image_pull_secret, workers=workers,
+        worker_image=worker_image, image_pull_secret=image_pull_secret,
+        clickhouse_secret=clickhouse_secret, workers=workers,
         storage_class=storage_class, rbac=_RBAC[rbac] if rbac else None,
         tls=_TLS[tls] if tls else None, timeout=timeout,
         dry_run=dry_run, output=output, yes=yes, skip_wait=skip_wait),

@@ -58,6 +58,8 @@ class ClusterMode:
     tls_cert_dir: Path  # the serving certificate Secret, mounted
     lease: LeaseSettings | None = None  # None: lead at once (one replica, no election)
     worker_image: str = ""  # for pools without template.image (default: this version's)
+    # A ClickHouse server's HTTP interface for telemetry (default: chDB in data_dir).
+    clickhouse_url: str = ""
 
 
 @dataclass
@@ -96,6 +98,7 @@ class ControlPlane:
             config = self.cluster.kube
             self.client = AsyncClient(config=config, field_manager=FIELD_MANAGER)
             self.server = APIServer(self.data_dir, self.host, self.port,
+                                    telemetry_dsn=self.cluster.clickhouse_url or None,
                                     delegated=await self._delegated(self.cluster))
             await self.server.start()
         self.ingress = Ingress(self.server.invoker, self.host, self.ingress_port)

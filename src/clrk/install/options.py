@@ -40,6 +40,8 @@ SECURE_PORT = 8443
 INGRESS_PORT = 8080
 DATA_DIR = "/var/lib/clrk"
 TLS_DIR = "/etc/clrk/tls"
+CLICKHOUSE_URL_ENV = "CLRK_CLICKHOUSE_URL"  # the controller-manager's --clickhouse-url
+CLICKHOUSE_URL_KEY = "url"  # the key of that Secret
 
 
 def controller_image(version: str) -> str:
@@ -65,6 +67,9 @@ class InstallOptions:
     controller_image: str = ""
     worker_image: str = ""
     image_pull_secret: str | None = None
+    # A Secret (in the namespace) whose ``url`` is a ClickHouse server's HTTP interface:
+    # telemetry goes there instead of chDB on the controller-manager's volume.
+    clickhouse_secret: str | None = None
     workers: int = 1
     storage_class: str | None = None
     rbac: RBACMode = "scoped"

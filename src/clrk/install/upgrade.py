@@ -20,7 +20,7 @@ import httpx
 from lightkube import ApiError, Client
 from lightkube.resources.apiregistration_v1 import APIService
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.core_v1 import PersistentVolumeClaim
+from lightkube.resources.core_v1 import PersistentVolumeClaim, Secret
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding
 from packaging.version import InvalidVersion, Version
 
@@ -30,6 +30,8 @@ from clrk.install import InstallError
 from clrk.install.manifests import INJECT_CA_ANNOTATION
 from clrk.install.options import (
     APISERVICE,
+    CLICKHOUSE_URL_ENV,
+    CLICKHOUSE_URL_KEY,
     CONTROLLER,
     DATA_CLAIM,
     VERSION_LABEL,
@@ -80,6 +82,7 @@ class Installed:
     rbac: RBACMode
     tls: TLSMode
     image_pull_secret: str | None
+    clickhouse_secret: str | None = None
 
 
 def read_installed(client: Client, namespace: str) -> Installed:
@@ -88,6 +91,9 @@ def read_installed(client: Client, namespace: str) -> Installed:
     dep = _get(client, Deployment, CONTROLLER, namespace) or {}
     pod = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
     pulls = [p.get("name") for p in pod.get("imagePullSecrets") or [] if p.get("name")]
+    env = [e for c in pod.get("containers") or [] for e in c.get("env") or []]
+    clickhouse = next((((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+                       for e in env if e.get("name") == CLICKHOUSE_URL_ENV), None)
     admin = _get(client, ClusterRoleBinding, CLUSTER_ADMIN_BINDING, None)
     svc = _get(client, APIService, APISERVICE, None) or {}
     annotations = (svc.get("metadata") or {}).get("annotations") or {}
@@ -96,6 +102,7 @@ def read_installed(client: Client, namespace: str) -> Installed:
         rbac="cluster-admin" if admin is not None else "scoped",
         tls="cert-manager" if INJECT_CA_ANNOTATION in annotations else "self-signed",
         image_pull_secret=str(pulls[0]) if pulls else None,
+        clickhouse_secret=str(clickhouse) if clickhouse else None,
     )
 
 
@@ -161,3 +168,18 @@ def storage_class_for(client: Client, namespace: str, wanted: str | None) -> str
                                                                 "storageClassName"):
         return str(live)
     return wanted
+
+
+def check_clickhouse_secret(client: Client, namespace: str, name: str) -> None:
+    """--clickhouse-secret names a Secret of the namespace with a non-empty ``url`` (the
+    controller-manager checks the URL itself when it starts)."""
+    secret = _get(client, Secret, name, namespace)
+    if secret is None:
+        raise InstallError(f"--clickhouse-secret: secret {namespace}/{name} does not exist; "
+                           f"create it with `kubectl create secret generic {name} -n "
+                           f"{namespace} --from-literal={CLICKHOUSE_URL_KEY}=http://…`")
+    data = secret.get("data") or {}
+    if not data.get(CLICKHOUSE_URL_KEY):
+        keys = ", ".join(sorted(data)) or "none"
+        raise InstallError(f"--clickhouse-secret: secret {namespace}/{name} has no "
+                           f"{CLICKHOUSE_URL_KEY!r} key (keys: {keys})")

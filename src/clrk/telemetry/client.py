@@ -5,6 +5,7 @@ and each API server has its own chDB path whatever else runs in the process."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clrk.telemetry.journal import JournalWriter
-from clrk.telemetry.store import TelemetryError
+from clrk.telemetry.store import OWNER_DSN_VAR, TelemetryError, redacted
 
 __all__ = ["TEED", "TelemetryError", "TelemetryStore", "dsn_for"]
 TEED = ("otel_traces", "otel_logs")
@@ -43,9 +44,12 @@ class TelemetryStore:
     def open(self) -> None:
         ours, theirs = socket.socketpair()
         journal = [str(self.journal_dir)] if self.journal_dir is not None else []
+        # The DSN goes in the environment, not the command line: a server's may hold a
+        # password, and every process on the host can read another's arguments.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "clrk.telemetry.owner", str(theirs.fileno()), self.dsn,
-             *journal], pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "clrk.telemetry.owner", str(theirs.fileno()), *journal],
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            env={**os.environ, OWNER_DSN_VAR: self.dsn})
         theirs.close()
         self._conn = Connection(ours.detach())
         status, detail = self._reply()
@@ -60,8 +64,8 @@ class TelemetryStore:
         try:
             reply: tuple[str, Any] = self._conn.recv()
         except (EOFError, OSError):
-            raise TelemetryError(f"the telemetry store process for {self.dsn} is gone") \
-                from None
+            raise TelemetryError(f"the telemetry store process for {redacted(self.dsn)} "
+                                 "is gone") from None
         return reply
 
     def _call(self, *request: Any) -> Any:
@@ -71,8 +75,8 @@ class TelemetryStore:
             try:
                 self._conn.send(request)
             except OSError:
-                raise TelemetryError(f"the telemetry store process for {self.dsn} is gone") \
-                    from None
+                raise TelemetryError(f"the telemetry store process for {redacted(self.dsn)} "
+                                     "is gone") from None
             status, detail = self._reply()
         if status != "ok":
             raise TelemetryError(str(detail))

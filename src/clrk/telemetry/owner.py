@@ -1,5 +1,5 @@
 """The process that owns a telemetry store path:
-``python -m clrk.telemetry.owner FD DSN [JOURNAL_DIR]``.
+``python -m clrk.telemetry.owner FD [JOURNAL_DIR]``, the DSN in ``$CLRK_TELEMETRY_DSN``.
 
 Requests arrive in order on one connection (the inherited socket FD): inserts carry
 no reply, so they cost the sender only a write; a query is answered after every
@@ -12,6 +12,7 @@ batch it writes so the journal can let go of it.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from multiprocessing.connection import Connection
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clrk.telemetry.journal import JournalReader
-from clrk.telemetry.store import COLUMNS, BatchingStore, TelemetryError
+from clrk.telemetry.store import COLUMNS, OWNER_DSN_VAR, BatchingStore, TelemetryError
 
 log = logging.getLogger("clrk.telemetry")
 
@@ -91,8 +92,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
     sock = socket.socket(fileno=int(sys.argv[1]))
-    serve(Connection(sock.detach()), sys.argv[2],
-          Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+    serve(Connection(sock.detach()), os.environ[OWNER_DSN_VAR],
+          Path(sys.argv[2]) if len(sys.argv) > 2 else None)
 
 
 if __name__ == "__main__":

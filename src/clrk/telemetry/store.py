@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -35,8 +36,40 @@ TYPES = {"Timestamp": "DateTime64(9)", "TraceId": "String", "SpanId": "String",
          "ResourceVersion": "UInt64"}
 
 
+OWNER_DSN_VAR = "CLRK_TELEMETRY_DSN"  # how the owner process (owner.py) gets its DSN
+
+
 class TelemetryError(Exception):
     pass
+
+
+def redacted(dsn: str) -> str:
+    """The DSN as logs and errors may show it: without a password."""
+    parts = urlsplit(dsn)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def check_server_url(url: str) -> str:
+    """A ClickHouse server's HTTP interface URL (``http(s)://[user:password@]host[:port]
+    [/database]``), or ValueError saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{redacted(url)!r}: the scheme must be http or https (ClickHouse's "
+                         "HTTP interface)")
+    if not parts.hostname:
+        raise ValueError(f"{redacted(url)!r}: no host")
+    try:
+        parts.port  # noqa: B018 (it raises on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"{redacted(url)!r}: the port is not a number") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"{redacted(url)!r}: settings go in the server's configuration, "
+                         "not in the URL")
+    return url
 
 
 class BatchingStore:
@@ -61,7 +94,8 @@ class BatchingStore:
             for ddl in schema.TABLES:
                 self._client.command(ddl)
         except ClickHouseError as err:
-            raise TelemetryError(f"cannot open the telemetry store {self.dsn}: {err}") from err
+            raise TelemetryError(f"cannot open the telemetry store {redacted(self.dsn)}: "
+                                 f"{err}") from err
         self._thread = threading.Thread(target=self._flusher, name="telemetry-flush",
                                         daemon=True)
         self._thread.start()

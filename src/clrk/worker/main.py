@@ -160,7 +160,8 @@ async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, po
     await server.start()
     beats = asyncio.create_task(_heartbeats(worker, url, config, namespace, pool, stop))
     warming = asyncio.create_task(warm.run(stop))
-    egressing = asyncio.create_task(egress.run(stop)) if egress is not None else None
+    egress_stop = asyncio.Event()  # set once the running executions are drained
+    egressing = asyncio.create_task(egress.run(egress_stop)) if egress is not None else None
     if egress is not None and networking is not None:
         egress.attach(networking.attribution, telemetry)
     # A pool serves the agents of its own namespace: the worker watches only there (its
@@ -172,18 +173,22 @@ async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, po
                                               capacity is not None, stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
     await stop.wait()
-    # Drain: refuse new work (and say so in a last heartbeat), finish what runs.
+    # Drain: refuse new work (and say so in a last heartbeat), finish what runs (its
+    # egress and telemetry still up), then take everything down.
     worker.draining = True
+    log.info("draining: %d execution(s) running; no new ones are taken", worker.in_flight)
     await beats
     await daemons
     await warming
+    await prepull
+    await follow
+    await worker.drain()
+    log.info("drained: every execution has ended")
+    egress_stop.set()
     if egressing is not None:
         await egressing
     await telemetry.close()
-    await prepull
-    await follow
     await client.close()
-    await worker.drain()
     await server.stop()
     await runtime.drain()
     if networking is not None and metadata_server is not None:
