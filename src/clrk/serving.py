@@ -25,6 +25,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def header_value(text: str, limit: int = 512) -> str:
+    """Free text (a reason, an error) as an HTTP header value: one line of printable
+    ASCII without leading or trailing blanks, which h11 requires (it refuses to send
+    anything else, and the client would get no response at all)."""
+    flat = " ".join("".join(c if " " <= c <= "~" else " " for c in text).split())
+    return flat[:limit].rstrip()
+
+
 def url_host(host: str) -> str:
     """How clients on this machine reach ``host``."""
     if host in ("0.0.0.0", "::"):

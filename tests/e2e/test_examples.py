@@ -538,8 +538,11 @@ async def _drive_the_tui(dev: DevServer) -> None:
 
         # The matching span expands to its attributes; the key's header is redacted.
         tree = app.query_one("#otel-traces", Tree)
+        # (the window also holds earlier tests' calls: cross-provider-jq's, translated)
         node = next(n for n in tree.root.children
-                    if str(n.label).split()[1:3] == ["POST", "api.anthropic.com/v1/messages"])
+                    if str(n.label).split()[1:3] == ["POST", "api.anthropic.com/v1/messages"]
+                    and (n.data or {}).get("attributes", {}).get("clrk.agent.name")
+                    == "echo-bot")
         tree.focus()
         tree.move_cursor(node)
         await pilot.press("space")

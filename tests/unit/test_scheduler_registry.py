@@ -9,6 +9,7 @@ from typing import Any
 
 from clrk.controllers.agents import DAEMON_RECHECK_SECONDS
 from clrk.scheduler.registry import STALE_AFTER, WorkerInfo, WorkerRegistry
+from clrk.serving import header_value
 from clrk.worker.main import HEARTBEAT_SECONDS
 from clrk.worker.protocol import ALIVE_SECONDS, ALIVE_TIMEOUT
 
@@ -67,3 +68,12 @@ def test_a_lost_worker_is_noticed_within_bounds() -> None:
     assert STALE_AFTER >= 3 * HEARTBEAT_SECONDS  # one late heartbeat is not a loss
     # A running execution hears from its worker at least every ALIVE_SECONDS.
     assert ALIVE_TIMEOUT >= 3 * ALIVE_SECONDS
+
+
+def test_a_reason_always_fits_in_a_header() -> None:
+    # h11 refuses a header value with trailing blanks, newlines or control characters,
+    # and the caller then gets no response at all.
+    assert header_value("ImagePullFailed: registry r:5000 is unreachable: ") == \
+        "ImagePullFailed: registry r:5000 is unreachable:"
+    assert header_value("exit 1\nTraceback:\r\n\tboom \x00é") == "exit 1 Traceback: boom"
+    assert len(header_value("x" * 2000)) == 512

@@ -119,6 +119,14 @@ def _call_line(span: dict[str, Any]) -> str:
     if "clrk.bytes.sent" in a or "clrk.bytes.received" in a:  # a connection or request
         line += (f"  {a.get('clrk.bytes.sent', '?')} B out / "
                  f"{a.get('clrk.bytes.received', '?')} B in")
+    model = a.get("gen_ai.response.model") or a.get("gen_ai.request.model")
+    if "gen_ai.usage.input_tokens" in a or "gen_ai.usage.output_tokens" in a:
+        line += (f"  {model or '?'}  {a.get('gen_ai.usage.input_tokens', '?')} in / "
+                 f"{a.get('gen_ai.usage.output_tokens', '?')} out tokens")
+    if a.get("clrk.cost.priced") == "true":
+        line += f"  ${a.get('clrk.cost.usd', '?')}"
+    elif a.get("clrk.cost.priced") == "false":
+        line += "  unpriced"
     return line
 
 

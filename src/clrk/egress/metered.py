@@ -27,6 +27,7 @@ from typing import Any
 
 from clrk import pki
 from clrk.egress.envoy.scrubbing import pattern_text
+from clrk.egress.pricing import cost_attributes
 from clrk.egress.providers import codec_for
 
 METERED_PROVIDERS = ("anthropic", "openai", "azure-openai", "google")
@@ -101,7 +102,9 @@ def record_fields(item: dict[str, Any]) -> dict[str, Any]:
         attrs["gen_ai.request.model"] = request.model
     status = int(item.get("status") or 0)
     if status:
-        attrs.update(codec.read_fields(_fields(item.get("usage"))).attributes(status))
+        usage = codec.read_fields(_fields(item.get("usage")))
+        attrs.update(usage.attributes(status))
+        attrs.update(cost_attributes(provider, usage.response_model or request.model, usage))
         content_type = str(item.get("response_type") or "")
         if attrs["clrk.usage.extracted"] == "false" and status < 400 and \
                 not _JSON.match(content_type):

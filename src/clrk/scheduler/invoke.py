@@ -25,6 +25,7 @@ from clrk.apiserver.handlers import Reply
 from clrk.apiserver.storage import Key, Store
 from clrk.controllers import revisions
 from clrk.scheduler.registry import WorkerInfo, WorkerRegistry
+from clrk.serving import header_value
 from clrk.telemetry.invocations import InvocationLedger, Started
 from clrk.telemetry.logs import AgentLogs, Source
 from clrk.worker.agents import envelope
@@ -269,7 +270,7 @@ class Invoker:
         headers = {"X-Clrk-Execution-ID": ex.exec_id, "X-Clrk-Invocation": ex.started.name,
                    **outcome.headers}
         if outcome.reason:
-            headers["X-Clrk-Reason"] = outcome.reason[:512]
+            headers["X-Clrk-Reason"] = header_value(outcome.reason)
         return Reply(status=outcome.http_status, raw=bytes(held), headers=headers,
                      media_type="application/octet-stream")
 

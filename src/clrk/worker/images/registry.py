@@ -75,16 +75,30 @@ class RegistryClient:
             hdrs = dict(headers)
             if key in self._tokens:
                 hdrs["Authorization"] = self._tokens[key]
-            req = client.build_request("GET", url, headers=hdrs)
-            try:
-                resp = await client.send(req, stream=stream, follow_redirects=True)
-            except httpx.HTTPError as err:
-                raise RegistryError(f"registry {ref.registry} is unreachable: {err}") from None
+            resp = await self._get(client, ref, url, hdrs, stream)
             if resp.status_code != 401 or attempt == 1:
                 return resp
             challenge = resp.headers.get("www-authenticate", "")
             await resp.aclose()
             self._tokens[key] = await self._authenticate(client, ref, challenge)
+        raise AssertionError("unreachable")
+
+    async def _get(self, client: httpx.AsyncClient, ref: Reference, url: str,
+                   headers: dict[str, str], stream: bool) -> httpx.Response:
+        """One GET; sent again once when a kept-alive connection turned out closed by the
+        registry (a race every HTTP client meets; the GET is idempotent)."""
+        for retry in (True, False):
+            req = client.build_request("GET", url, headers=headers)
+            try:
+                return await client.send(req, stream=stream, follow_redirects=True)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as err:
+                if retry:
+                    continue
+                raise RegistryError(f"registry {ref.registry} is unreachable: "
+                                    f"{str(err) or type(err).__name__}") from None
+            except httpx.HTTPError as err:
+                raise RegistryError(f"registry {ref.registry} is unreachable: "
+                                    f"{str(err) or type(err).__name__}") from None
         raise AssertionError("unreachable")
 
     async def _authenticate(self, client: httpx.AsyncClient, ref: Reference,
@@ -109,7 +123,8 @@ class RegistryClient:
         try:
             resp = await client.get(realm, params=params, auth=auth)
         except httpx.HTTPError as err:
-            raise RegistryError(f"token service {realm} is unreachable: {err}") from None
+            raise RegistryError(f"token service {realm} is unreachable: "
+                                f"{str(err) or type(err).__name__}") from None
         if resp.status_code != 200:
             raise RegistryError(f"registry {ref.registry} refused a pull token for "
                                 f"{ref.repository} ({resp.status_code})")
