@@ -12,6 +12,8 @@ are not objects, futures resourceVersions, odd YAML for apply) are explicit exam
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import json
 import ssl
 import threading
@@ -88,7 +90,18 @@ def api(served: Served) -> Iterator[httpx.Client]:
         yield c
 
 
+_DISCOVERED: dict[str, list[Kind]] = {}
+
+
 def discover(api: httpx.Client) -> list[Kind]:
+    """The served kinds, asked once per server (each example would ask again)."""
+    key = str(api.base_url)
+    if key not in _DISCOVERED:
+        _DISCOVERED[key] = _discover(api)
+    return _DISCOVERED[key]
+
+
+def _discover(api: httpx.Client) -> list[Kind]:
     kinds: list[Kind] = []
     for group, version, path in (("", "v1", "/api/v1"), (G, "v1alpha1", f"/apis/{V}")):
         resources = api.get(path).json()["resources"]
@@ -104,7 +117,13 @@ def discover(api: httpx.Client) -> list[Kind]:
 
 
 def seeds() -> dict[str, list[dict[str, Any]]]:
-    """Valid objects of each kind: the examples' manifests."""
+    """Valid objects of each kind: the examples' manifests (parsed once; a copy each
+    time, so an example may change what it draws)."""
+    return copy.deepcopy(_seeds())
+
+
+@functools.cache
+def _seeds() -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(EXAMPLES.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
