@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.kube_cluster import AGGREGATED_ADDRESS, KubeCluster
+from tests.processes import terminate
 
 CLRK = str(Path(sys.executable).parent / "clrk")
 NAMESPACE = "clrk"
@@ -41,13 +42,7 @@ class ControllerManager:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 20)
 
     def kill(self) -> None:
         """kill -9: no goodbye, the Lease is left to expire."""

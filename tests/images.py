@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from tests.processes import terminate
+
 CACHE = Path(os.environ.get("CLRK_TEST_CACHE", Path.home() / ".cache" / "clrk-test"))
 BUSYBOX = Path("/usr/bin/busybox")
 APPLETS = ("sh", "echo", "cat", "wc", "sleep", "env", "head", "tr", "ls", "true", "false",
@@ -167,13 +169,7 @@ class Registry:
         raise RuntimeError("docker-registry did not start")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
 
     def _put_blob(self, repo: str, data: bytes) -> None:
         digest = BuiltImage.digest(data)

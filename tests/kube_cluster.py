@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from clrk import pki
+from tests.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL = "lo:clrktest"
@@ -121,13 +122,7 @@ class KubeCluster:
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            terminate(proc, 15)
 
 
 def _write(path: Path, data: bytes) -> Path:

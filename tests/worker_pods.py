@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from tests.clrk_on_kube import CLRK
 from tests.images import Registry
 from tests.kube_cluster import KubeCluster, free_port
+from tests.processes import terminate
 
 NS = "default"  # the installed default WorkerPool's namespace
 POOL = "default"
@@ -58,13 +59,7 @@ class WorkerPod:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 60)
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = 90) -> Any:

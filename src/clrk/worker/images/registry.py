@@ -55,6 +55,11 @@ class Resolved:
     config_digest: str
 
 
+def _why(err: Exception) -> str:
+    """An error's message, or its kind where it has none (httpx's often do not)."""
+    return str(err) or type(err).__name__
+
+
 @dataclass
 class RegistryClient:
     insecure: set[str] = field(default_factory=set)
@@ -91,14 +96,11 @@ class RegistryClient:
             req = client.build_request("GET", url, headers=headers)
             try:
                 return await client.send(req, stream=stream, follow_redirects=True)
-            except (httpx.RemoteProtocolError, httpx.ReadError) as err:
-                if retry:
+            except httpx.HTTPError as err:
+                if retry and isinstance(err, httpx.RemoteProtocolError | httpx.ReadError):
                     continue
                 raise RegistryError(f"registry {ref.registry} is unreachable: "
-                                    f"{str(err) or type(err).__name__}") from None
-            except httpx.HTTPError as err:
-                raise RegistryError(f"registry {ref.registry} is unreachable: "
-                                    f"{str(err) or type(err).__name__}") from None
+                                    f"{_why(err)}") from None
         raise AssertionError("unreachable")
 
     async def _authenticate(self, client: httpx.AsyncClient, ref: Reference,
@@ -123,8 +125,8 @@ class RegistryClient:
         try:
             resp = await client.get(realm, params=params, auth=auth)
         except httpx.HTTPError as err:
-            raise RegistryError(f"token service {realm} is unreachable: "
-                                f"{str(err) or type(err).__name__}") from None
+            raise RegistryError(f"token service {realm} is unreachable: {_why(err)}") \
+                from None
         if resp.status_code != 200:
             raise RegistryError(f"registry {ref.registry} refused a pull token for "
                                 f"{ref.repository} ({resp.status_code})")
