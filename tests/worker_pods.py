@@ -32,6 +32,7 @@ from tests.processes import terminate
 NS = "default"  # the installed default WorkerPool's namespace
 POOL = "default"
 SA_MOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVING = " serving on "  # what a worker logs once it serves
 
 
 @dataclass
@@ -44,11 +45,17 @@ class WorkerPod:
     env: dict[str, str]
 
     def restart(self) -> None:
-        """The kubelet restarting a crashed container: same pod, same data dir."""
+        """The kubelet restarting a crashed container: same pod, same data dir. Returns
+        once it serves again, so it has swept what its predecessor left (a SIGTERM
+        before that would leave the leftovers for good)."""
         assert self.proc.poll() is not None
+        served = self.log_text().count(SERVING)
         self.proc = subprocess.Popen(self.command, stdout=self.log.open("ab"),
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self.env)
+        until(lambda: self.log_text().count(SERVING) > served or self.proc.poll() is not None,
+              f"{self.name} never served again")
+        assert self.proc.poll() is None, self.log_text()[-3000:]
 
     def kill(self) -> None:
         """kill -9: no drain, no goodbye; its sandboxes are left for the restart."""

@@ -109,8 +109,9 @@ def controller_manager(
     clickhouse_url: Annotated[str | None, typer.Option(
         "--clickhouse-url", envvar="CLRK_CLICKHOUSE_URL",
         help="A ClickHouse server's HTTP interface for telemetry, "
-             "http(s)://[user:password@]host[:port][/database] (default: chDB in "
-             "--data-dir). Best given by the environment, from a Secret.")] = None,
+             "http(s)://user:password@host:port/database (all but the host optional; "
+             "default: chDB in --data-dir). Best given by the environment, from a "
+             "Secret.")] = None,
 ) -> None:
     """Run the cluster control plane (the controller-manager Deployment's entrypoint)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

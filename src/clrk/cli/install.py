@@ -235,8 +235,8 @@ PullSecretOpt = Annotated[str | None, typer.Option(
     "images.")]
 ClickHouseSecretOpt = Annotated[str | None, typer.Option(
     "--clickhouse-secret", help="Secret (in --namespace) whose `url` is a ClickHouse server's "
-    "HTTP interface, http(s)://[user:password@]host[:port][/database]: telemetry goes there "
-    "instead of chDB on the controller-manager's volume.")]
+    "HTTP interface, http(s)://user:password@host:port/database (all but the host "
+    "optional): telemetry goes there instead of chDB on the controller-manager's volume.")]
 StorageClassOpt = Annotated[str | None, typer.Option(
     "--storage-class", help="StorageClass of the state volume (default: the cluster's default; "
     "an existing volume keeps its own).")]

@@ -103,12 +103,15 @@ async def read_export(request: Request, signal: Signal) -> tuple[str, bytes]:
     ExportRefused for one that breaks the rules above."""
     if request.method != "POST":
         raise ExportRefused(405, f"/v1/{signal} accepts POST only")
-    media = media_of(request)
-    if media not in (PROTOBUF, JSON):
-        raise ExportRefused(415, f"content type {media or 'none'!r}: send {PROTOBUF} "
-                                 f"or {JSON}")
+    # The body is read before the content type is judged: an answer sent while the
+    # request's body is still unread makes the server close a connection with data
+    # pending, and the client then reads a reset instead of the 415.
     try:
         body = await _body(request)
     except ClientDisconnect:
         raise ExportRefused(400, "the client went away mid-body") from None
+    media = media_of(request)
+    if media not in (PROTOBUF, JSON):
+        raise ExportRefused(415, f"content type {media or 'none'!r}: send {PROTOBUF} "
+                                 f"or {JSON}")
     return media, _inflated(body, request.headers.get("content-encoding", "").strip().lower())
