@@ -57,7 +57,11 @@ def test_a_pool_becomes_its_workers_workload(clrk_on_kube: ClrkOnKube) -> None:
     c.cluster.kubectl("create", "namespace", NS)
     c.cluster.kubectl("apply", "-f", "-", input=json.dumps(
         {"apiVersion": "v1", "kind": "List", "items": [POOL, SLOW]}))
-    deploy = _until(lambda: _get(c, "deployment", "sandboxes-workers"), "no Deployment")
+    # The pool and its TaskAgent arrive together: the Deployment may first be rendered
+    # before the controller has seen the TaskAgent, then again with its timeout.
+    deploy = _until(lambda: (d := _get(c, "deployment", "sandboxes-workers")) and d["spec"][
+        "template"]["spec"]["terminationGracePeriodSeconds"] == 315 and d,
+        "no Deployment with the grace of slow's 300 s timeout")
     pool = _get(c, "workerpool", "sandboxes")
     assert pool is not None and "clrk.apoxy.dev/worker-workload" in \
         pool["metadata"]["finalizers"]

@@ -95,21 +95,25 @@ def workerpool_controller(client: AsyncClient, registry: WorkerRegistry,
     applied: dict[Key, tuple[str, float]] = {}  # what was last applied, and when
     # Each pool's termination grace, from its TaskAgents' timeouts: computed again only
     # when one of the namespace's TaskAgents changed (the watch below), not every pass.
-    graces: dict[Key, int] = {}
+    # A grace remembers how many changes of its namespace were seen before its list was
+    # read, so a change that lands during the list makes the next pass read it again.
+    changes: dict[str, int] = {}  # TaskAgent events seen, by namespace
+    graces: dict[Key, tuple[int, int]] = {}  # the grace, and ``changes`` it was read at
 
     async def by_task_agent(obj: Any) -> Iterable[Key]:
         ns = obj.metadata.namespace or ""
-        for key in [k for k in graces if k[0] == ns]:
-            del graces[key]  # a TaskAgent may have left a pool, as well as joined one
+        changes[ns] = changes.get(ns, 0) + 1  # it may have left a pool, or joined one
         pool = (to_dict(obj).get("spec") or {}).get("workerPoolRef")
         return [(ns, pool)] if pool else []
 
     async def keep_workload(key: Key, pool: dict[str, Any]) -> None:
         assert workloads is not None
         await _set_finalizer(client, pool, True)
-        if key not in graces:
-            graces[key] = await _grace(client, key[0], key[1])
-        objs = worker_workloads.render(pool, workloads, graces[key])
+        seen = changes.get(key[0], 0)
+        cached = graces.get(key)
+        if cached is None or cached[1] != seen:
+            cached = graces[key] = (await _grace(client, key[0], key[1]), seen)
+        objs = worker_workloads.render(pool, workloads, cached[0])
         digest = hashlib.sha256(json.dumps([o.to_dict() for o in objs],
                                            sort_keys=True).encode()).hexdigest()
         last = applied.get(key)
