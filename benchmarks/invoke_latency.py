@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import DevServer, start_dev  # noqa: E402
 from tests.images import Registry, build, busybox_recipe, word_count_image  # noqa: E402
 
+from benchmarks.figures import pct  # noqa: E402
+
 
 def apply(dev: DevServer, name: str, image: str, args: list[str] | None = None,
           **extra: object) -> None:
@@ -38,10 +40,6 @@ def apply(dev: DevServer, name: str, image: str, args: list[str] | None = None,
         "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "TaskAgent",
         "metadata": {"name": name}, "spec": {"template": {"spec": spec}, **extra}}))
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(dev: DevServer, name: str, n: int, gap: float = 0.0,

@@ -32,12 +32,10 @@ from tests.clrk_on_kube import install_and_run  # noqa: E402
 from tests.conftest import start_dev  # noqa: E402
 from tests.kube_cluster import build_binaries, start_cluster, test_addresses  # noqa: E402
 
+from benchmarks.figures import pct  # noqa: E402
+
 API = "/apis/clrk.apoxy.dev/v1alpha1"
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def client(kubeconfig: Path) -> httpx.Client:

@@ -28,6 +28,8 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import DevServer, start_dev  # noqa: E402
 from tests.images import Registry, word_count_image  # noqa: E402
 
+from benchmarks.figures import pct  # noqa: E402
+
 
 def apply(dev: DevServer, name: str, image: str, **extra: object) -> None:
     dev.kubectl("apply", "-f", "-", input=json.dumps({
@@ -35,10 +37,6 @@ def apply(dev: DevServer, name: str, image: str, **extra: object) -> None:
         "metadata": {"name": name},
         "spec": {"template": {"spec": {"image": image}}, **extra}}))
 
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def drive(dev: DevServer, name: str, n: int, clients: int

@@ -16,6 +16,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -579,3 +581,132 @@ async def _drive_the_tui(dev: DevServer) -> None:
                          f"worker-0 not shown back: {rows('#components')}")
         assert app.is_running
         await pilot.press("q")
+
+
+def test_the_web_console_shows_what_the_agents_did(dev: DevServer, fake: FakeProviders,
+                                                   tmp_path: Path) -> None:
+    """Issue 14's acceptance in headless chromium against this `clrk dev`: login
+    required; every page drawn from what ran here (jq-bot's LLM call with its tokens and
+    cost in the trace tree, openai-bot's refused lookups, spend per model equal to the
+    recorded spans' costs); the live view showing an invocation made meanwhile; no
+    JavaScript error; a screenshot of each page under tmp_path/screens."""
+    from tests.console_pages import READY, browser
+
+    fake.replies["claude-haiku-4-5"] = "[.items[] | select(.price > 2)] | length"
+    build(dev, "jq-bot")
+    apply(dev, manifests(dev, "jq-bot", providers(fake, "api.anthropic.com")))
+    if dev.kubectl("get", "daemonagent", "openai-bot", check=False).returncode != 0:
+        build(dev, "openai-bot")  # no gateway: its lookups are refused (alone, -k)
+        apply(dev, manifests(dev, "openai-bot", {}))
+    question = {"question": "How many items cost more than 2?",
+                "input": {"items": [{"price": 1}, {"price": 3}]}}
+    answered(dev, "jq-bot", question)
+    r = run_task(dev, "jq-bot", question)
+    assert r.status_code == 200, r.text
+    invocation = r.headers["x-clrk-invocation"]
+
+    def llm_spans() -> list[dict[str, Any]]:
+        return [s for s in traces(dev, "TaskAgent", "jq-bot")
+                if s["attributes"].get("clrk.invocation") == invocation
+                and s["attributes"].get("gen_ai.usage.output_tokens")]
+
+    call = until(llm_spans, "jq-bot's call was never recorded")[0]["attributes"]
+    until(lambda: any("api.openai.com" in json.dumps(s) and "deny" in json.dumps(s)
+                      for s in traces(dev, "DaemonAgent", "openai-bot")),
+          "no refused lookup of openai-bot")
+
+    with browser(dev.url, tmp_path / "screens") as b:
+        page = b.page
+        # Login is required: the page is the login form, and the API answers 401.
+        login = page.goto(f"{dev.url}/console/")
+        assert login is not None and login.status == 401
+        assert page.locator("form input[name=token]").is_visible()
+        b.shot("login")
+        assert page.request.get(f"{dev.url}/console/api/agents").status == 401
+        page.fill("input[name=token]", "wrong-token")
+        page.click("button[type=submit]")
+        assert "not valid" in page.inner_text("main")
+        page.fill("input[name=token]", dev.token)
+        page.click("button[type=submit]")
+        page.wait_for_selector(f"{READY}[data-page='overview']")
+        assert page.inner_text("#user") == "clrk-admin"
+
+        b.open("overview")
+        assert int(page.inner_text("#tile-invocations .value").replace(",", "")) >= 2
+        assert "jq-bot" in page.inner_text("#top-agents")
+
+        b.open("agents")
+        agents = page.inner_text("#agents-table")
+        for name in ("jq-bot", "openai-bot"):
+            assert name in agents, agents
+        phase = next(r for r in agents.splitlines() if "jq-bot" in r).split("\t")[2]
+        assert phase.split()[0] in ("Ready", "Pending", "Failed"), phase
+
+        b.open("agents/default/TaskAgent/jq-bot", "agent-jq-bot")
+        assert invocation in page.inner_text("#agent-invocations")
+        assert "jq-bot-00001" in page.inner_text("#revisions")
+        assert "kind: TaskAgent" in page.inner_text("#agent-yaml")
+
+        b.open(f"invocations/default/{invocation}", "invocation")
+        llm = page.locator("#trace-tree .row[data-kind='llm']").first
+        shown = llm.inner_text()
+        model = call.get("gen_ai.response.model") or call["gen_ai.request.model"]
+        assert model in shown, shown
+        assert f"{call['gen_ai.usage.input_tokens']} in / " \
+               f"{call['gen_ai.usage.output_tokens']} out tokens" in shown, shown
+        assert f"${call['clrk.cost.usd']}" in shown, shown
+        assert page.locator("#trace-tree .row[data-kind='invocation']").count() == 1
+        llm.click()
+        page.wait_for_selector("#span-detail dl")
+        detail = page.inner_text("#span-detail")
+        assert "http.request.header.x-api-key" in detail and "[redacted]" in detail
+        assert KEYS["api.anthropic.com"] not in page.content()
+        assert "[.items[] | select(.price > 2)] | length" in page.inner_text("#stdout")
+        b.shot("invocation-span")
+
+        b.open("egress")
+        refused = [row for row in page.locator("#hosts tbody tr").all_inner_texts()
+                   if "api.openai.com" in row and "deny" in row]
+        assert refused and "openai-bot" in refused[0], refused
+        assert "jq-bot" in page.inner_text("#gateways") or \
+            "default/" in page.inner_text("#gateways")
+
+        # Spend per model is the sum of the recorded calls' costs.
+        b.open("spend")
+        expected: dict[str, Decimal] = {}
+        for kind, plural in (("TaskAgent", "ta"), ("DaemonAgent", "da")):
+            names = dev.kubectl("get", plural, "-o", "name").stdout.split()
+            for name in (n.split("/", 1)[1] for n in names):
+                for s in traces(dev, kind, name):
+                    a = s["attributes"]
+                    if a.get("clrk.cost.usd"):
+                        key = a.get("gen_ai.response.model") or a["gen_ai.request.model"]
+                        expected[key] = expected.get(key, Decimal(0)) + \
+                            Decimal(a["clrk.cost.usd"])
+        rows = {}
+        for row in page.locator("#spend-by-model tbody tr").all():
+            cells = row.locator("td").all_inner_texts()
+            rows[cells[1]] = cells[-1]
+        assert model in rows, rows
+        assert Decimal(rows[model].split()[0].lstrip("$")) == expected[model], (rows, expected)
+
+        b.open("workers")
+        assert "worker-0" in page.inner_text("#workers")
+
+        # The live view shows an invocation made while it is open.
+        b.open("live")
+        r = run_task(dev, "jq-bot", question)
+        assert r.status_code == 200, r.text
+        fresh = r.headers["x-clrk-invocation"]
+        page.wait_for_selector(f"#live-feed tr[data-kind='invocation']:has-text('{fresh}')",
+                               timeout=60_000)
+        b.shot("live")
+
+        page.click("#logout")
+        page.wait_for_selector("form input[name=token]")
+        page.goto(f"{dev.url}/console/#/agents")
+        assert page.locator("form input[name=token]").is_visible()
+        assert b.errors == [], b.errors
+    shots = sorted(p.name for p in (tmp_path / "screens").iterdir())
+    assert {"login.png", "overview.png", "agents.png", "agent-jq-bot.png", "invocation.png",
+            "egress.png", "spend.png", "workers.png", "live.png"} <= set(shots), shots

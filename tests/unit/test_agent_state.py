@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clrk.cli.agent_state import agent_state
+from clrk.api.agent_state import agent_state
 
 
 def agent(*conds: tuple[str, str, str], **status: Any) -> dict[str, Any]:

@@ -85,8 +85,8 @@ def test_the_record_of_a_metered_call() -> None:
         "gen_ai.usage.cache_read.input_tokens": "3",
         "gen_ai.usage.cache_creation.input_tokens": "5",
         "clrk.usage.extracted": "true", "clrk.metered_by": "envoy",
-        "clrk.cost.priced": "false",  # a model the price table does not know
-        "clrk.cost.unpriced_reason": "no price for anthropic model claude-x"}
+        # Who bills it: the API server prices it when it records the call.
+        "clrk.cost.provider": "anthropic", "clrk.cost.model": "claude-x"}
     google = record_fields(line(provider="google", request=None, usage=None,
                                 path="/v1beta/models/gemini-x:generateContent"))
     assert google["attributes"]["gen_ai.request.model"] == "gemini-x"  # from the path

@@ -1,17 +1,30 @@
 """An LLM call's cost from its usage: each provider family's billing (cache reads and
-writes, reasoning tokens), dated model ids, and unpriced models shown as such."""
+writes, reasoning tokens), dated model ids, unpriced models shown as such, ModelPrice
+overrides, and the cost a recorded call gets from its attributes."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from clrk.egress.pricing import cost_attributes, price_of
+import pytest
+from pydantic import ValidationError
+
+from clrk.api.pricing import ModelPrice
 from clrk.egress.providers import Usage
+from clrk.telemetry import connections
+from clrk.telemetry.pricing import PriceTable, billed_as, call_cost, price_of
 
 
-def usd(provider: str, model: str, **usage: Any) -> str:
-    return cost_attributes(provider, model, Usage(**usage))["clrk.cost.usd"]
+def usd(provider: str, model: str, table: PriceTable | None = None, **usage: Any) -> str:
+    found = call_cost(provider, model, Usage(**usage), *([table] if table else []))
+    return found["clrk.cost.usd"]
+
+
+def model_price(**spec: Any) -> dict[str, Any]:
+    return ModelPrice.model_validate({
+        "apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "ModelPrice",
+        "metadata": {"name": "p"}, "spec": spec}).to_wire()
 
 
 def test_anthropic_bills_cache_reads_and_writes_apart() -> None:
@@ -47,12 +60,71 @@ def test_bedrock_ids_find_their_claude_price() -> None:
 
 
 def test_an_unknown_model_is_unpriced_not_free() -> None:
-    attrs = cost_attributes("anthropic", "claude-x", Usage(input_tokens=5, output_tokens=5))
+    attrs = call_cost("anthropic", "claude-x", Usage(input_tokens=5, output_tokens=5))
     assert attrs == {"clrk.cost.priced": "false",
                      "clrk.cost.unpriced_reason": "no price for anthropic model claude-x"}
-    assert cost_attributes("custom", "llama", Usage(input_tokens=1))["clrk.cost.priced"] \
+    assert call_cost("custom", "llama", Usage(input_tokens=1))["clrk.cost.priced"] \
         == "false"
-    assert cost_attributes("anthropic", "claude-haiku-4-5", Usage()) == {}  # no usage read
+    assert call_cost("anthropic", "claude-haiku-4-5", Usage()) == {}  # no usage read
+
+
+def test_a_model_price_overrides_the_list_price() -> None:
+    table = PriceTable.from_objects([
+        model_price(provider="anthropic", model="claude-haiku-4-5", input="2", output="8",
+                    cacheRead="0.2"),
+        model_price(provider="custom", model="llama-3", input="0.5", output="1",
+                    reasoning="3"),
+        model_price(provider="bedrock", model="claude-sonnet-4-5", input="4", output="20")])
+    # Dated ids take the override; the cache-write rate defaults to the input price.
+    assert Decimal(usd("anthropic", "claude-haiku-4-5-20251001", table, input_tokens=1_000,
+                       output_tokens=1_000, cache_read_input_tokens=10_000,
+                       cache_creation_input_tokens=1_000)) == \
+        Decimal("0.002") + Decimal("0.008") + Decimal("0.002") + Decimal("0.002")
+    # An anthropic override applies on bedrock too, unless bedrock has its own.
+    assert price_of("bedrock", "us.anthropic.claude-haiku-4-5-20251001-v1:0", table) == \
+        price_of("anthropic", "claude-haiku-4-5", table)
+    assert price_of("bedrock", "anthropic.claude-sonnet-4-5-20250929-v1:0", table) != \
+        price_of("anthropic", "claude-sonnet-4-5", table)
+    # A custom provider is priced once it has a price (billed the OpenAI way: reasoning
+    # inside the output count, at its own rate).
+    assert Decimal(usd("custom", "llama-3", table, input_tokens=1_000_000,
+                       output_tokens=1_000_000, reasoning_output_tokens=500_000)) == \
+        Decimal("0.5") + Decimal("0.5") + Decimal("1.5")
+    assert price_of("anthropic", "claude-opus-4-5", table) == \
+        price_of("anthropic", "claude-opus-4-5")  # the rest keeps its list price
+
+
+def test_a_model_price_is_checked_when_written() -> None:
+    for bad, field in ((dict(input="-1"), "input"), (dict(input="1e3"), "input"),
+                       (dict(provider="acme"), "provider"), (dict(model=""), "model"),
+                       (dict(cacheRead="0.1234567891"), "cacheRead")):
+        spec = {"provider": "openai", "model": "gpt-x", "input": "1", "output": "2", **bad}
+        with pytest.raises(ValidationError) as err:
+            model_price(**spec)
+        assert field in str(err.value)
+
+
+def test_a_recorded_call_is_priced_from_its_attributes() -> None:
+    """The gateway says who bills the call; the recorder prices it with the table in
+    force. A translated call is billed by the Backend that answered it."""
+    usage = Usage(input_tokens=1_000, output_tokens=500, cache_read_input_tokens=200)
+    attrs = {**usage.attributes(200), "gen_ai.provider.name": "anthropic",
+             **billed_as("openai", "gpt-4o-mini")}
+    item = {"kind": "http", "start_time": "2026-12-03T10:00:00+00:00", "duration_ms": 5,
+            "name": "POST api.anthropic.com/v1/messages", "attributes": attrs}
+    spans, _ = connections.rows("default", "gw", [item])
+    recorded = spans[0][11]
+    # gpt-4o-mini: 800 uncached input at $0.15, 200 cached at $0.075, 500 out at $0.60.
+    assert Decimal(recorded["clrk.cost.usd"]) == Decimal("0.00012") + Decimal("0.000015") \
+        + Decimal("0.0003")
+    table = PriceTable.from_objects([model_price(provider="openai", model="gpt-4o-mini",
+                                                 input="1", output="1")])
+    spans, _ = connections.rows("default", "gw", [item], table)
+    assert Decimal(spans[0][11]["clrk.cost.usd"]) == Decimal("0.0015")
+    unknown = {**item, "attributes": {**attrs, **billed_as("openai", "gpt-unknown")}}
+    spans, _ = connections.rows("default", "gw", [unknown])
+    assert spans[0][11]["clrk.cost.priced"] == "false"
+    assert "clrk.cost.usd" not in spans[0][11]
 
 
 def test_clrk_agents_traces_shows_tokens_and_cost() -> None:
@@ -61,11 +133,11 @@ def test_clrk_agents_traces_shows_tokens_and_cost() -> None:
     attributes: dict[str, str] = {
         "clrk.decision": "allowed", "gen_ai.request.model": "claude-haiku-4-5",
         "gen_ai.usage.input_tokens": "12", "gen_ai.usage.output_tokens": "24",
-        **cost_attributes("anthropic", "claude-haiku-4-5",
-                          Usage(input_tokens=12, output_tokens=24))}
+        **call_cost("anthropic", "claude-haiku-4-5",
+                    Usage(input_tokens=12, output_tokens=24))}
     span = {"name": "POST api.anthropic.com/v1/messages", "status": "Ok", "durationMs": 812,
             "attributes": attributes}
     assert _call_line(span) == ("POST api.anthropic.com/v1/messages  allowed  812 ms  "
                                 "claude-haiku-4-5  12 in / 24 out tokens  $0.000132")
-    attributes.update(cost_attributes("anthropic", "claude-x", Usage(input_tokens=1)))
+    attributes.update(call_cost("anthropic", "claude-x", Usage(input_tokens=1)))
     assert _call_line(span).endswith("  unpriced")

@@ -9,6 +9,7 @@ from clrk.api import (  # noqa: F401
     gateway,
     invocation,
     policies,
+    pricing,
     revision,
     routes,
     workerpool,

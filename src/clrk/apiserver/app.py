@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from clrk import __version__
 from clrk.apiserver import discovery, openapi
@@ -239,10 +240,12 @@ def credentials(request: HTTPRequest) -> Credentials:
                              for k, v in request.scope["headers"]))
 
 
-def build_app(api: API, access: Access) -> Starlette:
+def build_app(api: API, access: Access, mounts: Sequence[BaseRoute] = ()) -> Starlette:
+    """The API server's ASGI app; ``mounts`` (the web console) are matched first."""
     router = Router(api, access)
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", router.dispatch, methods=methods)])
+    return Starlette(routes=[*mounts, Route("/{path:path}", router.dispatch,
+                                           methods=methods)])
 
 
 __all__ = ["JSONResponse", "build_app"]

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
+from clrk.api.agent_state import agent_state
 from clrk.api.agents import TaskAgent
 from clrk.api.columns import human_age, jsonpath
 from clrk.api.invocation import Invocation
 from clrk.api.revision import AgentSandboxRevision
 from clrk.cli import agent_logs, output, run_task
-from clrk.cli.agent_api import KINDS, AgentKind, find_agent
-from clrk.cli.agent_state import agent_state
+from clrk.cli.agent_api import API, KINDS, AgentKind, fail, find_agent, http
 from clrk.cli.context import Options
 from clrk.client import resource_class, to_dict
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
@@ -121,15 +121,51 @@ def get(ctx: typer.Context,
     for r in sorted(revs, key=lambda r: r["spec"]["generation"], reverse=True):
         print(f"    {r['metadata']['name']}  {r['spec']['template']['spec']['image']}  "
               f"{human_age(r['metadata'].get('creationTimestamp', ''))}")
+    usage = _usage(opts, cls, obj)
+    totals = usage["totals"]
+    print(f"  last 24 h:   {totals['invocations']} invocations ({totals['failed']} failed), "
+          f"{totals['inputTokens']} in / {totals['outputTokens']} out tokens, "
+          f"{_cost(totals['costUSD'], totals['unpricedCalls'])}, "
+          f"{totals['denied']} denied egress")
+    costs = {i["name"]: i for i in usage["invocations"]}
     recent = invocations_of(opts, cls, obj)[-RECENT:][::-1]
     print("  recent invocations:" if recent else "  recent invocations: none")
     if recent:
-        table = [["NAME", "PHASE", "STARTED", "DURATION"]] + [
+        table = [["NAME", "PHASE", "STARTED", "DURATION", "TOKENS", "COST"]] + [
             [o["metadata"]["name"], str((o.get("status") or {}).get("phase", "")),
-             _started(o), _duration(o.get("status") or {}) or "-"] for o in recent]
+             _started(o), _duration(o.get("status") or {}) or "-",
+             *_invocation_usage(costs.get(o["metadata"]["name"]))] for o in recent]
         widths = output.widths(table[0], table[1:])
         for line in table:
             print("    " + output.format_row(line, widths))
+
+
+def _usage(opts: Options, cls: AgentKind, obj: dict[str, Any]) -> dict[str, Any]:
+    """The agent's ``usage`` subresource: its last 24 h, and its newest invocations'
+    tokens and cost."""
+    md = obj["metadata"]
+    path = f"{API}/namespaces/{md['namespace']}/{cls.kind_info.plural}/{md['name']}/usage"
+    with http(opts, 30) as (client, server):
+        r = client.get(server + path, params={"window": "24h", "limit": RECENT})
+        if r.status_code != 200:
+            fail(r)
+    found: dict[str, Any] = r.json()
+    return found
+
+
+def _cost(usd: str, unpriced: int) -> str:
+    """A cost as the CLI shows it: unpriced calls are said, never counted as free."""
+    if unpriced and usd == "0":
+        return f"unpriced ({unpriced} call(s))"
+    if unpriced:
+        return f"${usd} + {unpriced} unpriced call(s)"
+    return f"${usd}"
+
+
+def _invocation_usage(u: dict[str, Any] | None) -> list[str]:
+    if u is None:  # running, or its calls are not recorded yet
+        return ["-", "-"]
+    return [f"{u['inputTokens']}/{u['outputTokens']}", _cost(u["costUSD"], u["unpricedCalls"])]
 
 
 @app.command("invocations")

@@ -17,6 +17,7 @@ from clrk.api.crd import crds_yaml
 from clrk.cli import (
     agent_logs,
     agents,
+    console,
     contexts,
     dev,
     get,
@@ -86,6 +87,7 @@ app.command()(status.status)
 app.command("logs")(agent_logs.logs)
 app.command("traces")(agent_logs.traces)
 app.command("run-task")(run_task.run_task)
+app.command()(console.console)
 app.command()(worker)
 app.command("controller-manager")(controller_manager)
 app.command()(install.install)

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import typer
 
+from clrk.api.agent_state import agent_state
 from clrk.api.gateway import EgressGateway
 from clrk.api.workerpool import WorkerPool
 from clrk.cli import output
 from clrk.cli.agent_api import KINDS, http
-from clrk.cli.agent_state import agent_state
 from clrk.cli.context import Options
 from clrk.cli.errors import CLIError
 from clrk.client import resource_class, to_dict

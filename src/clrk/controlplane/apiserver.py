@@ -1,7 +1,7 @@
 """The API server as clrk runs it: the generic Kubernetes REST server
 (:mod:`clrk.apiserver`) with the telemetry store and its Invocation ledger, the
-scheduler's invoke and heartbeat subresources and the shared counters mounted on it;
-TLS, bearer token, uvicorn lifecycle."""
+scheduler's invoke and heartbeat subresources, the shared counters and the web console
+(``/console``) mounted on it; TLS, bearer token, uvicorn lifecycle."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from clrk.apiserver.auth import load_or_create_token
 from clrk.apiserver.handlers import API
 from clrk.apiserver.storage import Store
 from clrk.apiserver.watch import WatchHub
+from clrk.console.api import Sources
+from clrk.console.app import Console
 from clrk.controlplane import token_budgets
 from clrk.controlplane.token_budgets import TokenCounters
 from clrk.scheduler import endpoints
@@ -107,8 +109,11 @@ class APIServer:
             self.api.ensure_namespace(ns)
         if collected := self.api.collect_dangling():
             log.info("deleted %d object(s) whose owners were gone", collected)
-        self._server = Server(build_app(self.api, access), self.host, self.port,
-                              h11_max_incomplete_event_size=65536, **tls)  # type: ignore[arg-type]
+        self.console = Console(access, Sources(self.store, self.ledger, self.logs,
+                                               self.registry, self.token_counters))
+        app = build_app(self.api, access, [self.console.mount()])
+        self._server = Server(app, self.host, self.port, h11_max_incomplete_event_size=65536,
+                              **tls)  # type: ignore[arg-type]
         self.port = self._server.port
         self.url = f"https://{url_host(self.host)}:{self.port}"
         await self._server.start()

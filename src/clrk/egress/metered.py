@@ -27,8 +27,8 @@ from typing import Any
 
 from clrk import pki
 from clrk.egress.envoy.scrubbing import pattern_text
-from clrk.egress.pricing import cost_attributes
 from clrk.egress.providers import codec_for
+from clrk.telemetry.pricing import billed_as
 
 METERED_PROVIDERS = ("anthropic", "openai", "azure-openai", "google")
 _JSON = re.compile(r"(?i)application/json(\s*;.*)?$")
@@ -104,7 +104,7 @@ def record_fields(item: dict[str, Any]) -> dict[str, Any]:
     if status:
         usage = codec.read_fields(_fields(item.get("usage")))
         attrs.update(usage.attributes(status))
-        attrs.update(cost_attributes(provider, usage.response_model or request.model, usage))
+        attrs.update(billed_as(provider, usage.response_model or request.model))
         content_type = str(item.get("response_type") or "")
         if attrs["clrk.usage.extracted"] == "false" and status < 400 and \
                 not _JSON.match(content_type):

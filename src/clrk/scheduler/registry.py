@@ -65,6 +65,12 @@ class WorkerRegistry:
         return {w.name for w in self._workers.values()
                 if not w.draining and now - w.seen < self.stale_after}
 
+    def workers(self) -> list[tuple[WorkerInfo, float]]:
+        """Every worker heard from, with its heartbeat's age in seconds (stale ones
+        included: a console shows them as such)."""
+        now = time.monotonic()
+        return [(w, now - w.seen) for w in self._workers.values()]
+
     def ready_workers(self, namespace: str, pool: str) -> int:
         return len(self.ready(namespace, pool))
 

@@ -7,6 +7,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
+from clrk.telemetry import pricing
 from clrk.telemetry.client import TelemetryStore
 
 SUMMARY_LABELS = (("gen_ai.provider.name", "provider"), ("gen_ai.request.model", "model"),
@@ -31,38 +32,39 @@ def _time(text: str) -> dt.datetime:
 
 
 def record(store: TelemetryStore, namespace: str, gateway: str,
-           items: list[dict[str, Any]]) -> int:
+           items: list[dict[str, Any]], prices: pricing.PriceTable = pricing.LIST) -> int:
     """``items``: access-log records plus ``attribution`` (or None). Returns how many
-    were stored; malformed ones are skipped."""
-    spans, logs = rows(namespace, gateway, items)
+    were stored; malformed ones are skipped. LLM calls are priced with ``prices``."""
+    spans, logs = rows(namespace, gateway, items, prices)
     store.insert("otel_traces", spans)
     store.insert("otel_logs", logs)
     return len(spans)
 
 
-def rows(namespace: str, gateway: str, items: list[dict[str, Any]]
+def rows(namespace: str, gateway: str, items: list[dict[str, Any]],
+         prices: pricing.PriceTable = pricing.LIST
          ) -> tuple[list[list[Any]], list[list[Any]]]:
     """The otel_traces and otel_logs rows for ``items`` (what is stored and what is
-    re-exported are the same records)."""
+    re-exported are the same records, but for the price table each was priced with)."""
     spans: list[list[Any]] = []
     logs: list[list[Any]] = []
     for item in items:
         at = len(spans), len(logs)
         try:
-            _item(item, namespace, gateway, spans, logs)
+            _item(item, namespace, gateway, spans, logs, prices)
         except (KeyError, ValueError, TypeError, AttributeError, OverflowError):
             del spans[at[0]:], logs[at[1]:]  # a malformed item is skipped whole
     return spans, logs
 
 
 def _item(item: dict[str, Any], namespace: str, gateway: str, spans: list[list[Any]],
-          logs: list[list[Any]]) -> None:
+          logs: list[list[Any]], prices: pricing.PriceTable) -> None:
     if item.get("kind") == "dns":
         _lookup(item, namespace, spans, logs)
     elif item.get("kind") == "http":
-        _request(item, namespace, spans, logs)
+        _request(item, namespace, spans, logs, prices)
     elif item.get("kind") == "http-log":
-        _envoy_request(item, namespace, gateway, spans, logs)
+        _envoy_request(item, namespace, gateway, spans, logs, prices)
     else:
         _connection(item, namespace, gateway, spans, logs)
 
@@ -113,7 +115,7 @@ def _lookup(item: dict[str, Any], namespace: str, spans: list[Any], logs: list[A
 
 
 def _request(item: dict[str, Any], namespace: str, spans: list[Any],
-             logs: list[Any]) -> None:
+             logs: list[Any], prices: pricing.PriceTable) -> None:
     """An HTTP request the policy service saw (already redacted by the worker), with
     its headers and captured bodies as the span's events."""
     try:
@@ -122,6 +124,7 @@ def _request(item: dict[str, Any], namespace: str, spans: list[Any],
     except (KeyError, ValueError):
         return
     attrs = {str(k): str(v) for k, v in (item.get("attributes") or {}).items()}
+    attrs.update(pricing.cost_attributes(attrs, prices))
     events = [(start, str(e.get("name", "")),
                {str(k): str(v) for k, v in (e.get("attributes") or {}).items()})
               for e in item.get("events") or [] if isinstance(e, dict)]
@@ -131,7 +134,7 @@ def _request(item: dict[str, Any], namespace: str, spans: list[Any],
 
 
 def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: list[Any],
-                   logs: list[Any]) -> None:
+                   logs: list[Any], prices: pricing.PriceTable) -> None:
     """An HTTP request Envoy served alone (no policy service on its path), from its
     access log: the record carries no header values but the injected one's name."""
     try:
@@ -156,6 +159,7 @@ def _envoy_request(item: dict[str, Any], namespace: str, gateway: str, spans: li
         attrs["url.query"] = "[redacted]"  # Envoy logs it as sent; it may carry secrets
     # A provider call Envoy metered: its GenAI attributes, read by the worker.
     attrs.update({str(k): str(v) for k, v in (item.get("attributes") or {}).items()})
+    attrs.update(pricing.cost_attributes(attrs, prices))
     if denied:
         attrs["clrk.deny_reason"] = str(item.get("deny_reason") or "")
     headers = {f"http.request.header.{k}": str(item.get(f) or "") for k, f in (

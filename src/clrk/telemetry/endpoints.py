@@ -8,6 +8,10 @@ an OTLP protobuf body and ``?invocation=``; see ``clrk.telemetry.agent_otlp``).
 lines, ending when the followed invocation ends (or at ``timeoutSeconds``).
 Parameters: invocation, stream (stdout|stderr), since and until (RFC 3339 or a
 duration back from now), limit, tailLines, continue, follow, timeoutSeconds.
+
+``GET .../NAME/usage?window=1h|24h|7d&limit=N`` answers an ``AgentUsage``: the agent's
+invocations, latencies, tokens, cost and denials in the window, and its newest finished
+invocations with their tokens and cost (what ``clrk agents get`` shows).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+from clrk.api.pricing import ModelPrice
 from clrk.apiserver.errors import APIError, not_found
 from clrk.apiserver.handlers import API, Reply, Request, flag, int_param
 from clrk.apiserver.storage import Key
-from clrk.telemetry import agent_otlp, connections, otlp_http
+from clrk.telemetry import agent_otlp, aggregates, connections, otlp_http, pricing
 from clrk.telemetry.invocations import TERMINAL, InvocationLedger
 from clrk.telemetry.logs import (
     AgentLogs,
@@ -181,6 +186,26 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentSpanList",
                            "metadata": {}, "items": items})
 
+    async def usage(req: Request) -> Reply:
+        """The agent's invocations, tokens, cost and denials over ``window`` (1h, 24h or
+        7d), and its ``limit`` newest finished invocations with theirs."""
+        if req.method != "GET":
+            raise APIError(405, "usage accepts GET only", "MethodNotAllowed")
+        ns, name = req.namespace or "", req.name or ""
+        if api.store.get(Key(GROUP, req.served.resource, ns, name)) is None:
+            raise not_found(req.served.resource, name, GROUP)
+        try:
+            w = aggregates.window(req.query.get("window"))
+        except ValueError as err:
+            raise APIError(400, str(err)) from None
+        kind, limit = KINDS[req.served.resource], int_param(req.query, "limit") or 20
+        totals = await asyncio.to_thread(aggregates.agent_usage, ledger.store, ns, kind,
+                                         name, w)
+        recent = await asyncio.to_thread(aggregates.invocations, ledger.store, namespace=ns,
+                                         agent_kind=kind, agent_name=name, limit=limit)
+        return Reply(body={"apiVersion": f"{GROUP}/v1alpha1", "kind": "AgentUsage",
+                           "window": w.name, "totals": totals, "invocations": recent})
+
     async def egress_connections(req: Request) -> Reply:
         """A worker reports the connections a gateway saw (from Envoy's access log)."""
         if req.method != "POST":
@@ -192,12 +217,16 @@ def install(api: API, ledger: InvocationLedger, logs: AgentLogs) -> None:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise APIError(400, f"items[{i}] must be an object")
-        stored = connections.record(ledger.store, req.namespace or "", req.name or "", items)
+        prices = pricing.PriceTable.from_objects(
+            api.store.list_objects(GROUP, ModelPrice.kind_info.plural))
+        stored = connections.record(ledger.store, req.namespace or "", req.name or "", items,
+                                    prices)
         return Reply(body={"stored": stored})
 
     for plural in KINDS:
         api.subresources[(GROUP, plural, "logs")] = handler
         api.subresources[(GROUP, plural, "traces")] = traces
+        api.subresources[(GROUP, plural, "usage")] = usage
         for sub in ("logs", "traces"):
             api.body_limits[(GROUP, plural, sub)] = otlp_http.MAX_BODY
     api.subresources[(GROUP, "daemonagents", "runs")] = runs

@@ -118,6 +118,12 @@ class InvocationLedger:
                                     "Namespace = {ns:String} ORDER BY Name", {"ns": namespace})
         return [json.loads(text) for (text,) in rows]
 
+    def running(self) -> list[Obj]:
+        """The Invocations not finished yet (pending or running), oldest first."""
+        with self._lock:
+            live = list(self._live.values())
+        return sorted(live, key=lambda o: o["metadata"]["creationTimestamp"])
+
     def get(self, namespace: str, name: str) -> Obj | None:
         live = self._live.get((namespace, name))
         if live is not None:

@@ -91,8 +91,11 @@ class BatchingStore:
             Path(self.dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
         try:
             self._client = clickhouse_connect.get_client(dsn=self.dsn)
+            existed = self._client.query("EXISTS TABLE clrk_calls").result_rows[0][0]
             for ddl in schema.TABLES:
                 self._client.command(ddl)
+            if not existed:  # a store from before clrk_calls: its spans are reduced once
+                self._client.command(schema.CALLS_BACKFILL)
         except ClickHouseError as err:
             raise TelemetryError(f"cannot open the telemetry store {redacted(self.dsn)}: "
                                  f"{err}") from err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from clrk.cli.agent_state import agent_state
+from clrk.api.agent_state import agent_state
 from clrk.cli.dev_components import human_uptime
 from clrk.cli.tui.rates import Call, cost
 

@@ -30,10 +30,10 @@ from clrk.egress.policy.limits import retry_after
 from clrk.egress.policy.record import Capture, HttpRecord
 from clrk.egress.policy.refusal import Refusal
 from clrk.egress.policy.state import PolicyState
-from clrk.egress.pricing import cost_attributes
 from clrk.egress.providers import Codec, codec_for
 from clrk.egress.providers.translate import Translation, Untranslatable, supported
 from clrk.egress.routing import AIRule, MCPRule, glob_or_regex
+from clrk.telemetry.pricing import billed_as
 
 log = logging.getLogger("clrk.egress.policy")
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -522,8 +522,8 @@ class Exchange:
         if reader is not None and not self.record.denied and self.record.status:
             usage = reader.finish()
             attrs.update(usage.attributes(self.record.status))
-            attrs.update(cost_attributes(reader.provider, usage.response_model
-                                         or reader.request.model, usage))
+            attrs.update(billed_as(reader.provider, usage.response_model
+                                   or reader.request.model))
             if usage.known and self.rule is not None and usage.total:
                 await self._charge(self.rule, usage.total)
         if self.state.records is not None:

@@ -12,21 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from clrk.egress.providers.sse import EventStream
+from clrk.telemetry.pricing import Tokens
 
 
 @dataclass
-class Usage:
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    reasoning_output_tokens: int | None = None
+class Usage(Tokens):
+    """The token counts an answer reported, and which model and response it was."""
+
     response_model: str | None = None
     response_id: str | None = None
-
-    @property
-    def known(self) -> bool:
-        return self.input_tokens is not None or self.output_tokens is not None
 
     @property
     def total(self) -> int:

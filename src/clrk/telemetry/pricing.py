@@ -1,9 +1,13 @@
-"""What an LLM call cost, from its usage and the provider's list prices.
+"""What an LLM call cost, from its usage and the price table in force.
 
-Each recorded LLM call carries its cost (``clrk.cost.usd``) computed when it is recorded,
-or ``clrk.cost.priced=false`` and why: a model missing from the table is unpriced, never
-free. Prices are US dollars per million tokens, per provider and model, with the cache
-and reasoning rates apart; the shipped table holds list prices (LIST_PRICES_AS_OF).
+Each LLM call gets its cost (``clrk.cost.usd``) when the API server records it, or
+``clrk.cost.priced=false`` and why: a model missing from the table is unpriced, never
+free. The gateway only says which provider and model bill the call
+(``clrk.cost.provider``, ``clrk.cost.model``: a translated call is billed by the Backend
+that answered it) next to the usage it read. Prices are US dollars per million tokens,
+per provider and model, with the cache and reasoning rates apart; the shipped table holds
+list prices (LIST_PRICES_AS_OF), and ModelPrice objects (:mod:`clrk.api.pricing`)
+override them, a provider's own entry before its family's.
 
 Providers count tokens differently, and the cost follows each one's billing:
 
@@ -18,15 +22,47 @@ Providers count tokens differently, and the cost follows each one's billing:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from clrk.egress.providers import Usage
+from typing import Any
 
 LIST_PRICES_AS_OF = "2025-11-01"
 MILLION = Decimal(1_000_000)
+BILLED_PROVIDER = "clrk.cost.provider"
+BILLED_MODEL = "clrk.cost.model"
+
+
+_USAGE_ATTRIBUTES = {"input_tokens": "gen_ai.usage.input_tokens",
+                     "output_tokens": "gen_ai.usage.output_tokens",
+                     "cache_read_input_tokens": "gen_ai.usage.cache_read.input_tokens",
+                     "cache_creation_input_tokens": "gen_ai.usage.cache_creation.input_tokens",
+                     "reasoning_output_tokens": "gen_ai.usage.reasoning.output_tokens"}
+
+
+def _count(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+@dataclass
+class Tokens:
+    """A call's token counts as the provider reported them (a gateway's ``Usage`` adds
+    the model and response id), or read back from a recorded call's usage attributes."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.input_tokens is not None or self.output_tokens is not None
+
+    @classmethod
+    def from_attributes(cls, attrs: Mapping[str, str]) -> Tokens:
+        return cls(**{field: _count(attrs.get(key))
+                      for field, key in _USAGE_ATTRIBUTES.items()})
 
 
 @dataclass(frozen=True)
@@ -86,29 +122,66 @@ _BEDROCK_ID = re.compile(r"^(?:[a-z]{2}\.)?anthropic\.(?P<model>.+?)(?:-v\d+(?::
 _DATE = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
-def _model_key(family: str, provider: str, model: str) -> str:
+def _model_key(provider: str, model: str) -> str:
     model = model.strip().lower().removeprefix("models/")
     if provider == "bedrock" and (m := _BEDROCK_ID.match(model)):
         model = m.group("model")
     return _DATE.sub("", model)
 
 
-def price_of(provider: str, model: str | None,
-             table: dict[str, dict[str, Price]] | None = None) -> Price | None:
-    """The model's price: its own entry, else the longest entry it extends with a
-    ``-suffix`` (a snapshot or variant of that model); None when it has none."""
-    family = FAMILY.get(provider)
-    if family is None or not model:
-        return None
-    prices = (table or LIST_PRICES).get(family) or {}
-    key = _model_key(family, provider, model)
+def _lookup(prices: Mapping[str, Price], key: str) -> Price | None:
+    """The model's own entry, else the longest entry it extends with a ``-suffix`` (a
+    snapshot or variant of that model)."""
     if key in prices:
         return prices[key]
     matches = [name for name in prices if key.startswith(name + "-")]
     return prices[max(matches, key=len)] if matches else None
 
 
-def cost(provider: str, price: Price, usage: Usage) -> Decimal:
+class PriceTable:
+    """The list prices with the user's ModelPrice overrides on top."""
+
+    def __init__(self, overrides: Mapping[str, Mapping[str, Price]] | None = None) -> None:
+        self.overrides = {provider: dict(models)
+                          for provider, models in (overrides or {}).items()}
+
+    @classmethod
+    def from_objects(cls, objects: Iterable[Mapping[str, Any]]) -> PriceTable:
+        """From stored ModelPrice objects (already validated when written)."""
+        overrides: dict[str, dict[str, Price]] = {}
+        for obj in objects:
+            spec = obj["spec"]
+            provider = str(spec["provider"])
+            key = _model_key(provider, str(spec["model"]))
+            overrides.setdefault(provider, {})[key] = Price(
+                Decimal(spec["input"]), Decimal(spec["output"]),
+                *(Decimal(spec[k]) if spec.get(k) is not None else None
+                  for k in ("cacheRead", "cacheWrite", "reasoning")))
+        return cls(overrides)
+
+    def price_of(self, provider: str, model: str | None) -> Price | None:
+        """The provider's own override, its family's override, then the list price."""
+        if not model:
+            return None
+        family = FAMILY.get(provider)
+        key = _model_key(provider, model)
+        for prices in (self.overrides.get(provider),
+                       self.overrides.get(family) if family else None,
+                       LIST_PRICES.get(family) if family else None):
+            found = _lookup(prices or {}, key)
+            if found is not None:
+                return found
+        return None
+
+
+LIST = PriceTable()
+
+
+def price_of(provider: str, model: str | None, table: PriceTable = LIST) -> Price | None:
+    return table.price_of(provider, model)
+
+
+def cost(provider: str, price: Price, usage: Tokens) -> Decimal:
     """US dollars for the call, following the provider family's billing (module doc)."""
     family = FAMILY.get(provider, "openai")
     inp, out = usage.input_tokens or 0, usage.output_tokens or 0
@@ -130,12 +203,26 @@ def cost(provider: str, price: Price, usage: Usage) -> Decimal:
     return total / MILLION
 
 
-def cost_attributes(provider: str, model: str | None, usage: Usage,
-                    table: dict[str, dict[str, Price]] | None = None) -> dict[str, str]:
+def billed_as(provider: str, model: str | None) -> dict[str, str]:
+    """What a gateway records of a call for its pricing: who bills it, for which model."""
+    return {BILLED_PROVIDER: provider, **({BILLED_MODEL: model} if model else {})}
+
+
+def cost_attributes(attrs: Mapping[str, str], table: PriceTable = LIST) -> dict[str, str]:
+    """The cost attributes of a recorded call (its ``billed_as`` and usage attributes);
+    nothing for a span that is no priced call or whose usage was not read."""
+    provider = attrs.get(BILLED_PROVIDER)
+    if not provider:
+        return {}
+    return call_cost(provider, attrs.get(BILLED_MODEL), Tokens.from_attributes(attrs), table)
+
+
+def call_cost(provider: str, model: str | None, usage: Tokens,
+              table: PriceTable = LIST) -> dict[str, str]:
     """``clrk.cost.usd`` (a decimal string), or ``clrk.cost.priced=false`` and why."""
     if not usage.known:
         return {}
-    price = price_of(provider, model, table)
+    price = table.price_of(provider, model)
     if price is None:
         return {"clrk.cost.priced": "false",
                 "clrk.cost.unpriced_reason": f"no price for {provider} model {model or '?'}"}
