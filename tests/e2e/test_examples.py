@@ -671,24 +671,36 @@ def test_the_web_console_shows_what_the_agents_did(dev: DevServer, fake: FakePro
         assert "jq-bot" in page.inner_text("#gateways") or \
             "default/" in page.inner_text("#gateways")
 
-        # Spend per model is the sum of the recorded calls' costs.
+        # Spend is the sum of the recorded calls' costs: per agent, against each agent's
+        # spans (the traces subresource); per model, the agents' sums again (an agent
+        # deleted since, like echo-bot, keeps its spend but has no traces to read).
         b.open("spend")
         expected: dict[str, Decimal] = {}
         for kind, plural in (("TaskAgent", "ta"), ("DaemonAgent", "da")):
             names = dev.kubectl("get", plural, "-o", "name").stdout.split()
             for name in (n.split("/", 1)[1] for n in names):
-                for s in traces(dev, kind, name):
-                    a = s["attributes"]
-                    if a.get("clrk.cost.usd"):
-                        key = a.get("gen_ai.response.model") or a["gen_ai.request.model"]
-                        expected[key] = expected.get(key, Decimal(0)) + \
-                            Decimal(a["clrk.cost.usd"])
-        rows = {}
-        for row in page.locator("#spend-by-model tbody tr").all():
-            cells = row.locator("td").all_inner_texts()
-            rows[cells[1]] = cells[-1]
-        assert model in rows, rows
-        assert Decimal(rows[model].split()[0].lstrip("$")) == expected[model], (rows, expected)
+                costs = [Decimal(s["attributes"]["clrk.cost.usd"])
+                         for s in traces(dev, kind, name)
+                         if s["attributes"].get("clrk.cost.usd")]
+                if costs:
+                    expected[f"default/{name}"] = sum(costs, Decimal(0))
+
+        def table(table_id: str) -> dict[str, Decimal]:
+            found = {}
+            for row in page.locator(f"{table_id} tbody tr").all():
+                cells = row.locator("td").all_inner_texts()
+                key = cells[0] if table_id == "#spend-by-agent" else cells[1]
+                found[key] = Decimal(cells[-1].split()[0].lstrip("$")) \
+                    if cells[-1].startswith("$") else Decimal(0)
+            return found
+
+        by_agent, by_model = table("#spend-by-agent"), table("#spend-by-model")
+        for agent_name, cost in expected.items():
+            assert by_agent[agent_name] == cost, (agent_name, by_agent, expected)
+        assert model in by_model, by_model
+        assert sum(by_model.values()) == sum(by_agent.values()), (by_model, by_agent)
+        total = page.inner_text("#spend-total .value").split()[0].lstrip("$")
+        assert Decimal(total) == sum(by_model.values())
 
         b.open("workers")
         assert "worker-0" in page.inner_text("#workers")

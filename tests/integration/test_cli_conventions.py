@@ -400,7 +400,7 @@ def test_agents_get_explains_the_agent(shared_dev_server: DevServer) -> None:
                                        check=False), range(6)))
     got = s.clrk("agents", "get", "conv-nopool").stdout
     table = got.split("recent invocations:\n")[1].splitlines()
-    assert table[0].split() == ["NAME", "PHASE", "STARTED", "DURATION"]
+    assert table[0].split() == ["NAME", "PHASE", "STARTED", "DURATION", "TOKENS", "COST"]
     rows = [r.split() for r in table[1:]]
     assert len(rows) == 5 and all(r[0].startswith("conv-nopool-") for r in rows), got
     assert all(r[1] == "Rejected" for r in rows), got

@@ -55,8 +55,12 @@ class EnvoySupervisor:
 
     async def start(self) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.config_dir / "lds.json").exists():
-            self.write([], [])
+        # Always empty at first: a previous worker's files name its own gateway ports, and
+        # this worker numbers its gateways anew; Envoy loading the old listeners and then
+        # the new ones, moved between ports, refused every move as a duplicate address and
+        # kept the old, so after `clrk dev reload worker-N` gateways answered on the wrong
+        # ports (found by the console's browser test).
+        self.write([], [])
         boot = self.config_dir / "bootstrap.json"
         boot.write_text(json.dumps(xds_files.bootstrap(self.config_dir, self.node_id,
                                                        self.admin_port)))

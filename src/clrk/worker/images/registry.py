@@ -90,18 +90,12 @@ class RegistryClient:
 
     async def _get(self, client: httpx.AsyncClient, ref: Reference, url: str,
                    headers: dict[str, str], stream: bool) -> httpx.Response:
-        """One GET; sent again once when a kept-alive connection turned out closed by the
-        registry (a race every HTTP client meets; the GET is idempotent)."""
-        for retry in (True, False):
-            req = client.build_request("GET", url, headers=headers)
-            try:
-                return await client.send(req, stream=stream, follow_redirects=True)
-            except httpx.HTTPError as err:
-                if retry and isinstance(err, httpx.RemoteProtocolError | httpx.ReadError):
-                    continue
-                raise RegistryError(f"registry {ref.registry} is unreachable: "
-                                    f"{_why(err)}") from None
-        raise AssertionError("unreachable")
+        try:
+            return await _resent_once(client, client.build_request("GET", url,
+                                                                  headers=headers), stream)
+        except httpx.HTTPError as err:
+            raise RegistryError(f"registry {ref.registry} is unreachable: "
+                                f"{_why(err)}") from None
 
     async def _authenticate(self, client: httpx.AsyncClient, ref: Reference,
                             challenge: str) -> str:
@@ -111,8 +105,7 @@ class RegistryClient:
             if not creds:
                 raise RegistryError(f"registry {ref.registry} needs credentials: add an "
                                     "imagePullSecret to the WorkerPool")
-            raw = f"{creds[0]}:{creds[1]}".encode()
-            return "Basic " + base64.b64encode(raw).decode()
+            return _basic(creds)
         if scheme != "bearer":
             raise RegistryError(f"registry {ref.registry} asked for unsupported auth "
                                 f"{challenge!r}")
@@ -121,9 +114,11 @@ class RegistryClient:
         if not realm:
             raise RegistryError(f"registry {ref.registry} sent a bearer challenge without realm")
         params.setdefault("scope", f"repository:{ref.repository}:pull")
-        auth = httpx.BasicAuth(*creds) if creds else None
+        request = client.build_request("GET", realm, params=params)
+        if creds:
+            request.headers["Authorization"] = _basic(creds)
         try:
-            resp = await client.get(realm, params=params, auth=auth)
+            resp = await _resent_once(client, request, stream=False)
         except httpx.HTTPError as err:
             raise RegistryError(f"token service {realm} is unreachable: {_why(err)}") \
                 from None
@@ -208,3 +203,18 @@ class RegistryClient:
             tmp.unlink(missing_ok=True)
             raise RegistryError(f"blob {digest} of {ref} does not match its digest")
         os.replace(tmp, dest)
+
+
+def _basic(creds: tuple[str, str]) -> str:
+    return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+
+
+async def _resent_once(client: httpx.AsyncClient, request: httpx.Request, stream: bool
+                       ) -> httpx.Response:
+    """A GET, sent again once when a kept-alive connection turned out closed by the server
+    (a race every HTTP client meets; the GET is idempotent): registry and token service
+    requests alike."""
+    try:
+        return await client.send(request, stream=stream, follow_redirects=True)
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return await client.send(request, stream=stream, follow_redirects=True)
