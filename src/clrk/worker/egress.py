@@ -12,11 +12,13 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import logging
 import secrets
 import socket
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -428,11 +430,20 @@ class EgressPlane:
             else:
                 log.warning("EgressGateway %s: trust bundle %s/%s not found",
                             gateway["metadata"]["name"], ref["name"], ref["key"])
-        path = self.envoy.config_dir / f"trust-{gateway['metadata']['name']}.pem"
-        if not path.exists() or path.read_bytes() != bundle:
+        # Named by its content: Envoy reads a trust file when it builds a cluster, and a
+        # cluster whose configuration is unchanged is kept, so a bundle rewritten in place
+        # (its Secret arriving after the gateway, as after a worker restart) was never
+        # used and upstream TLS failed; a new name is a changed cluster, rebuilt.
+        name = gateway["metadata"]["name"]
+        path = self.envoy.config_dir / \
+            f"trust-{name}-{hashlib.sha256(bundle).hexdigest()[:16]}.pem"
+        if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(bundle)
             tmp.replace(path)
+        for old in self.envoy.config_dir.glob(f"trust-{name}-{'?' * 16}.pem"):
+            if old != path and old.stat().st_mtime < time.time() - 300:
+                old.unlink(missing_ok=True)  # long replaced: no cluster names it now
         return path
 
     def _terminated(self, name: str, gateway: dict[str, Any], http: routing.HttpRoutes,
