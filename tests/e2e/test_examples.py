@@ -671,25 +671,29 @@ def test_the_web_console_shows_what_the_agents_did(dev: DevServer, fake: FakePro
         assert "jq-bot" in page.inner_text("#gateways") or \
             "default/" in page.inner_text("#gateways")
 
-        # Spend is the sum of the recorded calls' costs: per agent, against each agent's
-        # spans (the traces subresource); per model, the agents' sums again (an agent
-        # deleted since, like echo-bot, keeps its spend but has no traces to read).
+        # Spend is the sum of the recorded calls' costs: per TaskAgent, against its spans
+        # (the traces subresource; TaskAgents call only when invoked, while DaemonAgents
+        # such as openai-bot-mitm go on calling between the two reads); per model, the
+        # agents' sums again (an agent deleted since, like echo-bot, keeps its spend but
+        # has no traces to read).
         b.open("spend")
         expected: dict[str, Decimal] = {}
-        for kind, plural in (("TaskAgent", "ta"), ("DaemonAgent", "da")):
-            names = dev.kubectl("get", plural, "-o", "name").stdout.split()
-            for name in (n.split("/", 1)[1] for n in names):
-                costs = [Decimal(s["attributes"]["clrk.cost.usd"])
-                         for s in traces(dev, kind, name)
-                         if s["attributes"].get("clrk.cost.usd")]
-                if costs:
-                    expected[f"default/{name}"] = sum(costs, Decimal(0))
+        for name in (n.split("/", 1)[1]
+                     for n in dev.kubectl("get", "ta", "-o", "name").stdout.split()):
+            costs = [Decimal(s["attributes"]["clrk.cost.usd"])
+                     for s in traces(dev, "TaskAgent", name)
+                     if s["attributes"].get("clrk.cost.usd")]
+            if costs:
+                expected[f"default/{name}"] = sum(costs, Decimal(0))
+        assert "default/jq-bot" in expected, expected
 
         def table(table_id: str) -> dict[str, Decimal]:
             found = {}
             for row in page.locator(f"{table_id} tbody tr").all():
                 cells = row.locator("td").all_inner_texts()
-                key = cells[0] if table_id == "#spend-by-agent" else cells[1]
+                # By model: provider/model (a translated call's model under the
+                # agent-facing provider is a row of its own).
+                key = cells[0] if table_id == "#spend-by-agent" else f"{cells[0]}/{cells[1]}"
                 found[key] = Decimal(cells[-1].split()[0].lstrip("$")) \
                     if cells[-1].startswith("$") else Decimal(0)
             return found
@@ -697,7 +701,7 @@ def test_the_web_console_shows_what_the_agents_did(dev: DevServer, fake: FakePro
         by_agent, by_model = table("#spend-by-agent"), table("#spend-by-model")
         for agent_name, cost in expected.items():
             assert by_agent[agent_name] == cost, (agent_name, by_agent, expected)
-        assert model in by_model, by_model
+        assert f"anthropic/{model}" in by_model, by_model
         assert sum(by_model.values()) == sum(by_agent.values()), (by_model, by_agent)
         total = page.inner_text("#spend-total .value").split()[0].lstrip("$")
         assert Decimal(total) == sum(by_model.values())
