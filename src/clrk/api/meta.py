@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, WithJsonSchema
 
@@ -180,3 +180,12 @@ class PolicyTargetReference(Model):
         "policy applies only to objects in its own namespace.")
     section_name: str | None = Field(default=None, description="Accepted for GEP-713 "
                                      "compatibility; clrk does not use it.")
+
+
+def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` without ``metadata.managedFields`` (a shallow copy; ``obj`` is unchanged):
+    what the CLI's json and yaml output and the console's YAML show."""
+    md = obj.get("metadata")
+    if not isinstance(md, dict) or "managedFields" not in md:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}

@@ -15,6 +15,7 @@ import yaml
 
 from clrk.api.base import KindInfo
 from clrk.api.columns import human_age, jsonpath
+from clrk.api.meta import without_managed_fields
 from clrk.cli import jsonpath_template
 from clrk.cli.errors import CLIError
 
@@ -44,14 +45,6 @@ def output_format(value: str | None, allowed: Sequence[str] = DATA_FORMATS) -> s
     names = [f"{a}=TEMPLATE" if a == "jsonpath" else a for a in allowed]
     choices = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
     raise CLIError(f"unknown output format {value!r}: use {choices}")
-
-
-def without_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """``obj`` without ``metadata.managedFields`` (a shallow copy; ``obj`` is unchanged)."""
-    md = obj.get("metadata")
-    if not isinstance(md, dict) or "managedFields" not in md:
-        return obj
-    return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
 
 
 def _cell(value: Any, column_type: str) -> str:

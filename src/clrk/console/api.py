@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clrk.api.agent_state import agent_state
+from clrk.api.meta import without_managed_fields
 from clrk.apiserver.storage import Key, Obj, Store
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
 from clrk.scheduler.registry import WorkerRegistry
@@ -93,9 +94,7 @@ def _gateway_of(obj: Obj) -> str | None:
 
 
 def _yaml(obj: Obj) -> str:
-    shown = {**obj, "metadata": {k: v for k, v in obj["metadata"].items()
-                                 if k != "managedFields"}}
-    return yaml.safe_dump(shown, sort_keys=False)
+    return yaml.safe_dump(without_managed_fields(obj), sort_keys=False)
 
 
 def _running(ledger: InvocationLedger, namespace: str | None = None,
@@ -139,8 +138,9 @@ class ConsoleAPI:
     async def overview(self, request: Request) -> dict[str, Any]:
         w = _window(request)
         out = await asyncio.to_thread(aggregates.overview, self.s.ledger.store, w)
-        out["running"] = len(self.s.ledger.running())
-        out["recent"] = _running(self.s.ledger)[:10] + await asyncio.to_thread(
+        running = _running(self.s.ledger)
+        out["running"] = len(running)
+        out["recent"] = running[:10] + await asyncio.to_thread(
             aggregates.invocations, self.s.ledger.store, limit=10)
         return out
 
