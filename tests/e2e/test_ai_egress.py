@@ -597,9 +597,15 @@ def test_mcp_tool_policy(dev: DevServer, registry: Registry, fake: FakeProviders
         assert "denied" in calls[1][2] and "no MCPRoute rule" in calls[2][2]
         assert "rate limit" in calls[4][2] and "maxCallsPerExecution" in calls[6][2]
         assert server.calls == ["github_get_pr", "github_search_issues", "github_get_pr"]
-        recorded = until(lambda: [s for s in http_spans(dev, "TaskAgent", "mcp-user")
-                                  if s["attributes"].get("gen_ai.tool.name")],
-                         "no MCP spans")
+        def tool_calls() -> list[dict[str, Any]]:
+            return [s for s in http_spans(dev, "TaskAgent", "mcp-user")
+                    if s["attributes"].get("gen_ai.tool.name")]
+
+        # Spans arrive in export batches: wait for every tool's, not for the first.
+        recorded = until(lambda: (got := tool_calls()) and {
+            "github_get_pr", "github_delete_repo", "github_search_issues"} <= {
+            s["attributes"]["gen_ai.tool.name"] for s in got} and got,
+            "not every MCP call was recorded")
         names = {s["attributes"]["gen_ai.tool.name"]: s["attributes"]["clrk.decision"]
                  for s in recorded}
         assert names["github_delete_repo"] == "deny"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from clrk.api import lookup
-from clrk.api.agents import PIDS_DEFAULT, PIDS_MAX
+from clrk.api.agents import PIDS_DEFAULT, PIDS_MAX, AgentTemplate, EgressRef, gateway_of
 from clrk.api.validation import AdmissionError, admit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +59,17 @@ def test_defaults() -> None:
     rl = _admit({"apiVersion": "clrk.apoxy.dev/v1alpha1", "kind": "RateLimitPolicy",
                  "metadata": {"name": "r"}, "spec": {"requests": 1, "window": "1s"}})
     assert rl["spec"]["scope"] == "PerAgent"
+
+
+def test_the_template_gateway_comes_first() -> None:
+    """One rule names an agent's gateway for the workers and the console alike."""
+    plain = AgentTemplate.model_validate({"spec": {"image": "busybox"}})
+    own = AgentTemplate.model_validate({"spec": {"image": "busybox", "egressRefs": [
+        {"gatewayRef": "t1"}, {"gatewayRef": "t2"}]}})
+    agents = [EgressRef(gateway_ref="a1"), EgressRef(gateway_ref="a2")]
+    assert gateway_of(plain, None) is None and gateway_of(plain, []) is None
+    assert gateway_of(plain, agents) == "a1"
+    assert gateway_of(own, agents) == "t1" and gateway_of(own, None) == "t1"
 
 
 @pytest.mark.parametrize(("timeout", "ok"), [("60s", True), ("1m30s", True), ("250ms", True),

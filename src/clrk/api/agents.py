@@ -204,6 +204,13 @@ class AgentTemplate(Model):
                               "environment, resources and egress.")
 
 
+def gateway_of(template: AgentTemplate, refs: list[EgressRef] | None) -> str | None:
+    """The EgressGateway an agent's sandboxes send their traffic to: the template's
+    egressRefs, else the agent's; the first one. None: the agent has no egress."""
+    chosen = template.spec.egress_refs or refs
+    return chosen[0].gateway_ref if chosen else None
+
+
 class Delivery(Model):
     """How an execution's input reaches the agent."""
 

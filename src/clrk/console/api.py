@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clrk.api.agent_state import agent_state
+from clrk.api.agents import AgentTemplate, EgressRef, gateway_of
 from clrk.api.meta import without_managed_fields
 from clrk.apiserver.storage import Key, Obj, Store
 from clrk.controllers.revisions import LABEL_AGENT, LABEL_KIND
@@ -85,12 +86,11 @@ def _ref(obj: Obj) -> dict[str, Any]:
 
 
 def _gateway_of(obj: Obj) -> str | None:
+    """A stored agent's gateway, by the rule the workers route its traffic by."""
     spec = obj.get("spec") or {}
-    for refs in ((spec.get("template") or {}).get("spec", {}).get("egressRefs"),
-                 spec.get("egressRefs")):
-        if refs:
-            return str(refs[0].get("gatewayRef"))
-    return None
+    template = AgentTemplate.model_validate(spec["template"])
+    refs = [EgressRef.model_validate(r) for r in spec.get("egressRefs") or []]
+    return gateway_of(template, refs)
 
 
 def _yaml(obj: Obj) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent
+from clrk.api.agents import AgentTemplate, EgressRef, TaskAgent, gateway_of
 from clrk.api.meta import parse_duration
 from clrk.egress.attribution import Attribution, Attributions
 from clrk.worker.agents import envelope
@@ -107,10 +107,10 @@ class Networking:
                     refs: list[EgressRef] | None) -> int | None:
         """The agent's gateway (the template's egressRefs, else the agent's; the first
         one): its TCP goes there. None: no gateway, or one this worker does not know."""
-        chosen = template.spec.egress_refs or refs
-        if not chosen or self.egress is None:
+        gateway = gateway_of(template, refs)
+        if gateway is None or self.egress is None:
             return None
-        return self.egress.port_for(namespace, chosen[0].gateway_ref)
+        return self.egress.port_for(namespace, gateway)
 
 
 @dataclass
