@@ -24,15 +24,20 @@ class ClrkOnKube:
     installs: list[str]  # what each `clrk install` printed, in order
     directory: Path
 
-    def direct(self, token: str, method: str, path: str, body: bytes = b"",
-               headers: dict[str, str] | None = None) -> httpx.Response:
-        """A request straight to the clrk API server (not through kube-apiserver)."""
+    def client(self) -> httpx.Client:
+        """A client of the clrk API server itself (not through kube-apiserver), trusting
+        its serving CA, as a port-forward to its Service would reach it."""
         secret = get_json(self.cluster, "secret", "clrk-apiserver-tls", "-n", NAMESPACE)
         ctx = ssl.create_default_context(cadata=base64.b64decode(
             secret["data"]["ca.crt"]).decode())
         ctx.check_hostname = False  # the certificate names the Service, not this address
-        with httpx.Client(verify=ctx, timeout=30) as c:
-            return c.request(method, f"{self.manager.url}{path}", content=body,
+        return httpx.Client(base_url=self.manager.url, verify=ctx, timeout=30)
+
+    def direct(self, token: str, method: str, path: str, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> httpx.Response:
+        """A request straight to the clrk API server (not through kube-apiserver)."""
+        with self.client() as c:
+            return c.request(method, path, content=body,
                              headers={"Authorization": f"Bearer {token}",
                                       "Content-Type": "application/json", **(headers or {})})
 

@@ -1,5 +1,6 @@
 """The clrk API behind the real kube-apiserver: kubectl, the subresources, the clients,
-and Kubernetes RBAC deciding who may do what."""
+Kubernetes RBAC deciding who may do what, and the web console behind the same
+authentication."""
 
 from __future__ import annotations
 
@@ -81,7 +82,9 @@ def test_every_example_applies_and_reads_back(clrk_on_kube: ClrkOnKube, side: st
         assert _versions(cluster, ns, directory) == before
         described = cluster.kubectl("describe", "-n", ns, "-f", str(directory))
         assert "Name:" in described.stdout and "Spec:" in described.stdout
-        cluster.kubectl("delete", "-n", ns, "-f", str(directory), "--wait=false")
+        # A WorkerPool carries the controller's finalizer (it removes the pool's workloads
+        # first): delete waits until every object is gone.
+        cluster.kubectl("delete", "-n", ns, "-f", str(directory), "--timeout=120s")
         left = cluster.kubectl("get", "-n", ns, "-f", str(directory), "-o", "name",
                                check=False)
         assert left.stdout.strip() == "" and "NotFound" in left.stderr, left
@@ -195,12 +198,17 @@ async def test_lightkube_and_kubernetes_asyncio_through_kube(
                                                      "taskagents", "from-lightkube")
 
 
-def test_rbac_decides_reads_writes_and_invokes(clrk_on_kube: ClrkOnKube) -> None:
-    cluster = clrk_on_kube.cluster
-    ns = "rbac"
+def _namespace_with_word_count(cluster: KubeCluster, ns: str) -> str:
+    """Creates namespace ``ns`` holding the word-count example's TaskAgent."""
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("apply", "-n", ns, "-f",
                     str(ROOT / "examples" / "word-count" / "taskagent.yaml"))
+    return ns
+
+
+def test_rbac_decides_reads_writes_and_invokes(clrk_on_kube: ClrkOnKube) -> None:
+    cluster = clrk_on_kube.cluster
+    ns = _namespace_with_word_count(cluster, "rbac")
     cluster.kubectl("create", "serviceaccount", "reader", "-n", ns)
     cluster.kubectl("create", "role", "taskagent-reader", "-n", ns, "--verb=get",
                     "--resource=taskagents.clrk.apoxy.dev")
@@ -281,3 +289,44 @@ def test_cron_fires_through_kube_apiserver(clrk_on_kube: ClrkOnKube) -> None:
         lambda r: "cron" in r.stdout, timeout=60)
     assert "cron" in fired.stdout.split()
     cluster.kubectl("delete", "ta", "ticker", "-n", "cron")
+
+
+def test_the_console_logs_in_with_a_kubernetes_token(clrk_on_kube: ClrkOnKube) -> None:
+    """On a cluster the console checks a token with kube-apiserver (TokenReview) and
+    asks it whether the user may list every namespace's invocations
+    (SubjectAccessReview): a ServiceAccount without that is refused, one bound to
+    clrk:view logs in, by form or one-time link, and reads the cluster's agents."""
+    cluster = clrk_on_kube.cluster
+    ns = _namespace_with_word_count(cluster, "console")
+    cluster.kubectl("create", "serviceaccount", "watcher", "-n", ns)
+    token = cluster.kubectl("create", "token", "watcher", "-n", ns).stdout.strip()
+    with clrk_on_kube.client() as c:
+        assert c.get("/console/api/agents").status_code == 401
+        r = c.post("/console/login", data={"token": "not-a-token"})
+        assert r.status_code == 401 and "not valid" in r.text
+        r = c.post("/console/login", data={"token": token})
+        assert r.status_code == 401, r.text
+        assert f"system:serviceaccount:{ns}:watcher" in r.text
+        assert "may not list invocations" in r.text and "set-cookie" not in r.headers
+        cluster.kubectl("create", "clusterrolebinding", "console-watcher",
+                        "--clusterrole=clrk:view", f"--serviceaccount={ns}:watcher")
+        deadline = time.monotonic() + 40  # past the cached denial
+        while (r := c.post("/console/login", data={"token": token})).status_code != 303:
+            assert r.status_code == 401 and time.monotonic() < deadline, r.text
+            time.sleep(0.5)
+        assert r.headers["location"] == "/console/"
+        session = c.get("/console/session").json()
+        assert session["user"] == f"system:serviceaccount:{ns}:watcher"
+        agents = c.get("/console/api/agents").json()["items"]
+        assert {(a["namespace"], a["kind"], a["name"]) for a in agents} >= {
+            (ns, "TaskAgent", "word-count")}
+        page = c.get(f"/console/api/agents/{ns}/TaskAgent/word-count")
+        assert page.status_code == 200 and "word-count" in page.json()["yaml"]
+        assert c.get("/console/api/workers").status_code == 200
+        assert c.post("/console/logout").status_code == 303
+        assert c.get("/console/api/agents").status_code == 401
+        link = c.post("/console/login-links", headers={"Authorization": f"Bearer {token}"})
+        assert link.status_code == 200, link.text
+        assert c.get(link.json()["path"]).status_code == 303
+        assert c.get("/console/api/overview").status_code == 200
+    cluster.kubectl("delete", "clusterrolebinding", "console-watcher")

@@ -225,6 +225,16 @@ async def test_the_api_adds_up_what_was_recorded(env: Env) -> None:
     assert "last 24 h:   1 invocations (0 failed)" in out.stdout
     assert f"${haiku + o4 + Decimal('0.014')}" in out.stdout
     assert "unpriced call(s)" in out.stdout and "1 denied egress" in out.stdout
+    # `clrk agents traces` shows each call's cost, or that it is unpriced.
+    out = await asyncio.to_thread(subprocess.run, [
+        CLRK, "--kubeconfig", str(env.data / "kubeconfig"), "agents", "traces", "spender"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any("claude-haiku-4-5" in ln and ln.endswith(f"${haiku}") for ln in lines), lines
+    assert any("o4-mini" in ln and ln.endswith(f"${o4}") for ln in lines), lines
+    assert any("claude-unreleased" in ln and ln.endswith("unpriced") for ln in lines), lines
+    assert any("claude-unreleased" in ln and ln.endswith("$0.014") for ln in lines), lines
 
 
 @pytest.mark.parametrize("bad", [{"input": "free"}, {"provider": "acme"}])
