@@ -1,6 +1,7 @@
 """Driving the web console in Debian's headless chromium with Playwright: a browser that
-collects every JavaScript error and console error, and keeps a screenshot of each page
-it is asked to (test artifacts under the test's tmp dir)."""
+collects every JavaScript error, console error and request to anywhere but the API
+server, and keeps a screenshot of each page it is asked to (test artifacts under the
+test's tmp dir)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page, Request, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 READY = "#main[data-ready='true']"
@@ -59,7 +60,13 @@ def browser(base: str, shots: Path) -> Iterator[Browser]:
             def page_error(err: Any) -> None:
                 b.errors.append(f"page error: {err}")
 
+            def request(req: Request) -> None:
+                # Everything the console loads is served by clrk itself (no CDN).
+                if not req.url.startswith((f"{base}/", "data:", "blob:")):
+                    b.errors.append(f"request off the API server: {req.url}")
+
             page.on("console", console)
+            page.on("request", request)
             page.on("pageerror", page_error)
             yield b
         finally:

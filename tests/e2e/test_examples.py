@@ -589,7 +589,8 @@ def test_the_web_console_shows_what_the_agents_did(dev: DevServer, fake: FakePro
     required; every page drawn from what ran here (jq-bot's LLM call with its tokens and
     cost in the trace tree, openai-bot's refused lookups, spend per model equal to the
     recorded spans' costs); the live view showing an invocation made meanwhile; no
-    JavaScript error; a screenshot of each page under tmp_path/screens."""
+    JavaScript error and no request to anywhere but the API server; a screenshot of each
+    page under tmp_path/screens."""
     from tests.console_pages import READY, browser
 
     fake.replies["claude-haiku-4-5"] = "[.items[] | select(.price > 2)] | length"

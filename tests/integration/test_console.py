@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import re
 import ssl
 import subprocess
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -113,6 +115,36 @@ async def test_a_one_time_link_logs_in_once(env: Env) -> None:
     async with client(env) as c:
         assert (await c.get(url)).status_code == 303
         assert (await c.get("/console/session")).status_code == 200
+
+
+async def test_clrk_console_opens_the_link_in_a_browser(env: Env, tmp_path: Path) -> None:
+    """Where there is a display, `clrk console` opens the link it prints in the user's
+    browser ($BROWSER, as Python's webbrowser reads it; here a script that keeps the URL
+    it was given); without one it only prints it."""
+    opened = tmp_path / "opened"
+    browser = tmp_path / "browser"
+    browser.write_text(f"#!/bin/sh\nprintf %s \"$1\" > {opened}.part && "
+                       f"mv {opened}.part {opened}\n")
+    browser.chmod(0o755)
+    command = [CLRK, "--kubeconfig", str(env.data / "kubeconfig"), "console"]
+    base = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    out = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                  timeout=60, env={**base, "BROWSER": f"{browser} %s"})
+    assert out.returncode == 0, out.stderr
+    await asyncio.sleep(1)
+    assert not opened.exists()  # no display: printed only
+    out = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+                                  timeout=60, env={**base, "DISPLAY": ":99",
+                                                   "BROWSER": f"{browser} %s"})
+    assert out.returncode == 0, out.stderr
+    url = out.stdout.strip()
+    for _ in range(100):  # the browser is started, not waited for
+        if opened.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert opened.read_text() == url
+    async with client(env) as c:
+        assert (await c.get(url)).status_code == 303
 
 
 def llm_call(invocation: str, trace: str, parent: str, provider: str, model: str,
