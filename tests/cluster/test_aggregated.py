@@ -295,7 +295,8 @@ def test_the_console_logs_in_with_a_kubernetes_token(clrk_on_kube: ClrkOnKube) -
     """On a cluster the console checks a token with kube-apiserver (TokenReview) and
     asks it whether the user may list every namespace's invocations
     (SubjectAccessReview): a ServiceAccount without that is refused, one bound to
-    clrk:view logs in, by form or one-time link, and reads the cluster's agents."""
+    clrk:view logs in, by form or one-time link, and reads the cluster's agents, until
+    the binding is taken away."""
     cluster = clrk_on_kube.cluster
     ns = _namespace_with_word_count(cluster, "console")
     cluster.kubectl("create", "serviceaccount", "watcher", "-n", ns)
@@ -329,4 +330,12 @@ def test_the_console_logs_in_with_a_kubernetes_token(clrk_on_kube: ClrkOnKube) -
         assert link.status_code == 200, link.text
         assert c.get(link.json()["path"]).status_code == 303
         assert c.get("/console/api/overview").status_code == 200
-    cluster.kubectl("delete", "clusterrolebinding", "console-watcher")
+        # Taking the binding away ends the session too, once the allowed answer the API
+        # server cached has expired: the right is asked again on every request.
+        cluster.kubectl("delete", "clusterrolebinding", "console-watcher")
+        deadline = time.monotonic() + 40
+        while (r := c.get("/console/api/overview")).status_code == 200:
+            assert time.monotonic() < deadline, "the session outlived its binding"
+            time.sleep(0.5)
+        assert r.status_code == 401 and "may not list invocations" in r.text, r.text
+        assert c.get("/console/session").status_code == 401

@@ -3,6 +3,8 @@ authenticator's reading of certificates and headers."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from cryptography import x509
 
@@ -16,6 +18,7 @@ from clrk.apiserver.access import (
     forbidden_message,
 )
 from clrk.apiserver.attributes import Attributes, request_attributes
+from clrk.apiserver.errors import APIError
 from clrk.controlplane.delegation import AuthenticationConfig, DelegatedAuthenticator
 
 API = "/apis/clrk.apoxy.dev/v1alpha1"
@@ -108,3 +111,45 @@ async def test_front_proxy_certificate_makes_the_headers_the_user() -> None:
     client = _der(pki.issue_leaf(kube_ca, ["carol"], server=False))
     user = await auth.authenticate(Credentials(None, client, headers))
     assert user is not None and user.name == "carol" and AUTHENTICATED in user.groups
+
+
+async def test_an_unreachable_kube_apiserver_is_a_503_that_says_so() -> None:
+    """A token review or an access review that cannot reach kube-apiserver is a 503
+    naming what could not be done, at the API and at the console's login (not a crash)."""
+    from lightkube import AsyncClient, KubeConfig
+    from starlette.testclient import TestClient
+
+    from clrk.apiserver.access import Access
+    from clrk.console.app import REQUIRED, Console
+    from clrk.controlplane.delegation import DelegatedAuthorizer
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = AsyncClient(KubeConfig.from_dict({
+        "clusters": [{"name": "kube", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "clrk", "user": {"token": "clrk-token"}}],
+        "contexts": [{"name": "kube", "context": {"cluster": "kube", "user": "clrk"}}],
+        "current-context": "kube"}), trust_env=False)
+    front, kube_ca = pki.generate_ca("front"), pki.generate_ca("kube")
+    authenticator = DelegatedAuthenticator(_config(front, kube_ca), client=client)
+    authorizer = DelegatedAuthorizer(client)
+    try:
+        with pytest.raises(APIError) as err:
+            await authenticator.authenticate(Credentials("Bearer a-token", None, ()))
+        assert err.value.code == 503
+        assert "cannot review the bearer token with kube-apiserver: ConnectError" \
+            in err.value.message
+        with pytest.raises(APIError) as err:
+            await authorizer.authorize(User("alice", (AUTHENTICATED,)), REQUIRED)
+        assert err.value.code == 503
+        assert "cannot ask kube-apiserver for an authorization decision" in err.value.message
+        # The console's login form says it on the page. (Its sources are never read
+        # before a login succeeds.)
+        console = Console(Access(authenticator, authorizer), None)  # type: ignore[arg-type]
+        with TestClient(console.app, base_url="https://testserver") as browser:
+            page = browser.post("/login", data={"token": "a-token"})
+        assert page.status_code == 503
+        assert "cannot review the bearer token with kube-apiserver" in page.text
+    finally:
+        await client.close()

@@ -5,9 +5,10 @@ a live session cookie.
 
 Logging in proves the same credentials the Kubernetes API takes (the API server's own
 authenticator, so on a cluster kube-apiserver's TokenReview) and needs the right to list
-Invocations in every namespace, which is what the console shows. Forms are refused when
-their Origin is another site's; every answer forbids framing and caching, and the pages'
-Content-Security-Policy allows nothing that is not served from here.
+Invocations in every namespace, which is what the console shows, at login and on every
+request after it. Forms are refused when their Origin is another site's; every answer
+forbids framing and caching, and the pages' Content-Security-Policy allows nothing that
+is not served from here.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clrk.apiserver.access import Access, Credentials, User
+from clrk.apiserver.access import Access, Authorizer, Credentials, User
 from clrk.apiserver.attributes import Attributes
+from clrk.apiserver.errors import APIError
 from clrk.console.api import ConsoleAPI, Sources
 from clrk.console.sessions import COOKIE, SESSION_SECONDS, Sessions
 
@@ -73,33 +75,47 @@ def login_page(status: int = 200, error: str = "") -> HTMLResponse:
                         headers=_headers(LOGIN_CSP))
 
 
-def _unauthorized(scope: Scope) -> Response:
+def _unauthorized(scope: Scope, why: str = "") -> Response:
     """401: the login page for a page, a JSON error for the API and assets."""
     path: str = scope.get("path", "")
     if path.startswith(f"{PREFIX}/api") or path.startswith(f"{PREFIX}/static"):
-        return JSONResponse({"error": "Unauthorized: log in to the console first"}, 401,
-                            headers=_headers())
-    return login_page(401, "")
+        return JSONResponse({"error": f"Unauthorized: {why or 'log in to the console first'}"},
+                            401, headers=_headers())
+    return login_page(401, why)
 
 
 class RequireSession:
-    """ASGI middleware: the wrapped app runs only for a request with a live session (its
-    user in ``scope["state"]["console_user"]``); anything else gets 401."""
+    """ASGI middleware: the wrapped app runs only for a request with a live session whose
+    user may still list every namespace's invocations (its user in
+    ``scope["state"]["console_user"]``); anything else gets 401. The right is asked again
+    on each request (the authorizer caches its answers for seconds), so a RoleBinding
+    taken away ends the sessions it let in, not only the next login."""
 
-    def __init__(self, app: ASGIApp, sessions: Sessions) -> None:
+    def __init__(self, app: ASGIApp, sessions: Sessions, authorizer: Authorizer) -> None:
         self.app = app
         self.sessions = sessions
+        self.authorizer = authorizer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        user = self.sessions.user(Request(scope).cookies.get(COOKIE))
+        sid = Request(scope).cookies.get(COOKIE)
+        user = self.sessions.user(sid)
         if user is None:
             await _unauthorized(scope)(scope, receive, send)
             return
+        if not (await self.authorizer.authorize(user, REQUIRED)).allowed:
+            self.sessions.end(sid)
+            await _unauthorized(scope, _may_not(user))(scope, receive, send)
+            return
         scope.setdefault("state", {})["console_user"] = user
         await self.app(scope, receive, send)
+
+
+def _may_not(user: User) -> str:
+    return f'User "{user.name}" may not list invocations in every namespace, which the ' \
+        "console shows."
 
 
 def _same_origin(request: Request) -> bool:
@@ -130,8 +146,9 @@ class Console:
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["POST"]),
             Route("/login-links", self.login_link, methods=["POST"]),
-            Mount("", app=RequireSession(guarded, self.sessions)),
+            Mount("", app=RequireSession(guarded, self.sessions, access.authorizer)),
         ])
+        self.app.add_exception_handler(APIError, self._api_error)
 
     def mount(self) -> Mount:
         return Mount(PREFIX, app=self.app)
@@ -139,6 +156,16 @@ class Console:
     async def _not_found(self, request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"no such console route {request.url.path}"}, 404,
                             headers=_headers())
+
+    async def _api_error(self, request: Request, exc: Exception) -> Response:
+        """What the authenticator or authorizer could not decide (on a cluster,
+        kube-apiserver unreachable: 503), said on the login page or as the API's error."""
+        assert isinstance(exc, APIError)
+        path = request.url.path
+        if path.startswith(f"{PREFIX}/api") or path.startswith(f"{PREFIX}/static") \
+                or (request.method == "POST" and path != f"{PREFIX}/login"):
+            return JSONResponse({"error": exc.message}, exc.code, headers=_headers())
+        return login_page(exc.code, exc.message)
 
     async def _not_allowed(self, request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"{request.method} is not allowed here"}, 405,
@@ -150,8 +177,7 @@ class Console:
             return None, "That token is not valid."
         decision = await self.access.authorizer.authorize(user, REQUIRED)
         if not decision.allowed:
-            return None, (f'User "{user.name}" may not list invocations in every namespace, '
-                          "which the console shows.")
+            return None, _may_not(user)
         return user, ""
 
     def _logged_in(self, user: User) -> Response:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 from urllib.parse import unquote
 
+import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
@@ -190,9 +191,8 @@ class DelegatedAuthenticator:
         try:
             review = await self.client.create(TokenReview(
                 metadata=ObjectMeta(), spec=TokenReviewSpec(token=token)))
-        except ApiError as err:
-            raise APIError(503, "cannot review the bearer token with kube-apiserver: "
-                           f"{err.status.message}", "ServiceUnavailable") from err
+        except (ApiError, httpx.HTTPError) as err:
+            raise _unavailable("cannot review the bearer token with kube-apiserver", err) from err
         status = review.status
         user: User | None = None
         if status is not None and status.authenticated and status.user is not None:
@@ -201,6 +201,13 @@ class DelegatedAuthenticator:
                         tuple((k, tuple(v)) for k, v in sorted((info.extra or {}).items())))
         self._tokens.put(key, user, self.ttl)
         return user
+
+
+def _unavailable(what: str, err: ApiError | httpx.HTTPError) -> APIError:
+    """503: kube-apiserver refused the review, or could not be reached for it."""
+    why = err.status.message if isinstance(err, ApiError) else \
+        f"{type(err).__name__}: {err}".rstrip(": ")
+    return APIError(503, f"{what}: {why}", "ServiceUnavailable")
 
 
 @dataclass
@@ -222,9 +229,9 @@ class DelegatedAuthorizer:
         try:
             review = await self.client.create(SubjectAccessReview(
                 metadata=ObjectMeta(), spec=self._spec(user, attributes)))
-        except ApiError as err:
-            raise APIError(503, "cannot ask kube-apiserver for an authorization decision: "
-                           f"{err.status.message}", "ServiceUnavailable") from err
+        except (ApiError, httpx.HTTPError) as err:
+            raise _unavailable("cannot ask kube-apiserver for an authorization decision",
+                               err) from err
         status = review.status
         allowed = bool(status is not None and status.allowed and not status.denied)
         decision = Decision(allowed, (status.reason or "") if status is not None else "")
