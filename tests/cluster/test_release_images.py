@@ -10,7 +10,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -27,6 +26,7 @@ from clrk.oci import release
 from tests.clrk_on_kube import NAMESPACE, SERVICE_ACCOUNT, get_json
 from tests.cluster.conftest import ClrkOnKube
 from tests.images import Registry
+from tests.kube_cluster import free_port
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,12 +111,6 @@ def test_the_worker_image_holds_runsc_envoy_and_iptables(images: dict[str, Path]
     assert "nf_tables" in done.stdout and f"clrk {__version__}" in done.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_the_controller_manager_image_answers_its_readiness_probe(
         images: dict[str, Path], clrk_on_kube: ClrkOnKube, tmp_path: Path) -> None:
     """The image's entrypoint, as the image's user, with what the pod would have mounted
@@ -140,11 +134,11 @@ def test_the_controller_manager_image_answers_its_readiness_probe(
     os.chown(root / "var" / "lib" / "clrk", 65532, 65532)
     for path in (root / "etc" / "clrk").rglob("*"):
         os.chown(path, 65532, 65532)
-    port = _free_port()
+    port = free_port()
     config = _config(images["clrk-controller-manager"])["config"]
     argv = [*config["Entrypoint"], "controller-manager", "--data-dir=/var/lib/clrk",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--ingress-port={_free_port()}", "--tls-cert-dir=/etc/clrk/tls",
+            f"--ingress-port={free_port()}", "--tls-cert-dir=/etc/clrk/tls",
             "--kubeconfig=/etc/clrk/kube", f"--leader-election-namespace={NAMESPACE}",
             "--identity=image-check"]
     log = (tmp_path / "cm.log").open("wb")

@@ -22,15 +22,10 @@ from clrk.egress.envoy.access_logs import AccessLogs
 from clrk.egress.envoy.clusters import endpoint_cluster
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener
 from clrk.egress.envoy.supervisor import EnvoySupervisor
+from tests.kube_cluster import free_port
 from tests.netns import veth_netns
 
 HOST_IP, NS_IP = "10.214.0.1", "10.214.0.2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Echo(socketserver.BaseRequestHandler):

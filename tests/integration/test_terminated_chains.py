@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +41,7 @@ from clrk.egress.policy.state import PolicyState
 from clrk.egress.scrub import Patterns
 from clrk.egress.secret_files import SecretFiles
 from tests.fake_providers import FakeProviders
+from tests.kube_cluster import free_port
 from tests.netns import veth_netns
 
 HOST_IP, NS_IP = "10.218.0.1", "10.218.0.2"
@@ -68,12 +68,6 @@ class Gateway:
     log: Path
     fake: FakeProviders
     records: Collected
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ authenticator's reading of certificates and headers."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from cryptography import x509
 
@@ -20,6 +18,7 @@ from clrk.apiserver.access import (
 from clrk.apiserver.attributes import Attributes, request_attributes
 from clrk.apiserver.errors import APIError
 from clrk.controlplane.delegation import AuthenticationConfig, DelegatedAuthenticator
+from tests.kube_cluster import free_port
 
 API = "/apis/clrk.apoxy.dev/v1alpha1"
 
@@ -123,11 +122,9 @@ async def test_an_unreachable_kube_apiserver_is_a_503_that_says_so() -> None:
     from clrk.console.app import REQUIRED, Console
     from clrk.controlplane.delegation import DelegatedAuthorizer
 
-    with socket.socket() as s:  # a loopback port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    dead = f"http://127.0.0.1:{free_port()}"  # a loopback port nothing listens on
     client = AsyncClient(KubeConfig.from_dict({
-        "clusters": [{"name": "kube", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "clusters": [{"name": "kube", "cluster": {"server": dead}}],
         "users": [{"name": "clrk", "user": {"token": "clrk-token"}}],
         "contexts": [{"name": "kube", "context": {"cluster": "kube", "user": "clrk"}}],
         "current-context": "kube"}), trust_env=False)
