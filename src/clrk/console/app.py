@@ -75,10 +75,14 @@ def login_page(status: int = 200, error: str = "") -> HTMLResponse:
                         headers=_headers(LOGIN_CSP))
 
 
+def _answers_json(path: str) -> bool:
+    """Whether an error at ``path`` is JSON (the API and the assets), not the login page."""
+    return path.startswith((f"{PREFIX}/api", f"{PREFIX}/static"))
+
+
 def _unauthorized(scope: Scope, why: str = "") -> Response:
     """401: the login page for a page, a JSON error for the API and assets."""
-    path: str = scope.get("path", "")
-    if path.startswith(f"{PREFIX}/api") or path.startswith(f"{PREFIX}/static"):
+    if _answers_json(scope.get("path", "")):
         return JSONResponse({"error": f"Unauthorized: {why or 'log in to the console first'}"},
                             401, headers=_headers())
     return login_page(401, why)
@@ -162,8 +166,7 @@ class Console:
         kube-apiserver unreachable: 503), said on the login page or as the API's error."""
         assert isinstance(exc, APIError)
         path = request.url.path
-        if path.startswith(f"{PREFIX}/api") or path.startswith(f"{PREFIX}/static") \
-                or (request.method == "POST" and path != f"{PREFIX}/login"):
+        if _answers_json(path) or (request.method == "POST" and path != f"{PREFIX}/login"):
             return JSONResponse({"error": exc.message}, exc.code, headers=_headers())
         return login_page(exc.code, exc.message)
 
