@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.kube_cluster import free_port  # noqa: E402
 from tests.netns import veth_netns  # noqa: E402
 
 from clrk.egress.envoy.listeners import GatewayListener, base_clusters, listener  # noqa: E402
@@ -39,12 +39,6 @@ class Upstream(asyncio.Protocol):
         while b"\r\n\r\n" in self.buf:
             _, self.buf = self.buf.split(b"\r\n\r\n", 1)
             self.transport.write(RESPONSE)  # type: ignore[attr-defined]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def hey(ns: str, url: str, n: int, c: int) -> tuple[float, float, float]:

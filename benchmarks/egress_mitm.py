@@ -28,7 +28,6 @@ import json
 import os
 import re
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.kube_cluster import free_port  # noqa: E402
 from tests.netns import veth_netns  # noqa: E402
 
 from clrk import pki  # noqa: E402
@@ -106,12 +106,6 @@ def upstream_config(port: int, cert: Path, key: Path) -> dict[str, object]:
                         "key": "content-type", "value": "application/json"}}],
                     "direct_response": {"status": 200,
                                         "body": {"inline_string": ANSWER.decode()}}}]}]}}}]}]}]}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ms(text: str) -> float:
