@@ -10,10 +10,12 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,26 @@ def _config(layout: Path) -> dict[str, Any]:
     return dict(json.loads(_blob(layout, _manifest(layout)["config"]["digest"])))
 
 
-def unpack(layout: Path, dest: Path) -> Path:
-    """The image's root file system, its layers applied in order (no whiteouts here)."""
-    dest.mkdir(parents=True)
-    for layer in _manifest(layout)["layers"]:
-        path = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
-        subprocess.run(["tar", "-xzf", str(path), "-C", str(dest)], check=True)
-    return dest
+Unpack = Callable[[Path, Path], Path]
+
+
+@pytest.fixture
+def unpack() -> Iterator[Unpack]:
+    """Unpacks an image's root file system, its layers applied in order (no whiteouts
+    here), and removes it after the test: a gigabyte each, of no use once checked."""
+    made: list[Path] = []
+
+    def _unpack(layout: Path, dest: Path) -> Path:
+        dest.mkdir(parents=True)
+        made.append(dest)
+        for layer in _manifest(layout)["layers"]:
+            path = layout / "blobs" / "sha256" / layer["digest"].split(":", 1)[1]
+            subprocess.run(["tar", "-xzf", str(path), "-C", str(dest)], check=True)
+        return dest
+
+    yield _unpack
+    for dest in made:
+        shutil.rmtree(dest)
 
 
 def in_image(root: Path, script: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -98,6 +113,7 @@ def test_pushed_to_a_registry(images: dict[str, Path], registry: Registry) -> No
 
 
 def test_the_worker_image_holds_runsc_envoy_and_iptables(images: dict[str, Path],
+                                                         unpack: Unpack,
                                                          tmp_path: Path) -> None:
     root = unpack(images["clrk-worker"], tmp_path / "worker")
     envoy = "$(/opt/clrk/bin/python -c \"from clrk.egress.envoy.binary import envoy_binary; " \
@@ -112,7 +128,8 @@ def test_the_worker_image_holds_runsc_envoy_and_iptables(images: dict[str, Path]
 
 
 def test_the_controller_manager_image_answers_its_readiness_probe(
-        images: dict[str, Path], clrk_on_kube: ClrkOnKube, tmp_path: Path) -> None:
+        images: dict[str, Path], clrk_on_kube: ClrkOnKube, unpack: Unpack,
+        tmp_path: Path) -> None:
     """The image's entrypoint, as the image's user, with what the pod would have mounted
     (the serving Secret, a ServiceAccount token): it serves, a follower of the Lease the
     installed controller manager holds, and its /readyz says 200."""

@@ -61,6 +61,37 @@ async def test_pull_unpack_and_cache_by_digest(tmp_path: Path, registry: Registr
     assert sorted(s.cached()) == sorted([digest, new_digest])
 
 
+async def test_images_on_one_base_share_its_files(tmp_path: Path, registry: Registry) -> None:
+    base = Layer({"lib/shared": b"base " * 2000, "etc/conf": b"base conf", "etc/gone": b"x"})
+    one = build(Recipe("share-one", [base, Layer({"app/one": b"1"})], {"Env": []}))
+    two = build(Recipe("share-two", [base, Layer({"etc/conf": b"two's conf",
+                                                  "etc/.wh.gone": b""})], {"Env": []}))
+    registry.push("test/share", "one", one)
+    registry.push("test/share", "two", two)
+    s = store(tmp_path, registry)
+    a = (await s.pull(f"{registry.host}/test/share:one")).rootfs
+    b = (await s.pull(f"{registry.host}/test/share:two")).rootfs
+    assert a != b
+    # The base's file is one file on disk, in both trees.
+    assert (a / "lib" / "shared").stat().st_ino == (b / "lib" / "shared").stat().st_ino
+    # What the second image's top layer replaced or deleted, the first still has.
+    assert (a / "etc" / "conf").read_bytes() == b"base conf"
+    assert (b / "etc" / "conf").read_bytes() == b"two's conf"
+    assert (a / "etc" / "gone").exists() and not (b / "etc" / "gone").exists()
+    assert (a / "app" / "one").exists() and not (b / "app").exists()
+    # A pull interrupted mid-unpack leaves a directory the next start removes.
+    (s.chains / ".unpack-interrupted").mkdir()
+    s.clean_partial()
+    assert not list(s.chains.glob(".unpack-*"))
+    # A store written before layers were shared (the rootfs beside image.json) still loads.
+    old_dir = s.images / ("sha256-" + "c" * 64)
+    (old_dir / "rootfs" / "bin").mkdir(parents=True)
+    (old_dir / "image.json").write_text(json.dumps(
+        {"reference": "old", "digest": "sha256:" + "c" * 64, "config": {}}))
+    loaded = s.load("sha256:" + "c" * 64)
+    assert loaded is not None and (loaded.rootfs / "bin").is_dir()
+
+
 async def test_concurrent_pulls_share_one_download(tmp_path: Path, registry: Registry) -> None:
     registry.push("test/shared", "1", build(busybox_recipe()))
     client = RegistryClient(insecure={registry.host})
@@ -116,7 +147,7 @@ async def test_hostile_layer_fails_and_writes_nothing_outside(tmp_path: Path,
         with pytest.raises(RegistryError, match="escapes the root"):
             await store(tmp_path, registry).pull(f"{registry.host}/test/evil:{i}")
     assert not outside.exists()
-    assert not list((tmp_path / "images" / "images").glob(".unpack-*"))
+    assert not list((tmp_path / "images" / "chains").glob(".unpack-*"))
 
 
 def _tar(entries: list[tarfile.TarInfo], data: dict[str, bytes] | None = None) -> io.BytesIO:

@@ -3,14 +3,23 @@
 A tag is resolved anew on each pull; what it resolves to is cached by manifest
 digest, so two tags of one image share one rootfs and a moved tag is noticed.
 Concurrent pulls of the same image share one download.
+
+Images built on one base share its unpacked files. The tree each prefix of an
+image's layers makes is kept under its chain id (the layers' digests hashed in
+order), and the next layer is unpacked over a hard-linked copy of it: ten agents
+on one Python base cost one Python tree and ten top layers, not ten trees. The
+sharing is safe because a sandbox's root is read-only and unpacking never writes
+into a file it did not create (a replaced file is unlinked first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,18 @@ class Image:
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+EMPTY = "empty"  # the chain of an image without layers
+
+
+def chain_ids(layers: list[str]) -> list[str]:
+    """The id of each prefix of ``layers`` (digests, bottom first), as a directory name:
+    the first layer's digest, then each next one hashed onto the id below it."""
+    ids: list[str] = []
+    for digest in layers:
+        below = ids[-1] if ids else ""
+        ids.append(digest.split(":", 1)[1] if not below
+                   else hashlib.sha256(f"{below} {digest}".encode()).hexdigest())
+    return ids
 
 
 @dataclass
@@ -55,8 +76,9 @@ class ImageStore:
         self.progress: dict[str, PullProgress] = {}  # pulls under way, by reference
         self.blobs = root / "blobs" / "sha256"
         self.images = root / "images"
-        self.blobs.mkdir(parents=True, exist_ok=True)
-        self.images.mkdir(parents=True, exist_ok=True)
+        self.chains = root / "chains"  # the tree of each prefix of layers, by chain id
+        for directory in (self.blobs, self.images, self.chains):
+            directory.mkdir(parents=True, exist_ok=True)
         self._pulls: dict[str, asyncio.Task[Image]] = {}
 
     def cached(self) -> list[str]:
@@ -74,7 +96,9 @@ class ImageStore:
         if not meta.exists():
             return None
         doc = json.loads(meta.read_text())
-        return Image(doc["reference"], digest, doc["config"], self._image_dir(digest) / "rootfs")
+        # A store written before layers were shared keeps each rootfs beside its image.json.
+        rootfs = self.chains / doc["chain"] if "chain" in doc else meta.parent / "rootfs"
+        return Image(doc["reference"], digest, doc["config"], rootfs)
 
     async def pull(self, text: str) -> Image:
         """Resolve and fetch ``text`` (shared with any pull of it already under way)."""
@@ -92,19 +116,22 @@ class ImageStore:
         if cached is not None:
             return cached
         layers = resolved.manifest.get("layers") or []
+        for layer in layers:  # each names a file here: nothing but a digest may pass
+            if not DIGEST.fullmatch(str(layer.get("digest"))):
+                raise RegistryError(f"unsupported layer digest {layer.get('digest')!r} in {ref}")
         progress = PullProgress(sum(int(la.get("size") or 0) for la in layers), len(layers))
         self.progress[text] = progress
         try:
             for layer in layers:
                 await self._blob(ref, layer["digest"], progress)
-            return self._unpack(str(ref), resolved.digest, resolved.config, layers)
+            # Unpacking takes seconds for a large image: not on the worker's event loop.
+            return await asyncio.to_thread(self._unpack, str(ref), resolved.digest,
+                                           resolved.config, layers)
         finally:
             progress.done = True
             self.progress.pop(text, None)
 
     async def _blob(self, ref: Reference, digest: str, progress: PullProgress) -> Path:
-        if not digest.startswith("sha256:"):
-            raise RegistryError(f"unsupported digest {digest!r} in {ref}")
         path = self.blobs / digest.split(":", 1)[1]
         if path.exists():
             progress.completed += path.stat().st_size
@@ -117,33 +144,61 @@ class ImageStore:
 
     def _unpack(self, reference: str, digest: str, config: dict[str, Any],
                 layers: list[dict[str, Any]]) -> Image:
+        chains = chain_ids([layer["digest"] for layer in layers])
+        # Start from the longest prefix of these layers already unpacked.
+        done = next((n for n in range(len(chains), 0, -1)
+                     if (self.chains / chains[n - 1]).is_dir()), 0)
+        base = self.chains / chains[done - 1] if done else None
+        for layer, chain in zip(layers[done:], chains[done:], strict=True):
+            base = self._apply(reference, base, layer["digest"], chain)
+        if not layers:
+            base = self.chains / EMPTY
+            base.mkdir(exist_ok=True)
+        assert base is not None
         final = self._image_dir(digest)
-        work = self.images / f".unpack-{uuid.uuid4().hex}"
-        rootfs = work / "rootfs"
-        rootfs.mkdir(parents=True)
+        final.mkdir(exist_ok=True)
+        meta = final / f".image-{uuid.uuid4().hex}.json"
+        meta.write_text(json.dumps(
+            {"reference": reference, "digest": digest, "config": config, "chain": base.name}))
+        meta.replace(final / "image.json")
+        image = self.load(digest)
+        assert image is not None
+        return image
+
+    def _apply(self, reference: str, base: Path | None, layer: str, chain: str) -> Path:
+        """The tree of ``base`` with ``layer`` unpacked over it, kept as ``chain``."""
+        final = self.chains / chain
+        work = self.chains / f".unpack-{uuid.uuid4().hex}"
         try:
-            for layer in layers:
-                with (self.blobs / layer["digest"].split(":", 1)[1]).open("rb") as f:
-                    extract(f, rootfs)
-            (work / "image.json").write_text(json.dumps(
-                {"reference": reference, "digest": digest, "config": config}))
-            if final.exists():
+            if base is None:
+                work.mkdir()
+            else:  # new directories, the files hard links to base's (their owners kept)
+                subprocess.run(["cp", "--archive", "--link", "--no-target-directory",
+                                str(base), str(work)], check=True, capture_output=True)
+            with (self.blobs / layer.split(":", 1)[1]).open("rb") as f:
+                extract(f, work)
+            if final.exists():  # another pull made it meanwhile
                 shutil.rmtree(work)
             else:
                 work.rename(final)
         except LayerError as err:
             shutil.rmtree(work, ignore_errors=True)
             raise RegistryError(f"image {reference}: {err}") from None
+        except subprocess.CalledProcessError as err:
+            shutil.rmtree(work, ignore_errors=True)
+            raise RegistryError(f"image {reference}: could not link the unpacked layers "
+                                f"under {base}: {err.stderr.decode(errors='replace').strip()}"
+                                ) from None
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        image = self.load(digest)
-        assert image is not None
-        return image
+        return final
 
     def clean_partial(self) -> None:
         """Remove unpack directories a crashed worker left behind."""
-        for p in self.images.glob(".unpack-*"):
+        for p in self.chains.glob(".unpack-*"):
             shutil.rmtree(p, ignore_errors=True)
+        for p in self.images.glob("*/.image-*.json"):
+            p.unlink(missing_ok=True)
         for p in self.blobs.glob("*.partial"):
             p.unlink(missing_ok=True)
