@@ -848,7 +848,7 @@ def test_a_secret_that_comes_after_its_policy(
     result, runner = invoke_in_background(dev, "late-gw", "late-user")
     until(lambda: any(s["attributes"].get("http.response.status_code") == "503"
                       for s in http_spans(dev, "TaskAgent", "late-user")),
-          "no refused call was recorded")
+          "no refused call was recorded", timeout=150)  # the agent's own loop is 90 s
     dev.kubectl("create", "secret", "generic", "late-key", f"--from-literal=k={KEY}")
     runner.join(150)
     out = result["r"].text

@@ -491,6 +491,10 @@ def test_no_colour_with_no_color_on_a_terminal() -> None:
     (["status", "-o", "wide"], "unknown output format 'wide': use json or yaml", 1),
     (["worker", "--index", "99", "--api-kubeconfig", "k", "--data-dir", "d"],
      "Invalid value for '--index'", 2),
+    (["worker", "--image-gc-high-threshold", "80", "--image-gc-low-threshold", "85",
+      "--api-kubeconfig", "k", "--data-dir", "d"],
+     "Invalid value for --image-gc-low-threshold: the image disk marks need 0 <= low < "
+     "high <= 100, not low 85 and high 80", 2),
 ])
 def test_usage_errors_are_one_line(shared_dev_server: DevServer, args: list[str],
                                    needle: str, code: int) -> None:

@@ -6,12 +6,17 @@ import asyncio
 import base64
 import io
 import json
+import os
+import random
 import tarfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from clrk.worker.images import pull_secrets
+from clrk.worker.images.collection import DiskMarks, collect_once
 from clrk.worker.images.layers import LayerError, extract
 from clrk.worker.images.reference import ReferenceError, parse
 from clrk.worker.images.registry import RegistryClient, RegistryError
@@ -90,6 +95,74 @@ async def test_images_on_one_base_share_its_files(tmp_path: Path, registry: Regi
         {"reference": "old", "digest": "sha256:" + "c" * 64, "config": {}}))
     loaded = s.load("sha256:" + "c" * 64)
     assert loaded is not None and (loaded.rootfs / "bin").is_dir()
+
+
+def _top(name: str) -> Layer:
+    """A layer of 256 KiB that does not compress: its removal shows on the disk."""
+    return Layer({f"app/{name}": random.Random(name).randbytes(256 << 10)})
+
+
+def _disk_bytes(root: Path) -> int:
+    """Bytes the store takes on disk, each hard-linked file once."""
+    seen: set[int] = set()
+    total = 0
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if st.st_ino not in seen:
+            seen.add(st.st_ino)
+            total += st.st_blocks * 512
+    return total
+
+
+async def test_a_full_disk_removes_the_images_unused_longest(tmp_path: Path,
+                                                             registry: Registry) -> None:
+    base = Layer({"lib/base": random.Random("base").randbytes(256 << 10)})
+    built = {n: build(Recipe(f"gc-{n}", [base, _top(n)], {"Env": []})) for n in "abc"}
+    s = store(tmp_path, registry)
+    pulled = {}
+    for age, n in ((3000, "a"), (2000, "b"), (1000, "c")):
+        registry.push("test/gc", n, built[n])
+        pulled[n] = await s.pull(f"{registry.host}/test/gc:{n}")
+        os.utime(s.images / pulled[n].digest.replace(":", "-", 1) / "image.json",
+                 (time.time() - age, time.time() - age))
+    blob = {n: s.blobs / BuiltImage.digest(built[n].layers[1]).split(":")[1] for n in "abc"}
+    base_blob = s.blobs / BuiltImage.digest(built["a"].layers[0]).split(":")[1]
+    # "a", the oldest, is a sandbox's root: "b" goes first, with its own blob and tree.
+    removed = s.collect({pulled["a"].rootfs}, lambda: len(s.cached()) > 2)
+    assert removed == [pulled["b"].digest]
+    assert not pulled["b"].rootfs.exists() and not blob["b"].exists()
+    assert pulled["a"].rootfs.exists() and blob["a"].exists() and base_blob.exists()
+    # "c" was just used (an invocation is about to start from it): it stays, "a" goes.
+    s.load(pulled["c"].digest)
+    assert s.collect(set(), lambda: True) == [pulled["a"].digest]
+    assert s.cached() == [pulled["c"].digest]
+    assert (pulled["c"].rootfs / "lib" / "base").exists() and base_blob.exists()
+    assert sorted(p.name for p in s.blobs.iterdir()) == sorted(
+        [base_blob.name, blob["c"].name])
+    # A removed image is pulled again when an agent needs it.
+    again = await s.pull(f"{registry.host}/test/gc:b")
+    assert (again.rootfs / "app" / "b").read_bytes() == \
+        random.Random("b").randbytes(256 << 10)
+
+    # The worker's check: past the high mark of the disk, down to the low one.
+    await s.pull(f"{registry.host}/test/gc:a")
+    for meta in s.images.glob("*/image.json"):
+        os.utime(meta, (time.time() - 600, time.time() - 600))
+    used = _disk_bytes(s.root)
+    disk = SimpleNamespace(total=int(used / 0.9), used=used)  # 90 % used
+
+    def usage(path: Path) -> SimpleNamespace:
+        assert path == s.root
+        disk.used = _disk_bytes(s.root)
+        return disk
+
+    marks = DiskMarks(high=85, low=80)
+    removed = collect_once(s, {again.rootfs}, marks, usage)
+    assert removed and again.digest not in removed
+    assert 100 * disk.used / disk.total <= 80
+    assert collect_once(s, set(), marks, usage) == []  # under the high mark: nothing
+    with pytest.raises(ValueError, match="low 85 and high 80"):
+        DiskMarks(high=80, low=85)
 
 
 async def test_concurrent_pulls_share_one_download(tmp_path: Path, registry: Registry) -> None:

@@ -133,7 +133,10 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
     spec = run_spec(SandboxSpec.model_validate({
         "image": "x", "args": ["cat"],
         "resources": {"limits": {"cpu": "500m", "memory": "96Mi"}, "pids": 100}}), image)
+    assert runtime.roots_in_use() == set()
     sandbox = await runtime.start(spec)
+    # While it lives, the image store may not remove its root.
+    assert runtime.roots_in_use() == {image.rootfs}
     try:
         def read(controller: str, name: str) -> str:
             path = cgroups.path(controller, sandbox.sid) / name
@@ -155,6 +158,8 @@ async def test_limits_come_from_resources(runtime: Runtime, image: Image) -> Non
     finally:
         result = await sandbox.finish(b"done", 30, lambda _: None, lambda _: None)
     assert result.exit_code == 0
+    await runtime.drain()
+    assert runtime.roots_in_use() == set()
 
 
 async def test_fork_bomb_ends_only_its_own_execution(runtime: Runtime, image: Image) -> None:

@@ -47,17 +47,30 @@ def worker(
         "--dns-upstream", envvar="CLRK_DNS_UPSTREAM",
         help="host:port of the DNS server the sandboxes' responder asks (default: this "
              "host's resolver).")] = None,
+    image_gc_high: Annotated[int, typer.Option(
+        "--image-gc-high-threshold", min=1, max=100,
+        help="Percent of the image store's disk in use above which the images unused "
+             "longest are removed (as kubelet's imageGCHighThresholdPercent).")] = 85,
+    image_gc_low: Annotated[int, typer.Option(
+        "--image-gc-low-threshold", min=0, max=99,
+        help="Percent of that disk in use at which removal stops.")] = 80,
 ) -> None:
     """Run sandboxes for a WorkerPool until SIGTERM, then drain."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     upstream = _host_port(dns_upstream) if dns_upstream else None
-    from clrk.worker.main import serve  # at use: every other `clrk` command would load it
+    # At use, as serve below: every other `clrk` command would load the worker.
+    from clrk.worker.images.collection import DiskMarks
+    try:
+        disk = DiskMarks(high=image_gc_high, low=image_gc_low)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--image-gc-low-threshold") from None
+    from clrk.worker.main import serve
 
     run_guarded(lambda: asyncio.run(serve(name, data_dir, kubeconfig, namespace, pool, host,
                                           port, capacity, set(insecure_registry or []),
-                                          index, network, upstream)))
+                                          index, network, upstream, disk)))
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -24,6 +24,7 @@ from clrk.worker.agents.warm import WarmPool
 from clrk.worker.dns import DNSResponder
 from clrk.worker.egress import EgressPlane, port_range, udp_relay_port
 from clrk.worker.images import pull_secrets
+from clrk.worker.images.collection import DiskMarks, keep_within
 from clrk.worker.images.pull_secrets import PullSecretError
 from clrk.worker.images.registry import RegistryClient
 from clrk.worker.images.store import ImageStore
@@ -98,7 +99,8 @@ async def _follow_pool(client: AsyncClient, worker: Worker, namespace: str, pool
 async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, pool: str,
                 host: str, port: int, capacity: int | None, insecure: set[str],
                 index: int = 0, networked: bool = True,
-                dns_upstream: tuple[str, int] | None = None) -> None:
+                dns_upstream: tuple[str, int] | None = None,
+                disk: DiskMarks | None = None) -> None:
     runtime = Runtime(data_dir / "sandboxes")
     left = await runtime.sweep()
     if left:
@@ -169,6 +171,8 @@ async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, po
     daemons = asyncio.create_task(DaemonSupervisor(client, runtime, images, name, namespace,
                                                    telemetry, networking).run(stop))
     prepull = asyncio.create_task(Prepuller(client, images, namespace).run(stop))
+    collecting = asyncio.create_task(keep_within(images, runtime.roots_in_use,
+                                                 disk or DiskMarks(), stop))
     follow = asyncio.create_task(_follow_pool(client, worker, namespace, pool,
                                               capacity is not None, stop))
     log.info("worker %s serving on %s for pool %s/%s", name, url, namespace, pool)
@@ -181,6 +185,7 @@ async def serve(name: str, data_dir: Path, kube: Path | None, namespace: str, po
     await daemons
     await warming
     await prepull
+    await collecting
     await follow
     await worker.drain()
     log.info("drained: every execution has ended")

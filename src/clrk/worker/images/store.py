@@ -4,6 +4,11 @@ A tag is resolved anew on each pull; what it resolves to is cached by manifest
 digest, so two tags of one image share one rootfs and a moved tag is noticed.
 Concurrent pulls of the same image share one download.
 
+The store is bounded the way kubelet bounds its images: past a high mark of the
+disk's use, the images unused longest go (never one a sandbox runs from or one
+used in the last minutes), down to a low mark, with the blobs and trees no image
+left needs.
+
 Images built on one base share its unpacked files. The tree each prefix of an
 image's layers makes is kept under its chain id (the layers' digests hashed in
 order), and the next layer is unpacked over a hard-linked copy of it: ten agents
@@ -15,12 +20,17 @@ into a file it did not create (a replaced file is unlinked first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +90,13 @@ class ImageStore:
         for directory in (self.blobs, self.images, self.chains):
             directory.mkdir(parents=True, exist_ok=True)
         self._pulls: dict[str, asyncio.Task[Image]] = {}
+        # Unpacking and collecting exclude each other: the trees an unpack builds on are
+        # not named by any image until it ends.
+        self._lock = threading.Lock()
+        # Held only for a moment, also on the event loop: a load's mark of use, and the
+        # blobs a pull wants, against their removal.
+        self._meta_lock = threading.Lock()
+        self._wanted: dict[str, int] = {}  # layer digests of pulls under way
 
     def cached(self) -> list[str]:
         """Digests of every unpacked image."""
@@ -93,12 +110,12 @@ class ImageStore:
         if not DIGEST.fullmatch(digest):  # it names a directory: nothing else may pass
             return None
         meta = self._image_dir(digest) / "image.json"
-        if not meta.exists():
-            return None
-        doc = json.loads(meta.read_text())
-        # A store written before layers were shared keeps each rootfs beside its image.json.
-        rootfs = self.chains / doc["chain"] if "chain" in doc else meta.parent / "rootfs"
-        return Image(doc["reference"], digest, doc["config"], rootfs)
+        with self._meta_lock:
+            try:
+                os.utime(meta)  # its last use, which collection goes by
+            except FileNotFoundError:
+                return None
+        return self._read(meta)
 
     async def pull(self, text: str) -> Image:
         """Resolve and fetch ``text`` (shared with any pull of it already under way)."""
@@ -121,6 +138,10 @@ class ImageStore:
                 raise RegistryError(f"unsupported layer digest {layer.get('digest')!r} in {ref}")
         progress = PullProgress(sum(int(la.get("size") or 0) for la in layers), len(layers))
         self.progress[text] = progress
+        digests = [str(layer["digest"]) for layer in layers]
+        with self._meta_lock:  # before it looks for them, so collection keeps them
+            for d in digests:
+                self._wanted[d] = self._wanted.get(d, 0) + 1
         try:
             for layer in layers:
                 await self._blob(ref, layer["digest"], progress)
@@ -130,6 +151,11 @@ class ImageStore:
         finally:
             progress.done = True
             self.progress.pop(text, None)
+            with self._meta_lock:
+                for d in digests:
+                    self._wanted[d] -= 1
+                    if not self._wanted[d]:
+                        del self._wanted[d]
 
     async def _blob(self, ref: Reference, digest: str, progress: PullProgress) -> Path:
         path = self.blobs / digest.split(":", 1)[1]
@@ -144,6 +170,11 @@ class ImageStore:
 
     def _unpack(self, reference: str, digest: str, config: dict[str, Any],
                 layers: list[dict[str, Any]]) -> Image:
+        with self._lock:
+            return self._unpack_locked(reference, digest, config, layers)
+
+    def _unpack_locked(self, reference: str, digest: str, config: dict[str, Any],
+                       layers: list[dict[str, Any]]) -> Image:
         chains = chain_ids([layer["digest"] for layer in layers])
         # Start from the longest prefix of these layers already unpacked.
         done = next((n for n in range(len(chains), 0, -1)
@@ -159,7 +190,8 @@ class ImageStore:
         final.mkdir(exist_ok=True)
         meta = final / f".image-{uuid.uuid4().hex}.json"
         meta.write_text(json.dumps(
-            {"reference": reference, "digest": digest, "config": config, "chain": base.name}))
+            {"reference": reference, "digest": digest, "config": config, "chain": base.name,
+             "chains": chains, "layers": [layer["digest"] for layer in layers]}))
         meta.replace(final / "image.json")
         image = self.load(digest)
         assert image is not None
@@ -194,11 +226,74 @@ class ImageStore:
             raise
         return final
 
+    def collect(self, in_use: set[Path], too_full: Callable[[], bool],
+                min_age: float = 120.0) -> list[str]:
+        """While ``too_full()``, remove the image unused longest, and the trees and blobs
+        no image left needs; never an image whose tree is in ``in_use`` (a sandbox's
+        root) or used in the last ``min_age`` seconds (one about to be). Returns the
+        digests removed."""
+        removed: list[str] = []
+        with self._lock:
+            candidates = []
+            for meta in self.images.glob("*/image.json"):
+                image = self._read(meta)
+                with contextlib.suppress(OSError):
+                    if image is not None and image.rootfs not in in_use:
+                        candidates.append((meta.stat().st_mtime, image.digest, meta))
+            for _, digest, meta in sorted(candidates):
+                if not too_full():
+                    break
+                with self._meta_lock:  # a load now marks it used, or finds it gone
+                    try:
+                        if meta.stat().st_mtime >= time.time() - min_age:
+                            continue
+                        meta.unlink()
+                    except FileNotFoundError:
+                        continue
+                shutil.rmtree(meta.parent, ignore_errors=True)
+                removed.append(digest)
+                self._remove_unneeded(in_use)
+        return removed
+
+    def _read(self, meta: Path) -> Image | None:
+        """The image ``meta`` describes (None if it is gone or torn)."""
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return None
+        # A store written before layers were shared keeps each rootfs beside its image.json.
+        rootfs = self.chains / doc["chain"] if "chain" in doc else meta.parent / "rootfs"
+        return Image(doc.get("reference", ""), doc.get("digest", ""), doc.get("config") or {},
+                     rootfs)
+
+    def _remove_unneeded(self, in_use: set[Path]) -> None:
+        chains: set[str] = {EMPTY}
+        blobs: set[str] = set()
+        for meta in self.images.glob("*/image.json"):
+            with contextlib.suppress(OSError, ValueError):
+                doc = json.loads(meta.read_text())
+                chains.update(doc.get("chains") or [doc.get("chain", "")])
+                blobs.update(doc.get("layers") or [])
+        # A pull under way has not unpacked yet (unpacking holds the lock): it finds
+        # whatever prefix is left. Its blobs, though, must stay.
+        for tree in self.chains.iterdir():
+            if not (tree.name.startswith(".") or tree.name in chains or tree in in_use):
+                shutil.rmtree(tree)
+        with self._meta_lock:
+            for blob in self.blobs.iterdir():
+                name = f"sha256:{blob.name}"
+                if not (blob.name.endswith(".partial") or name in blobs
+                        or name in self._wanted):
+                    blob.unlink(missing_ok=True)
+
     def clean_partial(self) -> None:
         """Remove unpack directories a crashed worker left behind."""
         for p in self.chains.glob(".unpack-*"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.images.glob("*/.image-*.json"):
             p.unlink(missing_ok=True)
+        for p in self.images.iterdir():  # an unpack or a removal cut short
+            if not (p / "image.json").exists():
+                shutil.rmtree(p, ignore_errors=True)
         for p in self.blobs.glob("*.partial"):
             p.unlink(missing_ok=True)

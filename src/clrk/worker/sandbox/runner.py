@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -209,6 +210,15 @@ class Runtime:
         """Wait for background deletions (worker shutdown, tests)."""
         while self._cleanups:
             await asyncio.gather(*list(self._cleanups), return_exceptions=True)
+
+    def roots_in_use(self) -> set[Path]:
+        """The root of every sandbox with a bundle here (running, warm, or being deleted):
+        what the image store must not remove."""
+        roots: set[Path] = set()
+        for config in (self.state_dir / "bundles").glob("*/config.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                roots.add(Path(json.loads(config.read_text())["root"]["path"]))
+        return roots
 
     async def sandboxes(self) -> list[str]:
         code, out = await self._runsc("list", "--quiet")
