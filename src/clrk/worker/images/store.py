@@ -30,6 +30,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ class ImageStore:
         # Held only for a moment, also on the event loop: a load's mark of use, and the
         # blobs a pull wants, against their removal.
         self._meta_lock = threading.Lock()
-        self._wanted: dict[str, int] = {}  # layer digests of pulls under way
+        self._wanted: Counter[str] = Counter()  # layer digests of pulls under way
 
     def cached(self) -> list[str]:
         """Digests of every unpacked image."""
@@ -140,8 +141,7 @@ class ImageStore:
         self.progress[text] = progress
         digests = [str(layer["digest"]) for layer in layers]
         with self._meta_lock:  # before it looks for them, so collection keeps them
-            for d in digests:
-                self._wanted[d] = self._wanted.get(d, 0) + 1
+            self._wanted.update(digests)
         try:
             for layer in layers:
                 await self._blob(ref, layer["digest"], progress)
@@ -152,10 +152,8 @@ class ImageStore:
             progress.done = True
             self.progress.pop(text, None)
             with self._meta_lock:
-                for d in digests:
-                    self._wanted[d] -= 1
-                    if not self._wanted[d]:
-                        del self._wanted[d]
+                self._wanted.subtract(digests)
+                self._wanted = +self._wanted  # without the digests no pull wants now
 
     async def _blob(self, ref: Reference, digest: str, progress: PullProgress) -> Path:
         path = self.blobs / digest.split(":", 1)[1]
@@ -193,9 +191,7 @@ class ImageStore:
             {"reference": reference, "digest": digest, "config": config, "chain": base.name,
              "chains": chains, "layers": [layer["digest"] for layer in layers]}))
         meta.replace(final / "image.json")
-        image = self.load(digest)
-        assert image is not None
-        return image
+        return Image(reference, digest, config, base)
 
     def _apply(self, reference: str, base: Path | None, layer: str, chain: str) -> Path:
         """The tree of ``base`` with ``layer`` unpacked over it, kept as ``chain``."""
@@ -255,11 +251,18 @@ class ImageStore:
                 self._remove_unneeded(in_use)
         return removed
 
+    @staticmethod
+    def _doc(meta: Path) -> dict[str, Any] | None:
+        """An image.json's content (None if it is gone or torn)."""
+        try:
+            return dict(json.loads(meta.read_text()))
+        except (OSError, ValueError):
+            return None
+
     def _read(self, meta: Path) -> Image | None:
         """The image ``meta`` describes (None if it is gone or torn)."""
-        try:
-            doc = json.loads(meta.read_text())
-        except (OSError, ValueError):
+        doc = self._doc(meta)
+        if doc is None:
             return None
         # A store written before layers were shared keeps each rootfs beside its image.json.
         rootfs = self.chains / doc["chain"] if "chain" in doc else meta.parent / "rootfs"
@@ -270,10 +273,9 @@ class ImageStore:
         chains: set[str] = {EMPTY}
         blobs: set[str] = set()
         for meta in self.images.glob("*/image.json"):
-            with contextlib.suppress(OSError, ValueError):
-                doc = json.loads(meta.read_text())
-                chains.update(doc.get("chains") or [doc.get("chain", "")])
-                blobs.update(doc.get("layers") or [])
+            doc = self._doc(meta) or {}
+            chains.update(doc.get("chains") or [doc.get("chain", "")])
+            blobs.update(doc.get("layers") or [])
         # A pull under way has not unpacked yet (unpacking holds the lock): it finds
         # whatever prefix is left. Its blobs, though, must stay.
         for tree in self.chains.iterdir():
