@@ -75,6 +75,7 @@ from clrk.worker.telemetry import TelemetryReporter
 log = logging.getLogger("clrk.worker.egress")
 PORTS_PER_WORKER = 64
 CONFIG_WAIT = 2.0  # at most, for Envoy to load a new chain (it watches the files)
+CA_WAIT = 30.0  # at most, for a gateway's CA Secret to reach this worker
 TAIL_SECONDS = 0.5
 MAX_VIRTUAL = 4096  # virtual addresses per worker (each is a filter chain per port)
 MAX_PENDING = 10_000  # records waiting for the next batch
@@ -157,6 +158,7 @@ class EgressPlane:
         self.secret_files = SecretFiles(state_dir)
         self.meter_files = MeterFiles(self.secret_files.directory)
         self._native_secrets: set[str] = set()
+        self._applied = asyncio.Event()  # set, and replaced, by each _apply
         self._resolved: dict[str, str] = {}
         self._resolving: set[str] = set()
         self.vips: dict[str, str] = {}  # routed hostname -> its virtual address
@@ -208,12 +210,32 @@ class EgressPlane:
 
     async def ca_at(self, port: int) -> bytes | None:
         """The CA of the gateway at ``port`` (from its CA Secret): what its sandboxes
-        must trust for the TLS it terminates."""
+        must trust for the TLS it terminates. The Secret comes on its own watch and may
+        reach this worker after an invocation of a gateway just made: the sandbox waits
+        for it (at most ``CA_WAIT``) and for Envoy to load the chains it signs, since
+        without them every TLS connection of the agent fails."""
         gw = self.gateway_at(port)
         if gw is None:
             return None
         pair = self._ca(gw)
-        return pair.cert_pem if pair else None
+        if pair is None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CA_WAIT
+            while pair is None and (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._applied.wait(), left)
+                gw = self.gateway_at(port)
+                if gw is None:
+                    return None
+                pair = self._ca(gw)
+            if pair is None:
+                log.warning("EgressGateway %s: no CA Secret %s after %gs; the sandbox starts "
+                            "without it", gw["metadata"]["name"], ca_secret_name(gw), CA_WAIT)
+                return None
+            if not await self.envoy.loaded(CONFIG_WAIT):
+                log.warning("envoy did not load the chains of %s within %gs",
+                            gw["metadata"]["name"], CONFIG_WAIT)
+        return pair.cert_pem
 
     def _ca(self, gateway: dict[str, Any]) -> pki.KeyPair | None:
         data = (self.state.secrets.get(ca_secret_name(gateway)) or {}).get("data") or {}
@@ -383,8 +405,7 @@ class EgressPlane:
             self.state.execution_tokens.add(who.invocation, rule.name, tokens)
 
     async def _watch(self) -> None:
-        await asyncio.gather(*(self._follow(kind, self.docs[kind.kind_info.kind])
-                               for kind in FOLLOWED), self._renew())
+        await asyncio.gather(*(self._follow(kind) for kind in FOLLOWED), self._renew())
 
     async def _renew(self) -> None:
         """Leaf certificates are reissued before they expire."""
@@ -395,18 +416,20 @@ class EgressPlane:
             if due is not None and due <= dt.datetime.now(dt.UTC):
                 self._apply()
 
-    async def _follow(self, kind: Any, into: dict[str, dict[str, Any]]) -> None:
-        def seen(op: str, doc: dict[str, Any]) -> None:
-            name = doc["metadata"]["name"]
-            if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
-                into.pop(name, None)
-            else:
-                into[name] = doc
-            if kind is not Secret or self._shapes_config(name):
-                self._apply()
+    async def _follow(self, kind: Any) -> None:
+        await follow(self.client, resource_class(kind), self.namespace,
+                     lambda op, doc: self.seen(kind, op, doc), log, kind.kind_info.kind)
 
-        await follow(self.client, resource_class(kind), self.namespace, seen, log,
-                     kind.kind_info.kind)
+    def seen(self, kind: Any, op: str, doc: dict[str, Any]) -> None:
+        """One event of a watched kind: kept, and the configuration it shapes applied."""
+        into = self.docs[kind.kind_info.kind]
+        name = doc["metadata"]["name"]
+        if op == "DELETED" or doc["metadata"].get("deletionTimestamp"):
+            into.pop(name, None)
+        else:
+            into[name] = doc
+        if kind is not Secret or self._shapes_config(name):
+            self._apply()
 
     def _shapes_config(self, secret: str) -> bool:
         """Whether a Secret is a gateway's CA or trust bundle (credentials are read at
@@ -713,3 +736,5 @@ class EgressPlane:
                          if c["name"] not in known]
         self.meter_files.sync(meters)
         self.envoy.write(listeners, clusters)
+        self._applied.set()  # whoever waits for a change looks again
+        self._applied = asyncio.Event()
